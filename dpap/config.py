@@ -1,0 +1,404 @@
+"""Typed configuration, loaded from ``params.yaml`` and validated once, at the edge.
+
+Every knob of the project lives in one of the dataclasses below, grouped by stage the
+way ``params.yaml`` is. ``load_params`` turns the YAML into a :class:`Config`; any
+unknown key, wrong type or out-of-range value raises :class:`ConfigError` with a
+one-line message naming the key (``dpap.fc.eta``) and what is allowed.
+
+The library takes these typed objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A value in params.yaml (or an override) is missing, unknown, mistyped or out of range."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where it lives, and how it is turned into tensors."""
+
+    name: str = "digits"
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed"
+    val_fraction: float = 0.0
+    """Share of the training set held out as a validation split (0 = none)."""
+    seed: int = 0
+    """Seed of the validation split."""
+    time_bins: int = 10
+    """Number of frames an event stream is binned into (tonic ``ToFrame(n_time_bins=...)``)."""
+    downsample: int = 32
+    """Spatial size DVS-Gesture frames are downsampled to (128 -> ``downsample``)."""
+    denoise_us: int = 10000
+    """tonic ``Denoise(filter_time=...)`` in microseconds for event data; 0 disables it."""
+    standardize: bool = False
+    """Store static images standardised (mean 0, std 1) instead of scaled to [0, 1]."""
+    limit: int = 0
+    """Keep at most this many samples per split (0 = all); for quick checks."""
+
+
+# ---------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """The network: SNN or DNN, its layers in the paper's notation, and the input encoding."""
+
+    kind: Literal["snn", "dnn"] = "snn"
+    arch: str = "16C3-AP2-32C3-AP2-128FC"
+    """Layers in the paper's notation (``15C3-AP2-40C3-AP2-300FC-10FC``) or a preset name
+    (``mnist-snn``, ``cifar10-snn``, ``mnist-dnn``, ``vgg16-bn``). The output layer
+    (``<classes>FC``) is appended when the string does not end with it."""
+    encoding: Literal["direct", "poisson", "events"] = "direct"
+    time_steps: int = 4
+    """Simulation window T of the SNN (ignored for event data, whose T is ``data.time_bins``,
+    and for DNNs, which have no time)."""
+
+
+@dataclass
+class NeuronConfig:
+    """LIF neuron, Eq. 1-2, and its rectangle surrogate gradient, Eq. 4."""
+
+    decay: float = 0.2
+    """λ, the membrane decay."""
+    threshold: float = 0.5
+    """V_th."""
+    surrogate_width: float = 1.0
+    """a, the width of the rectangle surrogate."""
+    detach_reset: bool = False
+    """Do not back-propagate through the reset term (SpikingJelly's ``detach_reset``)."""
+
+
+# ----------------------------------------------------------------------------- dpap
+
+
+@dataclass
+class LayerTypeConfig:
+    """Survival-function knobs of one layer type (conv or fc), Eq. 12-17.
+
+    ``None`` means "the protocol's default" (see :data:`PROTOCOL_DEFAULTS`)."""
+
+    beta: Optional[float] = None
+    """β, the initial value of every survival function."""
+    epsilon: Optional[float] = None
+    """ε, the decay value of Eq. 12-13."""
+    eta: Optional[float] = None
+    """η, the decay rate of Eq. 16-17."""
+    protect: Optional[float] = None
+    """C, the protection added to a non-negative δ (Eq. 14-15)."""
+
+
+@dataclass
+class DPAPConfig:
+    """Developmental plasticity-inspired adaptive pruning."""
+
+    enabled: bool = True
+    protocol: Literal["paper", "reference"] = "paper"
+    """``paper``: the paper's formulas. ``reference``: the authors' code (METHOD.md §5)."""
+    importance: Literal["bcm", "hebb", "stdp"] = "bcm"
+    gamma: float = 0.999
+    """γ, the decay constant of the survival functions (Eq. 16-17)."""
+    tau: float = 0.5
+    """τ, the decay of the spiking trace (Eq. 5-6)."""
+    start_epoch: Optional[int] = None
+    """First epoch whose end updates the survival functions (reference code: 5)."""
+    prune_output: bool = False
+    """Also prune synapses of the output layer (its neurons are never pruned)."""
+    conv: LayerTypeConfig = field(default_factory=LayerTypeConfig)
+    fc: LayerTypeConfig = field(default_factory=LayerTypeConfig)
+
+    def resolved(self, layer_type: str) -> LayerTypeConfig:
+        """The knobs of ``layer_type`` (``conv``/``fc``) with protocol defaults filled in."""
+        own = getattr(self, layer_type)
+        defaults = PROTOCOL_DEFAULTS[self.protocol][layer_type]
+        return LayerTypeConfig(
+            **{
+                f.name: getattr(own, f.name) if getattr(own, f.name) is not None else defaults[f.name]
+                for f in dataclasses.fields(LayerTypeConfig)
+            }
+        )
+
+    def resolved_start_epoch(self) -> int:
+        if self.start_epoch is not None:
+            return self.start_epoch
+        return PROTOCOL_DEFAULTS[self.protocol]["start_epoch"]
+
+
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # The paper gives C (5 conv, 2 FC) and γ; β, ε and η are its free knobs.
+    "paper": {
+        "conv": {"beta": 4.0, "epsilon": 0.5, "eta": 10.0, "protect": 5.0},
+        "fc": {"beta": 4.0, "epsilon": 0.5, "eta": 10.0, "protect": 2.0},
+        "start_epoch": 0,
+    },
+    # The authors' public code (METHOD.md §5).
+    "reference": {
+        "conv": {"beta": 10.0, "epsilon": 0.65, "eta": 12.0, "protect": 5.0},
+        "fc": {"beta": 10.0, "epsilon": 1.5, "eta": 13.0, "protect": 2.0},
+        "start_epoch": 5,
+    },
+}
+
+
+# ---------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 5e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: Literal["none", "cosine", "step"] = "cosine"
+    step_size: int = 30
+    """Epochs between learning-rate drops (×0.1) for ``schedule: step``."""
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    """``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    baseline_accuracy: Optional[float] = None
+    """Accuracy of a baseline run; the first epoch reaching it is the convergence epoch."""
+
+
+@dataclass
+class SearchRange:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass
+class SearchConfig:
+    """Optuna search over the survival-function knobs (issue: hit a chosen compression)."""
+
+    target: float = 0.5
+    tolerance: float = 0.03
+    trials: int = 20
+    epochs: Optional[int] = None
+    """Training epochs per trial (None = ``train.epochs``)."""
+    storage: str = "search/optuna.journal"
+    study_name: str = "dpap-search"
+    seed: int = 0
+    ranges: dict[str, SearchRange] = field(
+        default_factory=lambda: {
+            "conv.beta": SearchRange(0.5, 5.0),
+            "conv.epsilon": SearchRange(0.5, 1.8),
+            "conv.eta": SearchRange(2.0, 30.0, True),
+            "conv.protect": SearchRange(0.5, 6.0),
+            "fc.beta": SearchRange(0.5, 5.0),
+            "fc.epsilon": SearchRange(0.5, 1.8),
+            "fc.eta": SearchRange(2.0, 30.0, True),
+            "fc.protect": SearchRange(0.5, 4.0),
+        }
+    )
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    dpap: DPAPConfig = field(default_factory=DPAPConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------ validation
+
+_RULES: dict[str, tuple[Any, str]] = {
+    # key: (predicate, allowed-values text)
+    "data.val_fraction": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "data.time_bins": (lambda v: v >= 1, "an integer >= 1"),
+    "data.downsample": (lambda v: 1 <= v <= 128, "an integer in [1, 128]"),
+    "data.denoise_us": (lambda v: v >= 0, "an integer >= 0 (0 disables)"),
+    "data.limit": (lambda v: v >= 0, "an integer >= 0 (0 = all)"),
+    "model.time_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "neuron.decay": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "neuron.threshold": (lambda v: v > 0, "a number > 0"),
+    "neuron.surrogate_width": (lambda v: v > 0, "a number > 0"),
+    "dpap.gamma": (lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
+    "dpap.tau": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "dpap.start_epoch": (lambda v: v is None or v >= 0, "an integer >= 0"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.lr": (lambda v: v > 0, "a number > 0"),
+    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "train.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.step_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.threads": (lambda v: v >= 0, "an integer >= 0"),
+    "train.baseline_accuracy": (lambda v: v is None or 0 <= v <= 1, "a number in [0, 1]"),
+    "search.target": (lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "search.tolerance": (lambda v: v > 0, "a number > 0"),
+    "search.trials": (lambda v: v >= 1, "an integer >= 1"),
+    "search.epochs": (lambda v: v is None or v >= 1, "an integer >= 1"),
+}
+for _t in ("conv", "fc"):
+    _RULES[f"dpap.{_t}.beta"] = (lambda v: v is None or v > 0, "a number > 0")
+    _RULES[f"dpap.{_t}.epsilon"] = (lambda v: v is None or 0 <= v <= 2, "a number in [0, 2]")
+    _RULES[f"dpap.{_t}.eta"] = (lambda v: v is None or v > 0, "a number > 0")
+    _RULES[f"dpap.{_t}.protect"] = (lambda v: v is None or v >= 0, "a number >= 0")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+        return value
+    if origin is dict:
+        _, vtype = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: got {value!r}, expected a mapping")
+        return {k: _convert(v, vtype, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: got {value!r}, expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: got {value!r}, expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: got {value!r}, expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: got {value!r}, expected a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: got {value!r}, expected a string")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # pragma: no cover
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'params'}: got {raw!r}, expected a mapping of keys")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"{where}: unknown key; allowed keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(value, hints[name], key)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as exc:  # a required field (SearchRange.low/high) is missing
+        raise ConfigError(f"{prefix}: {exc}") from None
+    return obj
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, (pred, allowed) in _RULES.items():
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if not pred(obj):
+            raise ConfigError(f"{key}: got {obj!r}, expected {allowed}")
+    if cfg.model.kind == "dnn" and cfg.model.encoding == "poisson":
+        raise ConfigError("model.encoding: 'poisson' needs model.kind 'snn'; a DNN takes 'direct'")
+    if cfg.dpap.importance == "stdp" and cfg.model.kind == "dnn":
+        raise ConfigError("dpap.importance: 'stdp' needs spike timing (model.kind 'snn'); use 'bcm' or 'hebb'")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+        raise ConfigError(f"train.device: got {dev!r}, expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    for name, rng in cfg.search.ranges.items():
+        key = f"search.ranges.{name}"
+        group, _, knob = name.partition(".")
+        if group not in ("conv", "fc") or knob not in ("beta", "epsilon", "eta", "protect"):
+            raise ConfigError(f"{key}: unknown knob; expected conv|fc . beta|epsilon|eta|protect")
+        if not rng.low < rng.high:
+            raise ConfigError(f"{key}: empty range [{rng.low}, {rng.high}]; low must be < high")
+        if rng.log and rng.low <= 0:
+            raise ConfigError(f"{key}: a log range needs low > 0, got {rng.low}")
+        if (knob in ("beta", "eta") and rng.low <= 0) or rng.low < 0:
+            raise ConfigError(f"{key}: low must be > 0 for {knob}, got {rng.low}")
+
+
+def config_from_dict(raw: Any) -> Config:
+    """Build and validate a :class:`Config` from a parsed params mapping."""
+    cfg = _build(Config, raw, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Optional[dict[str, Any]] = None) -> Config:
+    """Read ``params.yaml``, apply dotted ``overrides`` (``{"dpap.fc.eta": 5}``), validate.
+
+    Raises :class:`ConfigError` with a one-line message naming the file or key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the repository root or pass --params") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage groups (data, model, ...), got {type(raw).__name__}")
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """``set_dotted(d, "dpap.fc.eta", 5)`` sets ``d["dpap"]["fc"]["eta"] = 5``."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: cannot set below a non-mapping value")
+    node[parts[-1]] = value

@@ -1,0 +1,128 @@
+"""Neurons: the multi-step LIF of the SNN (Eq. 1-2, 4) and the ReLU of the DNN.
+
+Tensors are time-major, ``[T, N, ...]``. The time loop lives here and only here: every
+other layer is a plain batched op over ``T·N`` samples (see :mod:`dpap.layers`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def rectangle_surrogate(u: Tensor, threshold: float, width: float) -> Tensor:
+    """Eq. 4: ∂o/∂u ≈ (1/a) · 1[|u − V_th| < a/2]."""
+    return (torch.abs(u - threshold) < width / 2).to(u.dtype) / width
+
+
+def lif_reference(
+    current: Tensor, decay: float, threshold: float, width: float, detach_reset: bool = False
+) -> Tensor:
+    """Eq. 1-2 written as plain autograd ops, one step at a time.
+
+    Slow; kept as the executable statement of the equations that :class:`LIFFunction`
+    (the fast path) is tested against."""
+
+    class _Spike(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, u):  # type: ignore[override]
+            ctx.save_for_backward(u)
+            return (u >= threshold).to(u.dtype)
+
+        @staticmethod
+        def backward(ctx, grad):  # type: ignore[override]
+            (u,) = ctx.saved_tensors
+            return grad * rectangle_surrogate(u, threshold, width)
+
+    u = torch.zeros_like(current[0])
+    o = torch.zeros_like(current[0])
+    out = []
+    for t in range(current.shape[0]):
+        reset = o.detach() if detach_reset else o
+        u = decay * u * (1 - reset) + current[t]
+        o = _Spike.apply(u)
+        out.append(o)
+    return torch.stack(out)
+
+
+class LIFFunction(torch.autograd.Function):
+    """Multi-step LIF with hard reset (Eq. 1-2) and the rectangle surrogate (Eq. 4).
+
+    ``u[t] = λ·u[t−1]·(1 − o[t−1]) + I[t]``, ``o[t] = 1[u[t] ≥ V_th]``.
+
+    Forward runs without building an autograd graph per step; backward is the exact
+    back-propagation through time of those two lines (including the reset term, unless
+    ``detach_reset``), so one call replaces ``4·T`` autograd nodes by one.
+    """
+
+    @staticmethod
+    def forward(ctx, current: Tensor, decay: float, threshold: float, width: float, detach_reset: bool):  # type: ignore[override]
+        T = current.shape[0]
+        spikes = torch.empty_like(current)
+        membranes = torch.empty_like(current)
+        u = torch.zeros_like(current[0])
+        for t in range(T):
+            if t > 0:
+                u = u * decay * (1.0 - spikes[t - 1]) + current[t]
+            else:
+                u = current[0].clone()
+            membranes[t] = u
+            spikes[t] = u >= threshold
+        ctx.save_for_backward(membranes, spikes)
+        ctx.params = (decay, threshold, width, detach_reset)
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
+        membranes, spikes = ctx.saved_tensors
+        decay, threshold, width, detach_reset = ctx.params
+        T = grad_spikes.shape[0]
+        grad_current = torch.empty_like(grad_spikes)
+        grad_u_next = torch.zeros_like(grad_spikes[0])  # ∂L/∂u[t+1]
+        for t in range(T - 1, -1, -1):
+            u = membranes[t]
+            grad_o = grad_spikes[t]
+            if t < T - 1:
+                # u[t+1] = λ·u[t]·(1 − o[t]) + I[t+1]
+                if not detach_reset:
+                    grad_o = grad_o - grad_u_next * decay * u
+                carry = grad_u_next * decay * (1.0 - spikes[t])
+            else:
+                carry = 0.0
+            grad_u = grad_o * rectangle_surrogate(u, threshold, width) + carry
+            grad_current[t] = grad_u
+            grad_u_next = grad_u
+        return grad_current, None, None, None, None
+
+
+class LIF(nn.Module):
+    """Multi-step leaky integrate-and-fire neuron (Eq. 1-2), surrogate gradient Eq. 4.
+
+    Input: the synaptic current ``[T, N, ...]``; output: binary spikes of the same shape.
+    """
+
+    def __init__(self, decay: float = 0.2, threshold: float = 0.5, surrogate_width: float = 1.0, detach_reset: bool = False):
+        super().__init__()
+        self.decay = float(decay)
+        self.threshold = float(threshold)
+        self.surrogate_width = float(surrogate_width)
+        self.detach_reset = bool(detach_reset)
+
+    def forward(self, current: Tensor) -> Tensor:
+        return LIFFunction.apply(current, self.decay, self.threshold, self.surrogate_width, self.detach_reset)
+
+    def extra_repr(self) -> str:
+        return f"decay={self.decay}, threshold={self.threshold}, surrogate_width={self.surrogate_width}"
+
+
+class ReLUNeuron(nn.ReLU):
+    """The DNN's neuron; its output stands in for the spiking trace (Eq. 18-19)."""
+
+
+def firing_rate_mse(spikes: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """Eq. 3: ‖Y − (1/T) Σ_t o^{t,N}‖², averaged over the batch.
+
+    ``spikes``: ``[T, N, classes]``; ``target``: class indices ``[N]``."""
+    rate = spikes.mean(0)
+    onehot = torch.nn.functional.one_hot(target, num_classes).to(rate.dtype)
+    return ((rate - onehot) ** 2).sum(1).mean()

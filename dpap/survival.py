@@ -1,0 +1,94 @@
+"""Survival functions and the adaptive pruning decision (Eq. 12-17).
+
+Each synapse (``F_BCM``) and neuron or conv channel (``F_D``) starts at β; after every
+epoch it moves by ``F ← γ·F + decay(epoch)·ΔF`` and the unit dies when ``F < 0``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+NORMALIZATIONS = ("minmax", "percentile75")
+
+
+def normalized(x: Tensor, alive: Optional[Tensor] = None, method: str = "minmax") -> Tensor:
+    """Linear normalisation of a layer's importance to [0, 1] (Eq. 12-13).
+
+    Statistics come from the ``alive`` entries only (pruned units no longer compete).
+    ``minmax``: ``(x − min) / (max − min)``, the paper. ``percentile75``: ``(x − min) /
+    (p75 − min)`` clipped to [0, 1], the authors' code. A constant layer maps to 0.5."""
+    vals = x[alive] if alive is not None else x.reshape(-1)
+    if vals.numel() == 0:
+        return torch.zeros_like(x)
+    lo = vals.min()
+    if method == "minmax":
+        hi = vals.max()
+    elif method == "percentile75":
+        hi = torch.quantile(vals.double(), 0.75).to(vals.dtype) if vals.numel() <= 16_000_000 else vals.float().kthvalue(int(0.75 * vals.numel()) or 1).values
+    else:
+        raise ValueError(f"unknown normalisation {method!r}; expected one of {NORMALIZATIONS}")
+    if hi <= lo:
+        return torch.full_like(x, 0.5)
+    return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
+
+
+def delta(norm: Tensor, epsilon: float) -> Tensor:
+    """Eq. 12-13: ``δ = 2·Normalized(·) − ε``."""
+    return 2.0 * norm - epsilon
+
+
+def survival_increment(d: Tensor, protect: float) -> Tensor:
+    """Eq. 14-15: ``ΔF = δ + C`` where ``δ ≥ 0``, else ``δ``."""
+    return torch.where(d >= 0, d + protect, d)
+
+
+def decay_factor(epoch: int, eta: float, start_epoch: int = 0, step: bool = False) -> float:
+    """The schedule of Eq. 16-17: ``exp(−epoch/η)``.
+
+    ``step=True`` is the authors' code: ``exp(−floor((epoch − start)/η))``. Epochs are
+    counted from 0; before ``start_epoch`` nothing is updated (factor 0)."""
+    if epoch < start_epoch:
+        return 0.0
+    if step:
+        return math.exp(-math.floor((epoch - start_epoch) / eta))
+    return math.exp(-epoch / eta)
+
+
+def update_survival(F: Tensor, dF: Tensor, gamma: float, factor: float) -> Tensor:
+    """Eq. 16-17: ``F ← γ·F + factor·ΔF``."""
+    return gamma * F + factor * dF
+
+
+class SurvivalFunction:
+    """The survival values of a layer's synapses or units and the mask they imply.
+
+    ``values`` start at β; :meth:`step` applies Eq. 12-17 to an epoch's importance and
+    returns the units that died this epoch. Dead units stay dead (pruning is permanent)."""
+
+    def __init__(self, shape, beta: float, device=None):
+        self.values = torch.full(tuple(shape), float(beta), device=device)
+        self.alive = torch.ones(tuple(shape), dtype=torch.bool, device=device)
+
+    def step(self, importance: Tensor, *, epsilon: float, protect: float, gamma: float, factor: float, normalization: str = "minmax", eligible: Optional[Tensor] = None) -> Tensor:
+        """One epoch's update. ``eligible`` restricts which alive entries may be updated
+        and pruned (e.g. synapses of living neurons). Returns the mask of new deaths."""
+        live = self.alive if eligible is None else self.alive & eligible
+        if factor == 0.0 or not bool(live.any()):
+            return torch.zeros_like(self.alive)
+        d = delta(normalized(importance, live, normalization), epsilon)
+        new = update_survival(self.values, survival_increment(d, protect), gamma, factor)
+        self.values = torch.where(live, new, self.values)
+        died = live & (self.values < 0)
+        self.alive &= ~died
+        return died
+
+    def state_dict(self) -> dict:
+        return {"values": self.values.clone(), "alive": self.alive.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values = state["values"].to(self.values.device).clone()
+        self.alive = state["alive"].to(self.alive.device).clone()

@@ -1,0 +1,331 @@
+"""Training with DPAP: the one training loop the pipeline, the search and notebooks share.
+
+Per epoch (the paper's algorithm): for every batch, forward, traces, backward and step,
+accumulate importance and θ; after the epoch update the survival functions and prune.
+The loop checkpoints after every epoch and resumes exactly from the last checkpoint.
+Tracking (MLflow) and search (Optuna) hook in through callbacks; this module imports
+neither.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .compression import compression_of
+from .config import Config
+from .encoding import encode
+from .networks import SpikingNetwork, build_network
+from .neurons import firing_rate_mse
+from .pruning import DPAPPruner
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Split:
+    """Samples and labels of one split, as tensors (``x`` float32, ``y`` int64)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class EpochMetrics:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    test_accuracy: float
+    val_accuracy: Optional[float]
+    compression: float
+    params_retained: int
+    zero_weight_share: float
+    lr: float
+    seconds: float
+    layers: list[dict] = field(default_factory=list)
+
+    def flat(self) -> dict[str, float]:
+        """Scalar metrics, per-layer ones named ``layer{i}_<what>``."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("layers", "epoch") and v is not None}
+        for layer in self.layers:
+            i = layer["index"]
+            out[f"layer{i}_compression"] = layer["compression"]
+            out[f"layer{i}_synapses_pruned"] = 1.0 - layer["synapses_alive"] / layer["synapses"]
+            out[f"layer{i}_units_alive"] = layer["units_alive"]
+        return out
+
+
+class Callback(Protocol):
+    def __call__(self, run: "TrainingRun", metrics: EpochMetrics) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device: {name!r} asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def make_network(cfg: Config, input_shape: Sequence[int], num_classes: int) -> SpikingNetwork:
+    n = cfg.neuron
+    return build_network(cfg.model.arch, input_shape, num_classes, cfg.model.kind, cfg.model.time_steps, n.decay, n.threshold, n.surrogate_width, n.detach_reset)
+
+
+def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer):
+    t = cfg.train
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
+    if t.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_size, gamma=0.1)
+    return None
+
+
+def fingerprint(cfg: Config, data_hash: str = "") -> str:
+    """Hash of everything that determines a training run (not the search settings)."""
+    d = cfg.to_dict()
+    d.pop("search", None)
+    d["train"].pop("threads", None)
+    return hashlib.sha256((json.dumps(d, sort_keys=True) + data_hash).encode()).hexdigest()[:16]
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63)
+
+
+class TrainingRun:
+    """A network, its optimizer, its pruner and its history; one :meth:`run` trains it.
+
+    ``checkpoint``: a file written atomically after every epoch; when it exists and was
+    written by the same configuration, :meth:`run` resumes from it."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        train: Split,
+        test: Split,
+        input_shape: Sequence[int],
+        num_classes: int,
+        val: Optional[Split] = None,
+        data_hash: str = "",
+        checkpoint: Optional[str | Path] = None,
+        callbacks: Sequence[Callable[["TrainingRun", EpochMetrics], None]] = (),
+        progress: bool = True,
+    ):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.encoding = cfg.model.encoding
+        self.T = cfg.model.time_steps
+        if self.encoding == "events":
+            self.T = train.x.shape[1]
+        on_gpu = self.device.type == "cuda"
+        self.train_split = Split(train.x.to(self.device) if on_gpu else train.x, train.y.to(self.device))
+        self.test_split = Split(test.x.to(self.device) if on_gpu else test.x, test.y.to(self.device))
+        self.val_split = Split(val.x.to(self.device) if on_gpu else val.x, val.y.to(self.device)) if val is not None else None
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.fingerprint = fingerprint(cfg, data_hash)
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.callbacks = list(callbacks)
+        self.progress = progress
+
+        torch.manual_seed(cfg.train.seed)
+        self.net = make_network(cfg, input_shape, num_classes).to(self.device)
+        if self.encoding == "events":
+            self.net.time_steps = self.T
+        self.pruner = DPAPPruner(self.net, cfg.dpap) if cfg.dpap.enabled else None
+        self.optimizer = make_optimizer(cfg, self.net.parameters())
+        self.scheduler = make_scheduler(cfg, self.optimizer)
+        self.epoch = 0  # next epoch to run
+        self.history: list[EpochMetrics] = []
+        self.extra: dict[str, Any] = {}  # callbacks keep small state here (e.g. an MLflow run id)
+        self.resumed = False
+        if self.checkpoint is not None and self.checkpoint.exists():
+            self._load_checkpoint()
+
+    # ----------------------------------------------------------------- batches
+
+    def _batches(self, split: Split, shuffle: bool, generator: Optional[torch.Generator]):
+        n = len(split)
+        bs = self.cfg.train.batch_size
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            x = split.x[idx.to(split.x.device)]
+            y = split.y[idx.to(split.y.device)]
+            yield x.to(self.device, non_blocking=True), y
+
+    def _output(self, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        return self.net(encode(x, self.encoding, self.T, generator))
+
+    def _loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.net.kind == "snn":
+            return firing_rate_mse(out, y, self.num_classes)
+        return nn.functional.cross_entropy(out.mean(0), y)
+
+    @torch.no_grad()
+    def evaluate(self, split: Split) -> float:
+        """Accuracy on ``split`` (class = most output spikes, or the largest logit)."""
+        self.net.eval()
+        correct = 0
+        g = torch.Generator().manual_seed(_epoch_seed(self.cfg.train.seed, 10**6))
+        for x, y in self._batches(split, False, None):
+            out = self._output(x, g)
+            correct += int((out.sum(0).argmax(1) == y).sum())
+        return correct / max(len(split), 1)
+
+    # ------------------------------------------------------------------- epochs
+
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        self.net.train()
+        seed = _epoch_seed(self.cfg.train.seed, epoch)
+        torch.manual_seed(seed)  # dropout: the same at every (re)run of this epoch
+        g = torch.Generator().manual_seed(seed)
+        total_loss = 0.0
+        correct = seen = 0
+        n_batches = math.ceil(len(self.train_split) / self.cfg.train.batch_size)
+        bar = _progress(n_batches, f"epoch {epoch + 1}/{self.cfg.train.epochs}", self.progress)
+        for b, (x, y) in enumerate(self._batches(self.train_split, True, g)):
+            out = self._output(x, g)
+            loss = self._loss(out, y)
+            if not torch.isfinite(loss):
+                bar.close()
+                raise DivergedError(f"loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; lower train.lr or check the data")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.pruner is not None:
+                self.pruner.mask_gradients()
+            self.optimizer.step()
+            if self.pruner is not None:
+                self.pruner.apply_masks()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((out.detach().sum(0).argmax(1) == y).sum())
+            seen += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        return total_loss / seen, correct / seen
+
+    def run(self) -> list[EpochMetrics]:
+        """Train up to ``train.epochs`` epochs (resuming where a checkpoint left off)."""
+        while self.epoch < self.cfg.train.epochs:
+            epoch = self.epoch
+            t0 = time.perf_counter()
+            loss, acc = self.train_epoch(epoch)
+            if self.pruner is not None:
+                self.pruner.end_epoch(epoch)
+            lr = self.optimizer.param_groups[0]["lr"]
+            if self.scheduler is not None:
+                self.scheduler.step()
+            report = compression_of(self.net, self.pruner)
+            m = EpochMetrics(
+                epoch=epoch,
+                train_loss=loss,
+                train_accuracy=acc,
+                test_accuracy=self.evaluate(self.test_split),
+                val_accuracy=self.evaluate(self.val_split) if self.val_split is not None else None,
+                compression=report.compression,
+                params_retained=report.retained,
+                zero_weight_share=report.zero_weight_share,
+                lr=lr,
+                seconds=time.perf_counter() - t0,
+                layers=report.as_dict()["layers"],
+            )
+            self.history.append(m)
+            self.epoch = epoch + 1
+            if self.progress:
+                v = f" val {m.val_accuracy:.4f}" if m.val_accuracy is not None else ""
+                print(f"epoch {epoch + 1:3d}: loss {loss:.4f} train {acc:.4f} test {m.test_accuracy:.4f}{v} compression {m.compression:.3f} ({m.seconds:.1f}s)", flush=True)
+            for cb in self.callbacks:
+                cb(self, m)
+            self.save_checkpoint()
+        return self.history
+
+    # -------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "fingerprint": self.fingerprint,
+            "epoch": self.epoch,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "pruner": self.pruner.state_dict() if self.pruner is not None else None,
+            "history": [dataclasses.asdict(m) for m in self.history],
+            "extra": self.extra,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.pruner is not None and state["pruner"] is not None:
+            self.pruner.load_state_dict(state["pruner"])
+        self.epoch = state["epoch"]
+        self.history = [EpochMetrics(**m) for m in state["history"]]
+        self.extra = dict(state.get("extra", {}))
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint is None:
+            return
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, self.checkpoint)
+
+    def _load_checkpoint(self) -> None:
+        try:
+            state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        except Exception as exc:  # a torn or foreign file: say so, start over
+            print(f"warning: checkpoint {self.checkpoint} unreadable ({exc}); starting from epoch 1", flush=True)
+            return
+        if state.get("fingerprint") != self.fingerprint:
+            print(f"note: checkpoint {self.checkpoint} is from other parameters; starting from epoch 1", flush=True)
+            return
+        self.load_state_dict(state)
+        self.resumed = True
+        if self.progress:
+            print(f"resuming from checkpoint {self.checkpoint} after epoch {self.epoch}", flush=True)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, disable=not enabled, dynamic_ncols=True)
+
+
+def convergence_epoch(history: Sequence[EpochMetrics], baseline_accuracy: Optional[float]) -> Optional[int]:
+    """First epoch (1-based) whose test accuracy reaches ``baseline_accuracy``."""
+    if baseline_accuracy is None:
+        return None
+    for m in history:
+        if m.test_accuracy >= baseline_accuracy:
+            return m.epoch + 1
+    return None
