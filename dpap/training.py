@@ -329,3 +329,33 @@ def convergence_epoch(history: Sequence[EpochMetrics], baseline_accuracy: Option
         if m.test_accuracy >= baseline_accuracy:
             return m.epoch + 1
     return None
+
+
+def fit(
+    cfg: Config,
+    data,
+    *,
+    checkpoint: Optional[str | Path] = None,
+    callbacks: Sequence[Callable[[TrainingRun, EpochMetrics], None]] = (),
+    progress: bool = True,
+) -> TrainingRun:
+    """Train on a :class:`dpap.data.ProcessedData` (``train``/``test``/``val`` as
+    ``(x, y)`` tuples and ``meta`` with ``input_shape``, ``num_classes``, ``hash``).
+
+    The one training function of the project: the train stage and the search call it.
+    Returns the finished :class:`TrainingRun` (``.net``, ``.pruner``, ``.history``)."""
+    meta = data.meta
+    run = TrainingRun(
+        cfg,
+        Split(*data.train),
+        Split(*data.test),
+        meta["input_shape"],
+        meta["num_classes"],
+        val=Split(*data.val) if data.val is not None else None,
+        data_hash=meta.get("hash", ""),
+        checkpoint=checkpoint,
+        callbacks=callbacks,
+        progress=progress,
+    )
+    run.run()
+    return run
