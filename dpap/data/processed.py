@@ -1,0 +1,136 @@
+"""Processed tensors on disk: ``train.pt``, ``val.pt``, ``test.pt`` and ``meta.json``.
+
+Each ``<split>.pt`` is ``torch.save({"x": x, "y": y})`` with ``y`` int64 and ``x`` stored
+compactly (uint8 images, uint8/int16 event counts); ``meta.json["storage"]`` says how
+:func:`load_processed` turns ``x`` into float32: ``x * scale`` and, for standardised
+images, ``(x * scale - mean[c]) / std[c]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .checksums import tensor_digest
+from .errors import DataError
+
+SPLITS = ("train", "val", "test")
+META_NAME = "meta.json"
+FORMAT_VERSION = 1
+_RERUN = "run `dvc repro preprocess` (or `python pipeline/preprocess.py`)"
+
+
+@dataclass
+class ProcessedData:
+    """A processed data set in memory: float32 inputs, int64 labels, and its meta.json."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    val: Optional[tuple[torch.Tensor, torch.Tensor]]
+    meta: dict
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.meta["input_shape"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+
+def content_hash(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """sha256 of the stored tensors (x then y of train, val, test; absent splits skipped)."""
+    arrays = []
+    for s in SPLITS:
+        if s in splits:
+            arrays += [splits[s][0], splits[s][1]]
+    return tensor_digest(arrays)
+
+
+def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> Path:
+    """Write ``splits`` and ``meta`` to a temporary sibling folder, then swap it into place.
+
+    On any error the previous contents of ``out_dir`` are untouched."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for s in SPLITS:
+            if s in splits:
+                x, y = splits[s]
+                torch.save({"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y.astype(np.int64))}, tmp / f"{s}.pt")
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        old = None
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
+
+
+def _to_float(x: torch.Tensor, storage: dict) -> torch.Tensor:
+    out = x.to(torch.float32)
+    scale = float(storage.get("scale", 1.0))
+    if scale != 1.0:
+        out.mul_(scale)
+    mean, std = storage.get("mean"), storage.get("std")
+    if mean is not None:
+        shape = [1, -1] + [1] * (out.dim() - 2)
+        out.sub_(torch.tensor(mean, dtype=torch.float32).view(shape)).div_(torch.tensor(std, dtype=torch.float32).view(shape))
+    return out
+
+
+def load_processed(path: str | Path, *, verify: bool = True, as_float: bool = True) -> ProcessedData:
+    """Load ``<processed_dir>/<name>/`` as written by the preprocess stage.
+
+    ``x`` comes back float32 ([N, C, H, W] static, [N, T, C, H, W] events) unless
+    ``as_float=False`` (then as stored; convert with ``meta["storage"]``); ``y`` int64.
+    ``verify`` re-hashes the tensors against ``meta["hash"]``. A missing or corrupt folder
+    raises :class:`DataError` saying to run the preprocess stage."""
+    path = Path(path)
+    meta_path = path / META_NAME
+    if not meta_path.is_file():
+        raise DataError(f"{path}: no processed data ({META_NAME} missing); {_RERUN}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        storage = meta["storage"]
+        names = [s for s in SPLITS if s in meta["sizes"]]
+        if "train" not in names or "test" not in names:
+            raise KeyError("sizes lacks train/test")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{meta_path}: corrupt ({exc}); {_RERUN}") from None
+    raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for s in names:
+        f = path / f"{s}.pt"
+        if not f.is_file():
+            raise DataError(f"{f}: missing; {_RERUN}")
+        try:
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+            x, y = obj["x"], obj["y"]
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is corrupt
+            raise DataError(f"{f}: corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}); {_RERUN}") from None
+        if len(x) != meta["sizes"][s] or len(y) != len(x) or y.dtype != torch.int64:
+            raise DataError(f"{f}: does not match {META_NAME} (size {len(x)} vs {meta['sizes'][s]}); {_RERUN}")
+        raw[s] = (x, y)
+    if verify:
+        got = content_hash({s: (x.numpy(), y.numpy()) for s, (x, y) in raw.items()})
+        if got != meta.get("hash"):
+            raise DataError(f"{path}: tensors do not match the hash in {META_NAME} (altered or corrupt); {_RERUN}")
+    conv = (lambda t: _to_float(t, storage)) if as_float else (lambda t: t)
+    out = {s: (conv(x), y) for s, (x, y) in raw.items()}
+    return ProcessedData(train=out["train"], test=out["test"], val=out.get("val"), meta=meta)
