@@ -1,0 +1,176 @@
+"""Synthetic files in the real formats, through the real torchvision / tonic classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dpap.data import DataError, download, load_processed, preprocess
+from dpap.data.registry import DEBIAN_FASHION_MNIST_DIR
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+@pytest.mark.parametrize("name,cls_folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_idx_copied_by_hand(cfg_for, synth, name, cls_folder):
+    cfg = cfg_for(name)
+    flat = Path(cfg.raw_dir) / name  # the user copied the .gz files flat into raw/<name>/
+    made = synth.make_idx(flat, n_train=40, n_test=20)
+    raw = download(cfg, checksums=made["md5"])
+    folder = raw / cls_folder / "raw"
+    for f in made["md5"]:
+        assert (folder / f).is_file() and (folder / f[:-3]).is_file()  # moved + extracted
+    manifest = json.loads((raw / "MANIFEST.json").read_text())
+    assert len(manifest["files"]) == 8
+
+    data = load_processed(preprocess(cfg))
+    x, y = made["arrays"]["train"]
+    assert data.train[0].shape == (40, 1, 28, 28)
+    np.testing.assert_allclose(data.train[0][:, 0].numpy(), x / 255.0, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(data.train[1].numpy(), y)
+    np.testing.assert_array_equal(data.test[1].numpy(), made["arrays"]["t10k"][1])
+    assert data.meta["input_shape"] == [1, 28, 28] and data.meta["classes"][0] in ("0 - zero", "T-shirt/top")
+
+
+def test_published_checksums_are_the_default(cfg_for, synth):
+    cfg = cfg_for("mnist")
+    synth.make_idx(Path(cfg.raw_dir) / "mnist" / "MNIST" / "raw")
+    with pytest.raises(DataError) as err:
+        download(cfg)
+    msg = str(err.value)
+    assert "checksum error" in msg and "train-images-idx3-ubyte.gz" in msg
+    assert "f68b3c2dcbeaaa9fbdd348bbdeb94873" in msg  # torchvision's published md5
+    assert not (Path(cfg.raw_dir) / "mnist" / "MANIFEST.json").exists()
+
+
+def test_truncated_raw_file_keeps_processed_output(cfg_for, synth):
+    cfg = cfg_for("mnist", val_fraction=0.25)
+    made = synth.make_idx(Path(cfg.raw_dir) / "mnist" / "MNIST" / "raw")
+    raw = download(cfg, checksums=made["md5"])
+    out = preprocess(cfg)
+    meta_before = (out / "meta.json").read_text()
+    good = load_processed(out)
+
+    # Truncate the extracted image file torchvision reads.
+    target = raw / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    target.write_bytes(target.read_bytes()[:-100])
+    for stage in (download, preprocess):
+        with pytest.raises(DataError) as err:
+            stage(cfg)
+        assert "checksum error" in str(err.value) and "train-images-idx3-ubyte" in str(err.value)
+    assert (out / "meta.json").read_text() == meta_before
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "test.pt", "train.pt", "val.pt"]
+    again = load_processed(out)
+    assert torch.equal(again.train[0], good.train[0]) and again.meta["hash"] == good.meta["hash"]
+    assert not [p for p in Path(cfg.processed_dir).iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_altered_archive_same_size_named(cfg_for, synth):
+    cfg = cfg_for("mnist")
+    made = synth.make_idx(Path(cfg.raw_dir) / "mnist" / "MNIST" / "raw")
+    raw = download(cfg, checksums=made["md5"])
+    f = raw / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(f.read_bytes())
+    data[-5] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"checksum error: .*t10k-labels-idx1-ubyte\.gz .*altered"):
+        download(cfg, checksums=made["md5"])
+
+
+@pytest.mark.skipif(not Path(DEBIAN_FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz").is_file(),
+                    reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_debian_package(cfg_for):
+    cfg = cfg_for("fashion-mnist", limit=500)
+    lines = []
+    raw = download(cfg, log=lines.append)
+    assert any(DEBIAN_FASHION_MNIST_DIR in line for line in lines)
+    assert (raw / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 47040016
+    data = load_processed(preprocess(cfg))
+    assert data.meta["sizes"] == {"train": 500, "test": 500}
+    assert data.train[0].shape == (500, 1, 28, 28) and data.meta["num_classes"] == 10
+    assert len(set(data.train[1].tolist())) == 10
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_cifar10(cfg_for, synth, archive):
+    cfg = cfg_for("cifar10", standardize=archive)
+    made = synth.make_cifar(Path(cfg.raw_dir) / "cifar10", archive=archive)
+    raw = download(cfg, checksums=made["md5"])  # archive: its md5 and its members' md5s
+    assert (raw / "cifar-10-batches-py" / "data_batch_5").is_file()
+    data = load_processed(preprocess(cfg))
+    x, y = made["arrays"]["train"]
+    assert data.train[0].shape == (50, 3, 32, 32) and data.test[0].shape == (10, 3, 32, 32)
+    np.testing.assert_array_equal(data.train[1].numpy(), y)
+    if archive:
+        assert abs(float(data.train[0].mean())) < 1e-4
+        assert len(data.meta["storage"]["mean"]) == 3
+    else:
+        np.testing.assert_allclose(data.train[0].numpy(), x / 255.0, atol=1e-7)
+
+
+# ------------------------------------------------------------------------- N-MNIST
+
+
+def test_nmnist_frames(cfg_for, synth):
+    cfg = cfg_for("nmnist", time_bins=4, denoise_us=0)
+    made = synth.make_nmnist(Path(cfg.raw_dir) / "nmnist" / "NMNIST")
+    raw = download(cfg, checksums=made["md5"])
+    assert len(list((raw / "NMNIST" / "Train").rglob("*.bin"))) == 20
+    data = load_processed(preprocess(cfg, workers=1))
+    x, y = data.train
+    assert x.shape == (20, 4, 2, 34, 34) and x.dtype == torch.float32
+    assert data.meta["kind"] == "events" and data.meta["input_shape"] == [2, 34, 34]
+    assert data.meta["time_bins"] == 4 and data.meta["num_classes"] == 10
+    assert sorted(y.tolist()) == sorted(list(range(10)) * 2)
+    assert data.test[0].shape == (10, 4, 2, 34, 34)
+    counts = x.sum(dim=(1, 2, 3, 4))
+    assert ((counts > 0.8 * 60) & (counts <= 60)).all()  # ToFrame keeps (nearly) every event
+    # Events sit around pixel (x=4+2*label, y=6+label): frames are [T, P, H, W].
+    for i, label in enumerate(y.tolist()):
+        spatial = x[i].sum(dim=(0, 1))
+        iy, ix = divmod(int(spatial.argmax()), 34)
+        assert abs(ix - (4 + 2 * label)) <= 1 and abs(iy - (6 + label)) <= 1
+    assert torch.load(Path(cfg.processed_dir) / "nmnist" / "train.pt", weights_only=True)["x"].dtype == torch.uint8
+
+
+def test_nmnist_denoise_and_parallel(cfg_for, synth):
+    made_cfg = cfg_for("nmnist", time_bins=2, denoise_us=0)
+    made = synth.make_nmnist(Path(made_cfg.raw_dir) / "nmnist" / "NMNIST", per_class_train=7, noise=True)
+    download(made_cfg, checksums=made["md5"])
+    plain = load_processed(preprocess(made_cfg, workers=2))  # 70 samples: worker pool
+    corner = plain.train[0][:, :, :, 0, 33].sum()  # isolated noise events at (x=33, y=0)
+    assert corner > 0
+    denoised = load_processed(preprocess(cfg_for("nmnist", time_bins=2, denoise_us=1000), workers=1))
+    assert denoised.train[0][:, :, :, 0, 33].sum() == 0
+    assert denoised.train[0].sum() < plain.train[0].sum()
+    assert denoised.meta["params"]["denoise_us"] == 1000
+
+
+# --------------------------------------------------------------------- DVS-Gesture
+
+
+def test_dvs_gesture_downsampled_frames(cfg_for, synth):
+    cfg = cfg_for("dvs-gesture", time_bins=3, downsample=32, denoise_us=0, val_fraction=0.25)
+    made = synth.make_dvs_gesture(Path(cfg.raw_dir) / "dvs-gesture" / "DVSGesture")
+    raw = download(cfg, checksums=made["md5"])
+    assert len(list((raw / "DVSGesture" / "ibmGestureTrain").rglob("*.npy"))) == 8
+    data = load_processed(preprocess(cfg))
+    assert data.meta["input_shape"] == [2, 32, 32] and data.meta["num_classes"] == 11
+    assert data.meta["sizes"] == {"train": 6, "val": 2, "test": 4}
+    x = data.train[0]
+    assert x.shape == (6, 3, 2, 32, 32)
+    # 10 marker events at (x=127, y=64) land on (31, 16) after Downsample(32/128).
+    assert (x[:, :, :, 16, 31].sum(dim=(1, 2)) >= 10).all()
+    assert sorted(data.test[1].tolist()) == [0, 1, 2, 10]
+
+    full = load_processed(preprocess(cfg_for("dvs-gesture", time_bins=3, downsample=128, denoise_us=0)))
+    assert full.train[0].shape == (8, 3, 2, 128, 128)
+    assert (full.train[0][:, :, :, 64, 127].sum(dim=(1, 2)) >= 10).all()
