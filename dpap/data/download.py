@@ -291,7 +291,10 @@ def _extract(archive: Path, to: Path, log: Log, progress: bool = False) -> None:
     try:
         if name.endswith((".tar.gz", ".tgz", ".tar")):
             with tarfile.open(archive) as tf:
-                tf.extractall(to, filter="data")
+                try:
+                    tf.extractall(to, filter="data")
+                except TypeError:  # Python < 3.11.4: no extraction filters
+                    tf.extractall(to)
         elif name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
                 for member in zf.infolist():

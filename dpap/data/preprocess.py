@@ -286,7 +286,8 @@ def _load_events(spec: DatasetSpec, cfg: DataConfig, root: Path, progress: bool,
             raise DataError(f"{spec.name}: tonic found no {split} samples below {root / ds.__class__.__name__}; run the download stage again")
         keep = limit_indices(len(ds), cfg.limit)
         y = np.asarray(ds.targets, dtype=np.int64)[keep]
-        x = np.zeros((len(keep), *transform.shape), dtype=np.int16)
+        # uint8 counts unless some count exceeds 255 (then int16, clipped at 32767).
+        x = np.zeros((len(keep), *transform.shape), dtype=np.uint8)
         n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
         it: object
         pool = None
@@ -302,7 +303,9 @@ def _load_events(spec: DatasetSpec, cfg: DataConfig, root: Path, progress: bool,
             it = tqdm(it, total=len(keep), desc=f"{spec.name} {split} -> frames", unit="sample")
         try:
             for j, frames in enumerate(it):
-                np.clip(frames, 0, np.iinfo(np.int16).max, out=x[j])
+                if x.dtype == np.uint8 and frames.max(initial=0) > 255:
+                    x = x.astype(np.int16)
+                np.clip(frames, 0, np.iinfo(x.dtype).max, out=x[j], casting="unsafe")
         finally:
             if pool is not None:
                 pool.close()
@@ -310,7 +313,7 @@ def _load_events(spec: DatasetSpec, cfg: DataConfig, root: Path, progress: bool,
             _WORKER_DS = None
         out.append((x, y))
     peak = max(int(a.max()) if a.size else 0 for a, _ in out)
-    dtype = "uint8" if peak <= 255 else "int16"
-    out = [(a.astype(np.uint8) if dtype == "uint8" else a, b) for a, b in out]
+    dtype = "uint8" if all(a.dtype == np.uint8 for a, _ in out) else "int16"
+    out = [(a.astype(np.dtype(dtype), copy=False), b) for a, b in out]
     log(f"{spec.name}: frames {transform.shape} per sample, max count {peak}, stored as {dtype}")
     return out[0], out[1], {"dtype": dtype, "scale": 1.0, "mean": None, "std": None, "clipped_at": int(np.iinfo(np.int16).max)}

@@ -174,3 +174,23 @@ def test_dvs_gesture_downsampled_frames(cfg_for, synth):
     full = load_processed(preprocess(cfg_for("dvs-gesture", time_bins=3, downsample=128, denoise_us=0)))
     assert full.train[0].shape == (8, 3, 2, 128, 128)
     assert (full.train[0][:, :, :, 64, 127].sum(dim=(1, 2)) >= 10).all()
+
+
+def test_event_counts_above_255_stored_as_int16(cfg_for, synth):
+    import zipfile
+
+    cfg = cfg_for("nmnist", time_bins=1, denoise_us=0)
+    folder = Path(cfg.raw_dir) / "nmnist" / "NMNIST"
+    folder.mkdir(parents=True)
+    n = 400
+    dense = synth.nmnist_record_bytes(np.full(n, 5), np.full(n, 7), np.ones(n, int), np.arange(n) * 10)
+    for zname, top in (("train.zip", "Train"), ("test.zip", "Test")):
+        with zipfile.ZipFile(folder / zname, "w") as zf:
+            zf.writestr(f"{top}/3/00001.bin", dense)
+    download(cfg, checksums={z: synth.md5(folder / z) for z in ("train.zip", "test.zip")})
+    out = preprocess(cfg, workers=1)
+    assert torch.load(out / "train.pt", weights_only=True)["x"].dtype == torch.int16
+    data = load_processed(out)
+    assert data.meta["storage"]["dtype"] == "int16"
+    count = float(data.train[0][0, 0, 1, 7, 5])
+    assert 255 < count <= n and float(data.train[0].sum()) == count
