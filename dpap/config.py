@@ -59,10 +59,11 @@ class ModelConfig:
     """The network: SNN or DNN, its layers in the paper's notation, and the input encoding."""
 
     kind: Literal["snn", "dnn"] = "snn"
-    arch: str = "16C3-AP2-32C3-AP2-128FC"
-    """Layers in the paper's notation (``15C3-AP2-40C3-AP2-300FC-10FC``) or a preset name
-    (``mnist-snn``, ``cifar10-snn``, ``mnist-dnn``, ``vgg16-bn``). The output layer
-    (``<classes>FC``) is appended when the string does not end with it."""
+    arch: str = "16C3-AP2-32C3-AP2-128FC-10FC"
+    """Layers in the paper's notation (``15C3-AP2-40C3-AP2-300FC-10FC``; the last FC layer
+    is the output layer and must have one unit per class) or a preset name (``mnist-snn``,
+    ``cifar10-snn``, ``mnist-dnn``, ``vgg16-bn``, ...; the output layer is added for the
+    data set's classes)."""
     encoding: Literal["direct", "poisson", "events"] = "direct"
     time_steps: int = 4
     """Simulation window T of the SNN (ignored for event data, whose T is ``data.time_bins``,

@@ -82,12 +82,12 @@ def parse_arch(arch: str) -> list[LayerSpec]:
 
 
 def resolve_arch(arch: str, num_classes: int) -> str:
-    """Expand a preset name and append the output layer ``<num_classes>FC`` if missing."""
-    base = PRESETS[arch][0] if arch in PRESETS else arch
-    specs = parse_arch(base)
-    if specs[-1].op == "fc" and specs[-1].size == num_classes:
-        return base
-    return f"{base}-{num_classes}FC"
+    """Expand a preset name: its hidden layers plus the output layer ``<num_classes>FC``.
+
+    Any other string is taken as written: its last FC layer is the output layer."""
+    if arch in PRESETS:
+        return f"{PRESETS[arch][0]}-{num_classes}FC"
+    return arch
 
 
 def fold_time(module: nn.Module, x: Tensor, time_major: bool) -> Tensor:
@@ -204,7 +204,10 @@ def build_network(
     if specs[-1].op != "fc":
         raise ArchError(f"model.arch: {full!r} must end with an FC layer (the output layer)")
     if specs[-1].size != num_classes:
-        raise ArchError(f"model.arch: output layer has {specs[-1].size} units but the data set has {num_classes} classes")
+        raise ArchError(
+            f"model.arch: the output layer {specs[-1].size}FC of {full!r} does not match the data set's {num_classes} classes; "
+            f"end the string with {num_classes}FC"
+        )
 
     def neuron() -> nn.Module:
         if kind == "snn":

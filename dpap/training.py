@@ -216,7 +216,7 @@ class TrainingRun:
             loss = self._loss(out, y)
             if not torch.isfinite(loss):
                 bar.close()
-                raise DivergedError(f"loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1}; lower train.lr or check the data")
+                raise DivergedError(f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}; lower train.lr or check the data")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.pruner is not None:

@@ -1,0 +1,59 @@
+"""params.yaml validation: one-line errors naming the key and what is allowed."""
+
+import pytest
+
+from dpap.config import Config, ConfigError, config_from_dict, load_params
+
+
+def test_defaults_are_valid_and_protocols_fill_in_knobs():
+    cfg = config_from_dict({})
+    assert cfg == Config()
+    fc = cfg.dpap.resolved("fc")
+    assert fc.protect == 2.0 and cfg.dpap.resolved("conv").protect == 5.0  # the paper's C
+    ref = config_from_dict({"dpap": {"protocol": "reference"}}).dpap
+    assert ref.resolved("fc").beta == 10.0 and ref.resolved("conv").epsilon == 0.65 and ref.resolved_start_epoch() == 5
+    mixed = config_from_dict({"dpap": {"protocol": "reference", "fc": {"beta": 3}}}).dpap
+    assert mixed.resolved("fc").beta == 3.0 and mixed.resolved("fc").eta == 13.0
+
+
+@pytest.mark.parametrize(
+    "raw, key, allowed",
+    [
+        ({"dpap": {"fc": {"eta": 0}}}, "dpap.fc.eta", "> 0"),
+        ({"dpap": {"conv": {"eta": -1.5}}}, "dpap.conv.eta", "> 0"),
+        ({"dpap": {"gamma": 1.5}}, "dpap.gamma", "(0, 1]"),
+        ({"dpap": {"gamma": 0}}, "dpap.gamma", "(0, 1]"),
+        ({"train": {"lr": "fast"}}, "train.lr", "a number"),
+        ({"train": {"epochs": 2.5}}, "train.epochs", "an integer"),
+        ({"train": {"optimizer": "rmsprop"}}, "train.optimizer", "'adam'"),
+        ({"train": {"batchsize": 3}}, "train.batchsize", "unknown key"),
+        ({"model": {"kind": "cnn"}}, "model.kind", "'snn'"),
+        ({"dpap": {"enabled": "yes"}}, "dpap.enabled", "true or false"),
+        ({"trian": {}}, "trian", "unknown key"),
+        ({"search": {"target": 1.2}}, "search.target", "(0, 1)"),
+        ({"search": {"ranges": {"fc.eta": {"low": 5, "high": 2}}}}, "search.ranges.fc.eta", "empty range"),
+        ({"train": {"device": "tpu"}}, "train.device", "'cpu'"),
+    ],
+)
+def test_bad_values_name_the_key_and_the_allowed_values(raw, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    msg = str(err.value)
+    assert msg.startswith(key + ":") and allowed in msg and "\n" not in msg
+
+
+def test_load_params_file_errors(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("train:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML \(line"):
+        load_params(p)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(p)
+    p.write_text("dpap:\n  fc:\n    eta: 4\n")
+    assert load_params(p).dpap.fc.eta == 4.0
+    assert load_params(p, {"dpap.fc.eta": 7, "train.epochs": 3}).dpap.fc.eta == 7.0
+    with pytest.raises(ConfigError, match=r"dpap.fc.eta: got -1"):
+        load_params(p, {"dpap.fc.eta": -1})

@@ -1,0 +1,215 @@
+"""The DPAP pruner: wiring of traces to BCM, exact and permanent pruning, state round trip."""
+
+import copy
+
+import pytest
+import torch
+
+from dpap.compression import compression_of, count_parameters
+from dpap.config import DPAPConfig, LayerTypeConfig
+from dpap.importance import bcm
+from dpap.networks import build_network
+from dpap.pruning import DPAPPruner
+
+
+def _tiny_fc():
+    net = build_network("2FC-2FC", (2,), 2, time_steps=2)
+    with torch.no_grad():
+        net.blocks[0].synapse.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.3]]))
+        net.blocks[0].synapse.bias.zero_()
+        net.blocks[1].synapse.weight.copy_(torch.eye(2))
+        net.blocks[1].synapse.bias.zero_()
+    return net
+
+
+def test_pruner_accumulates_bcm_from_the_network_traces_by_hand():
+    net = _tiny_fc()
+    pruner = DPAPPruner(net, DPAPConfig())
+    x = torch.tensor([[1.0, 1.0]])  # direct input, T=2
+    net.train()
+    net(x)
+    # layer 0: input trace (static, τ=0.5, T=2): 1·(1 + 0.5) = 1.5 for both inputs
+    # neuron 0: current 1 -> spikes at t0 (u=1), t1 (u=0·... + 1 = 1) -> trace 0.5 + 1 = 1.5
+    # neuron 1: current 0.3 -> u 0.3, 0.36 -> never fires -> trace 0
+    # θ after one sample = post trace -> BCM = pre·post·(post − θ) = 0
+    layer = pruner.layers[0]
+    assert layer.theta.value.tolist() == [1.5, 0.0]
+    assert layer.post_sum.tolist() == [1.5, 0.0]
+    assert layer.importance.abs().sum() == 0
+    # a second, silent sample lowers θ to 0.75: BCM[0,:] = 1.5·1.5·(1.5 − 0.75)·(pre of sample 1 = 1.5)
+    net(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+    theta = torch.tensor([(1.5 * 2 + 0) / 3, 0.0])
+    pre = torch.tensor([[1.5, 1.5], [0.0, 0.0]])
+    post = torch.tensor([[1.5, 0.0], [0.0, 0.0]])
+    expected = bcm(pre, post, theta).double()
+    assert torch.allclose(layer.importance, expected)
+    # evaluation passes are not observed
+    net.eval()
+    net(x)
+    assert torch.allclose(layer.importance, expected)
+
+
+def _train_steps(net, pruner, opt, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.rand(8, *net.input_shape, generator=g)
+        y = torch.randint(0, net.num_classes, (8,), generator=g)
+        out = net(x)
+        loss = ((out.mean(0) - torch.nn.functional.one_hot(y, net.num_classes)) ** 2).sum(1).mean() + 0.01 * out.sum()
+        opt.zero_grad()
+        loss.backward()
+        pruner.mask_gradients()
+        opt.step()
+        pruner.apply_masks()
+
+
+def _kill(pruner, layer, units=(), synapses=()):
+    st = pruner.layers[layer]
+    for u in units:
+        st.unit_survival.alive[u] = False
+    for i, j in synapses:
+        st.synapse_survival.alive[i, j] = False
+    pruner._refresh_masks()
+    pruner.apply_masks()
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.Adam(p, lr=0.05),
+        lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.9),
+    ],
+    ids=["adam", "adamw", "sgd-momentum"],
+)
+def test_pruned_parameters_stay_exactly_zero_across_optimizer_steps(make_opt):
+    torch.manual_seed(0)
+    net = build_network("6C3-BN-AP2-12FC-4FC", (1, 8, 8), 4, time_steps=3)
+    pruner = DPAPPruner(net, DPAPConfig())
+    opt = make_opt(net.parameters())
+    _train_steps(net, pruner, opt, 3)  # build up momentum first
+    _kill(pruner, 0, units=[1, 4])
+    _kill(pruner, 1, units=[2], synapses=[(0, 5), (7, 90)])
+    _train_steps(net, pruner, opt, 10, seed=1)
+    conv, bn = net.blocks[0].synapse, net.blocks[0].norm
+    for c in (1, 4):
+        assert conv.weight[c].abs().sum() == 0 and conv.bias[c] == 0
+        assert bn.weight[c] == 0 and bn.bias[c] == 0
+    fc = net.blocks[1].synapse
+    assert fc.weight[2].abs().sum() == 0 and fc.bias[2] == 0
+    assert fc.weight[0, 5] == 0 and fc.weight[7, 90] == 0
+    assert (fc.weight[0] != 0).sum() == fc.weight.shape[1] - 1  # the rest of row 0 lives
+
+
+def test_pruned_units_are_silent_whatever_the_input():
+    torch.manual_seed(0)
+    net = build_network("6C3-BN-AP2-12FC-4FC", (1, 8, 8), 4, time_steps=3)
+    pruner = DPAPPruner(net, DPAPConfig())
+    _kill(pruner, 0, units=[0, 3])
+    _kill(pruner, 1, units=[5])
+    seen = {}
+    fired = []
+    net.observe(lambda i, b, pre, post: seen.__setitem__(i, post))
+    for mode in ("train", "eval"):
+        getattr(net, mode)()
+        for scale in (1.0, 100.0, -100.0):
+            net(torch.randn(16, 1, 8, 8) * scale)
+            assert seen[0][:, :, [0, 3]].abs().sum() == 0
+            assert seen[1][:, :, 5].abs().sum() == 0
+            fired.append(float(seen[0].sum()))
+    assert sum(fired) > 0  # the living ones still fire
+
+
+def test_conv_layers_lose_channels_fc_layers_synapses_and_output_only_when_asked():
+    net = build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3)
+    p = DPAPPruner(net, DPAPConfig())
+    assert p.layers[0].synapse_survival is None and p.layers[0].prune_units
+    assert p.layers[1].synapse_survival is not None and p.layers[1].prune_units
+    assert p.layers[2].synapse_survival is None and not p.layers[2].prune_units
+    p2 = DPAPPruner(build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3), DPAPConfig(prune_output=True))
+    assert p2.layers[2].synapse_survival is not None and not p2.layers[2].prune_units
+
+
+def test_end_epoch_prunes_low_importance_units():
+    torch.manual_seed(0)
+    net = build_network("8FC-2FC", (4,), 2, time_steps=4)
+    cfg = DPAPConfig(fc=LayerTypeConfig(beta=0.1, epsilon=1.0, eta=10.0, protect=2.0))
+    pruner = DPAPPruner(net, cfg)
+    net.train()
+    for _ in range(5):
+        net(torch.rand(16, 4))
+    reports = pruner.end_epoch(0)
+    hidden = reports[0]
+    assert hidden.died_units + hidden.died_synapses > 0
+    assert hidden.units_alive == int(pruner.unit_mask(0).sum())
+    # the dead units' rows are zero in the weights
+    dead = ~pruner.unit_mask(0)
+    assert net.blocks[0].synapse.weight[dead].abs().sum() == 0
+    assert reports[1].units_alive == 2  # output neurons are never pruned
+
+
+def test_compression_counts_weights_that_read_pruned_units():
+    net = build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3)
+    dense = count_parameters(net)
+    assert dense.compression == 0 and dense.dense == sum(p.numel() for p in net.parameters())
+    units = [torch.tensor([True, False, True, True]), torch.ones(6, dtype=torch.bool), torch.ones(3, dtype=torch.bool)]
+    syn = [torch.ones(4, 1, dtype=torch.bool), torch.ones(6, 16, dtype=torch.bool), torch.ones(3, 6, dtype=torch.bool)]
+    rep = count_parameters(net, units, syn)
+    # channel 1 removed: its 9 weights + bias, and the 4 (2x2 after AP2) columns of each of 6 FC neurons
+    assert dense.retained - rep.retained == 9 + 1 + 4 * 6
+    assert rep.layers[1].synapses_alive == 6 * 12
+
+
+def test_state_round_trip_mid_training_gives_identical_continuation():
+    torch.manual_seed(0)
+    cfg = DPAPConfig(fc=LayerTypeConfig(beta=0.3), conv=LayerTypeConfig(beta=0.3))
+
+    def make():
+        torch.manual_seed(0)
+        net = build_network("4C3-AP2-10FC-3FC", (1, 6, 6), 3)
+        pruner = DPAPPruner(net, cfg)
+        opt = torch.optim.Adam(net.parameters(), lr=0.02)
+        return net, pruner, opt
+
+    net, pruner, opt = make()
+    _train_steps(net, pruner, opt, 4, seed=1)
+    pruner.end_epoch(0)
+    _train_steps(net, pruner, opt, 2, seed=2)  # mid-epoch: accumulators are non-empty
+    state = copy.deepcopy({"net": net.state_dict(), "opt": opt.state_dict(), "pruner": pruner.state_dict()})
+
+    _train_steps(net, pruner, opt, 3, seed=3)
+    reports_a = pruner.end_epoch(1)
+
+    net2, pruner2, opt2 = make()
+    net2.load_state_dict(state["net"])
+    opt2.load_state_dict(state["opt"])
+    pruner2.load_state_dict(state["pruner"])
+    _train_steps(net2, pruner2, opt2, 3, seed=3)
+    reports_b = pruner2.end_epoch(1)
+
+    assert reports_a == reports_b
+    for a, b in zip(net.state_dict().values(), net2.state_dict().values()):
+        assert torch.equal(a, b)
+    for k, v in pruner.masks().items():
+        assert torch.equal(v, pruner2.masks()[k])
+    assert compression_of(net, pruner).retained == compression_of(net2, pruner2).retained
+
+
+@pytest.mark.parametrize("rule", ["hebb", "stdp"])
+def test_alternative_importance_rules_accumulate(rule):
+    net = build_network("6FC-2FC", (4,), 2, time_steps=4)
+    pruner = DPAPPruner(net, DPAPConfig(importance=rule))
+    net.train()
+    net(torch.rand(32, 4) * 2)
+    assert pruner.layers[0].importance.abs().sum() > 0
+    assert pruner.layers[0].theta.count == 0  # no sliding threshold outside BCM
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_pruner_runs_on_cuda():
+    net = build_network("4C3-AP2-10FC-3FC", (1, 6, 6), 3).cuda()
+    pruner = DPAPPruner(net, DPAPConfig())
+    net.train()
+    net(torch.rand(8, 1, 6, 6, device="cuda"))
+    pruner.end_epoch(0)
+    assert pruner.layers[0].importance.device.type == "cuda"

@@ -1,0 +1,100 @@
+"""A short real training run on scikit-learn's digits, checkpoints, and NaN handling."""
+
+import dataclasses
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from dpap.config import Config
+from dpap.training import DivergedError, Split, TrainingRun, convergence_epoch
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(d.target)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=360, random_state=0, stratify=y)
+    return Split(xtr, ytr), Split(xte, yte)
+
+
+def test_dpap_prunes_while_learning_on_real_digits(digits):
+    train, test = digits
+    cfg = Config()
+    cfg.train.epochs = 10
+    cfg.dpap.fc.beta = 1.5
+    run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
+    history = run.run()
+    last = history[-1]
+    assert last.compression > 0.2
+    assert last.test_accuracy > 0.8  # chance is 0.1
+    assert [m.compression for m in history] == sorted(m.compression for m in history)  # permanent
+    # the zeros in the weights are exactly the pruned synapses of living layers
+    fc = run.net.blocks[2].synapse.weight
+    assert torch.equal(fc == 0, ~run.pruner.synapse_mask(2))
+
+
+def test_dnn_mode_trains_with_cross_entropy(digits):
+    train, test = digits
+    cfg = Config()
+    cfg.model.kind = "dnn"
+    cfg.train.epochs = 3
+    run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
+    assert run.run()[-1].test_accuracy > 0.7
+
+
+def test_checkpoint_resume_is_exact(digits, tmp_path):
+    train, test = digits
+    cfg = Config()
+    cfg.train.epochs = 4
+    cfg.model.encoding = "poisson"  # randomness in the data path too
+    cfg.model.arch = "8C3-AP2-32C3-AP2-64FC-DO20-10FC"  # and in dropout
+    cfg.dpap.fc.eta = 2.0
+    cfg.dpap.fc.beta = 1.0
+    full = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False).run()
+
+    ckpt = tmp_path / "last.pt"
+    # a crash after epoch 2, its checkpoint written
+    first = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[_stop_after(2)])
+    with pytest.raises(_Crash):
+        first.run()
+    resumed = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False)
+    assert resumed.resumed and resumed.epoch == 2
+    history = resumed.run()
+    strip = lambda ms: [dataclasses.replace(m, seconds=0.0) for m in ms]  # noqa: E731
+    assert strip(history) == strip(full)
+
+
+class _Crash(Exception):
+    pass
+
+
+def _stop_after(n):
+    def cb(run, metrics):
+        if metrics.epoch + 1 == n:
+            run.save_checkpoint()
+            raise _Crash()
+
+    return cb
+
+
+def test_nan_loss_is_a_clear_error(digits):
+    train, test = digits
+    bad = Split(train.x.clone(), train.y)
+    bad.x[0, 0, 0, 0] = float("nan")
+    cfg = Config()
+    cfg.model.kind = "dnn"
+    cfg.train.epochs = 1
+    with pytest.raises(DivergedError, match="epoch 1"):
+        TrainingRun(cfg, bad, test, (1, 8, 8), 10, progress=False).run()
+
+
+def test_convergence_epoch():
+    from dpap.training import EpochMetrics
+
+    ms = [EpochMetrics(e, 0, 0, acc, None, 0, 0, 0, 0, 0) for e, acc in enumerate([0.5, 0.9, 0.95])]
+    assert convergence_epoch(ms, 0.9) == 2
+    assert convergence_epoch(ms, 0.99) is None
+    assert convergence_epoch(ms, None) is None
