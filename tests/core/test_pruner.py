@@ -213,3 +213,19 @@ def test_pruner_runs_on_cuda():
     net(torch.rand(8, 1, 6, 6, device="cuda"))
     pruner.end_epoch(0)
     assert pruner.layers[0].importance.device.type == "cuda"
+
+
+def test_reference_protocol_waits_for_its_start_epoch_and_uses_its_knobs():
+    torch.manual_seed(0)
+    net = build_network("8FC-2FC", (4,), 2, time_steps=4)
+    pruner = DPAPPruner(net, DPAPConfig(protocol="reference", fc=LayerTypeConfig(beta=0.01)))
+    assert pruner.layers[0].knobs.epsilon == 1.5 and pruner.layers[0].knobs.eta == 13.0
+    net.train()
+    for epoch in range(5):  # epochs 0-4: the authors' code does not prune yet
+        net(torch.rand(16, 4))
+        reports = pruner.end_epoch(epoch)
+        assert reports[0].died_units == reports[0].died_synapses == 0
+        assert torch.all(pruner.layers[0].unit_survival.values == 0.01)
+    net(torch.rand(16, 4))
+    reports = pruner.end_epoch(5)  # β = 0.01: any negative δ kills at once
+    assert reports[0].died_units + reports[0].died_synapses > 0
