@@ -1,0 +1,312 @@
+"""Evaluating a trained (pruned) network: the model file, metrics and plot data.
+
+- :func:`save_model` / :func:`load_model`: ``models/model.pt`` holds the final network
+  state, the pruning masks, the configuration and the training history, written
+  atomically. No MLflow or DVC involved; usable from a notebook.
+- :func:`synaptic_operations`: operations per sample on a data split, counted with
+  :meth:`SpikingNetwork.observe`. A layer whose input is a spike train costs one
+  accumulate (AC, 0.9 pJ) per input event (non-zero input) and retained outgoing
+  synapse; a layer fed real values (the first layer under direct encoding, which runs
+  once per sample; every DNN layer) costs one multiply-accumulate (MAC, 4.6 pJ) per
+  retained weight use. 45 nm figures (Horowitz 2014), as SNN papers usually quote.
+- :func:`evaluate`: ``metrics.json`` content; :func:`history_rows` and
+  :func:`write_plots`: the DVC plot files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .compression import count_parameters
+from .config import Config, config_from_dict
+from .encoding import encode
+from .networks import SpikingNetwork
+from .training import EpochMetrics, TrainingRun, _epoch_seed, convergence_epoch, make_network
+
+FORMAT = 1
+AC_PJ = 0.9
+MAC_PJ = 4.6
+
+
+class ModelFileError(RuntimeError):
+    """``models/model.pt`` is missing, unreadable or from another format."""
+
+
+# ------------------------------------------------------------------- the model file
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_model(path: str | Path, run: TrainingRun, data_meta: Optional[dict] = None) -> Path:
+    """Write the final network of ``run`` (state, masks, config, history) atomically."""
+    n = len(run.net.blocks)
+    pruner = run.pruner
+    state = {
+        "format": FORMAT,
+        "config": run.cfg.to_dict(),
+        "fingerprint": run.fingerprint,
+        "input_shape": list(run.input_shape),
+        "num_classes": run.num_classes,
+        "time_steps": run.net.time_steps,
+        "arch": run.net.arch,
+        "state_dict": {k: v.detach().cpu() for k, v in run.net.state_dict().items()},
+        "unit_masks": [pruner.unit_mask(i).cpu() for i in range(n)] if pruner is not None else None,
+        "synapse_masks": [pruner.synapse_mask(i).cpu() for i in range(n)] if pruner is not None else None,
+        "history": [dataclasses.asdict(m) for m in run.history],
+        "data": {k: (data_meta or {}).get(k) for k in ("name", "hash", "kind", "input_shape", "num_classes")},
+        "extra": dict(run.extra),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+@dataclass
+class LoadedModel:
+    net: SpikingNetwork
+    cfg: Config
+    unit_masks: Optional[list[Tensor]]
+    synapse_masks: Optional[list[Tensor]]
+    history: list[EpochMetrics]
+    extra: dict
+    state: dict
+
+    @property
+    def mlflow_run_id(self) -> Optional[str]:
+        return self.extra.get("mlflow_run_id")
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network saved by :func:`save_model` (masked weights already zero)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no model file; run the train stage (`dvc repro train` or `python pipeline/train.py`)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+        if state.get("format") != FORMAT:
+            raise KeyError(f"format {state.get('format')!r}")
+        cfg = config_from_dict(state["config"])
+        net = make_network(cfg, state["input_shape"], state["num_classes"])
+        net.time_steps = state["time_steps"]
+        net.load_state_dict(state["state_dict"])
+    except ModelFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable model file
+        raise ModelFileError(f"{path}: unreadable model file ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}); rerun the train stage") from None
+    net.eval()
+    history = [EpochMetrics(**m) for m in state["history"]]
+    return LoadedModel(net, cfg, state["unit_masks"], state["synapse_masks"], history, dict(state.get("extra", {})), state)
+
+
+# ---------------------------------------------------------------------- evaluation
+
+
+def _batches(x: Tensor, y: Tensor, batch_size: int):
+    for start in range(0, len(y), batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
+
+
+@torch.no_grad()
+def accuracy(model: LoadedModel, x: Tensor, y: Tensor, batch_size: Optional[int] = None) -> float:
+    """Accuracy as the training loop measures it (same encoding and seed)."""
+    cfg = model.cfg
+    bs = batch_size or cfg.train.batch_size
+    g = torch.Generator().manual_seed(_epoch_seed(cfg.train.seed, 10**6))
+    correct = 0
+    model.net.eval()
+    for xb, yb in _batches(x, y, bs):
+        out = model.net(encode(xb, cfg.model.encoding, model.net.time_steps, g))
+        correct += int((out.sum(0).argmax(1) == yb).sum())
+    return correct / max(len(y), 1)
+
+
+def _weight_mask(block, unit_mask: Optional[Tensor], synapse_mask: Optional[Tensor]) -> Tensor:
+    """Float mask of the retained weights of ``block``, shaped like its weight."""
+    w = block.synapse.weight
+    m = torch.ones(w.shape[:2], dtype=torch.bool)
+    if synapse_mask is not None:
+        m &= synapse_mask.bool().cpu()
+    if unit_mask is not None:
+        m &= unit_mask.bool().cpu()[:, None]
+    m = m.to(w.dtype).to(w.device)
+    return m.view(*m.shape, *([1] * (w.dim() - 2))).expand_as(w)
+
+
+@dataclass
+class SynOps:
+    acs: float
+    macs: float
+    per_layer: list[dict]
+
+    @property
+    def energy_pj(self) -> float:
+        return self.acs * AC_PJ + self.macs * MAC_PJ
+
+
+@torch.no_grad()
+def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: int = 256) -> SynOps:
+    """Accumulates and multiply-accumulates per sample on ``x`` (see the module docstring)."""
+    net, cfg = model.net, model.cfg
+    n = len(net.blocks)
+    masks = [_weight_mask(b, (model.unit_masks or [None] * n)[i], (model.synapse_masks or [None] * n)[i]) for i, b in enumerate(net.blocks)]
+    acs = [0.0] * n
+    macs = [0.0] * n
+
+    def op(block, inp: Tensor, mask: Tensor) -> Tensor:
+        if isinstance(block.synapse, nn.Conv2d):
+            c = block.synapse
+            return F.conv2d(inp, mask, None, c.stride, c.padding, c.dilation, c.groups)
+        return inp @ mask.t()
+
+    def observe(index, block, pre, post):
+        mask = masks[index]
+        if _time_major(pre, block):
+            inp = pre.flatten(0, 1)
+            if net.kind == "snn":  # spike trains (pooled spikes count as events too)
+                acs[index] += float(op(block, (inp != 0).to(mask.dtype), mask).sum())
+                return
+        else:  # a static input: the direct-encoded first layer runs once per sample
+            inp = pre
+        macs[index] += float(op(block, torch.ones_like(inp), mask).sum())
+
+    g = torch.Generator().manual_seed(_epoch_seed(cfg.train.seed, 10**6))
+    remove = net.observe(observe)
+    try:
+        net.eval()
+        for xb, _ in _batches(x, torch.zeros(len(x)), batch_size):
+            net(encode(xb, cfg.model.encoding, net.time_steps, g))
+    finally:
+        remove()
+    count = max(len(x), 1)
+    per_layer = [
+        {"index": i, "layer_type": b.layer_type, "acs": acs[i] / count, "macs": macs[i] / count}
+        for i, b in enumerate(net.blocks)
+    ]
+    return SynOps(sum(acs) / count, sum(macs) / count, per_layer)
+
+
+def _time_major(pre: Tensor, block) -> bool:
+    """Whether a block's input carries a time axis: conv input ``[T, N, C, H, W]``, FC
+    input ``[T, N, F]``."""
+    return pre.dim() == (5 if isinstance(block.synapse, nn.Conv2d) else 3)
+
+
+def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tuple[Tensor, Tensor]] = None, baseline_accuracy: Optional[float] = None) -> dict[str, Any]:
+    """The content of ``metrics.json`` for a trained model on the test split."""
+    net = model.net
+    report = count_parameters(net, model.unit_masks, model.synapse_masks)
+    ops = synaptic_operations(model, test[0])
+    history = model.history
+    out: dict[str, Any] = {
+        "test_accuracy": accuracy(model, *test),
+        "compression": report.compression,
+        "zero_weight_share": report.zero_weight_share,
+        "params_retained": report.retained,
+        "params_dense": report.dense,
+        "epochs": len(history),
+        "best_test_accuracy": max((m.test_accuracy for m in history), default=None),
+        "convergence_epoch": convergence_epoch(history, baseline_accuracy),
+        "synaptic_ops_per_sample": ops.acs + ops.macs,
+        "acs_per_sample": ops.acs,
+        "macs_per_sample": ops.macs,
+        "energy_nj_per_sample": ops.energy_pj / 1000.0,
+        "training_seconds": sum(m.seconds for m in history),
+    }
+    if val is not None:
+        out["val_accuracy"] = accuracy(model, *val)
+    out["layers"] = {
+        f"layer{c.index}": {
+            "type": c.layer_type,
+            "compression": c.compression,
+            "params_retained": c.retained,
+            "synapses_pruned": 1.0 - c.synapses_alive / c.synapses if c.synapses else 0.0,
+            "units_alive": c.units_alive,
+            "units": c.units,
+            "synaptic_ops_per_sample": ops.per_layer[c.index]["acs"] + ops.per_layer[c.index]["macs"],
+        }
+        for c in report.layers
+    }
+    return out
+
+
+# -------------------------------------------------------------------------- plots
+
+
+def history_rows(history: Sequence[EpochMetrics]) -> dict[str, list[dict]]:
+    """Rows of the three DVC plot files: ``accuracy``, ``params`` and ``layers`` (long
+    format: one row per epoch and layer). Epochs count from 1."""
+    acc, params, layers = [], [], []
+    for m in history:
+        e = m.epoch + 1
+        row = {"epoch": e, "train_accuracy": m.train_accuracy, "test_accuracy": m.test_accuracy}
+        if m.val_accuracy is not None:
+            row["val_accuracy"] = m.val_accuracy
+        acc.append(row)
+        params.append({"epoch": e, "params_retained": m.params_retained, "compression": m.compression, "train_loss": m.train_loss})
+        for layer in m.layers:
+            layers.append({
+                "epoch": e,
+                "layer": f"layer{layer['index']}_{layer['layer_type']}",
+                "synapses_pruned": 1.0 - layer["synapses_alive"] / layer["synapses"] if layer["synapses"] else 0.0,
+                "units_alive_share": layer["units_alive"] / layer["units"] if layer["units"] else 0.0,
+                "compression": layer["compression"],
+            })
+    return {"accuracy": acc, "params": params, "layers": layers}
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def write_plots(history: Sequence[EpochMetrics], folder: str | Path) -> list[Path]:
+    """Write ``accuracy.csv``, ``params.csv``, ``layers.csv`` and ``layers.png`` (each
+    atomically) into ``folder``."""
+    from .plots import layer_pruning_figure
+
+    folder = Path(folder)
+    rows = history_rows(history)
+    written = []
+    for name, data in rows.items():
+        p = folder / f"{name}.csv"
+        atomic_write_text(p, _csv(data))
+        written.append(p)
+    written.append(layer_pruning_figure(rows["layers"], folder / "layers.png"))
+    return written
+
+
+def write_metrics(metrics: dict, path: str | Path) -> Path:
+    atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
+    return Path(path)

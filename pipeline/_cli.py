@@ -1,0 +1,77 @@
+"""Shared plumbing of the thin stage scripts in ``pipeline/``.
+
+A stage script parses ``--params`` (default ``params.yaml``), calls the library, and lets
+:func:`main_guard` turn the project's exceptions into one line on stderr
+(``error: <message>``) and exit status 1. No traceback for a user error; a real bug
+(any other exception) still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+# The scripts run as ``python pipeline/<stage>.py``; make ``import _cli`` and ``import dpap``
+# work from a source checkout that was not ``pip install``-ed.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types whose message is meant for the user (one line, no traceback)."""
+    from dpap.config import ConfigError
+    from dpap.networks import ArchError
+    from dpap.training import DivergedError
+
+    errors: list[type[BaseException]] = [ConfigError, ArchError, DivergedError, FileNotFoundError]
+    try:
+        from dpap.data import DataError
+
+        errors.append(DataError)
+    except ImportError:  # pragma: no cover - the data package is optional for these scripts
+        pass
+    try:
+        from dpap.evaluation import ModelFileError
+
+        errors.append(ModelFileError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (also: DPAP_MLFLOW=0)")
+    return p
+
+
+def mlflow_enabled(args: argparse.Namespace) -> bool:
+    return not args.no_mlflow and os.environ.get("DPAP_MLFLOW", "1") not in ("0", "false", "no")
+
+
+def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1."""
+    try:
+        return int(fn(argv) or 0)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except user_errors() as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # e.g. train.device asks for CUDA on a machine without it
+        if str(exc).startswith("train.device"):
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return 1
+        raise

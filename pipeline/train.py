@@ -1,0 +1,59 @@
+"""Train stage: params.yaml + processed data -> models/model.pt (and an MLflow run).
+
+    python pipeline/train.py [--params params.yaml] [--no-mlflow] [--no-progress]
+
+Checkpoints every epoch to ``checkpoints/train.pt``; a killed run resumes from it when
+the stage runs again (same parameters), continuing the same MLflow run. The checkpoint
+is removed once the model file is written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import _cli
+
+MODEL = Path("models/model.pt")
+CHECKPOINT = Path("checkpoints/train.pt")
+
+
+def main(argv=None) -> int:
+    args = _cli.parser(__doc__.splitlines()[0]).parse_args(argv)
+    from dpap.config import load_params
+
+    cfg = load_params(args.params)  # validated before anything is touched
+
+    from dpap.data import load_processed
+    from dpap.evaluation import save_model
+    from dpap.training import DivergedError, fit
+
+    data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)
+    callbacks = []
+    tracker = None
+    if _cli.mlflow_enabled(args):
+        from dpap.tracking import MlflowCallback
+
+        tracker = MlflowCallback(data_hash=data.meta.get("hash", ""))
+        callbacks.append(tracker)
+    try:
+        run = fit(cfg, data, checkpoint=CHECKPOINT, callbacks=callbacks, progress=not args.no_progress)
+    except DivergedError:
+        if tracker is not None and tracker.run_id is not None:
+            tracker.client.set_terminated(tracker.run_id, status="FAILED")
+        raise
+    if tracker is not None:
+        tracker.start(run)  # a run resumed after its last epoch: continue its MLflow run
+    save_model(MODEL, run, data.meta)
+    if tracker is not None:
+        tracker.finish(run, model_file=MODEL)
+    CHECKPOINT.unlink(missing_ok=True)
+    last = run.history[-1]
+    print(f"trained {len(run.history)} epochs: test accuracy {last.test_accuracy:.4f}, compression {last.compression:.3f} -> {MODEL}")
+    if tracker is not None:
+        print(f"mlflow run {tracker.run_id} ({tracker.tracking_uri})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.main_guard(main))
