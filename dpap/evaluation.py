@@ -236,7 +236,6 @@ def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tupl
         "acs_per_sample": ops.acs,
         "macs_per_sample": ops.macs,
         "energy_nj_per_sample": ops.energy_pj / 1000.0,
-        "training_seconds": sum(m.seconds for m in history),
     }
     if val is not None:
         out["val_accuracy"] = accuracy(model, *val)
