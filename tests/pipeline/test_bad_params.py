@@ -1,0 +1,63 @@
+"""A bad params.yaml stops a stage before it touches anything: exit status 1, one line
+on stderr naming the key, outputs as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import pytest
+
+from conftest import run
+
+OUTPUTS = ("models/model.pt", "metrics.json", "plots/accuracy.csv", "plots/layers.png")
+
+
+def digests(repo):
+    return {f: hashlib.sha256((repo / f).read_bytes()).hexdigest() for f in OUTPUTS}
+
+
+BAD = [
+    # (what, edit of the params text, text the error line must contain)
+    ("unknown key", lambda t: t.replace("train:\n", "train:\n  epochz: 3\n", 1), "train.epochz"),
+    ("eta <= 0", lambda t: t.replace("eta: 10.0", "eta: -1.0", 1), "dpap.fc.eta"),
+    ("wrong type", lambda t: t.replace("  lr: 0.01", "  lr: fast", 1), "train.lr"),
+    ("malformed YAML", lambda t: t.replace("train:\n", "train:\n  [oops\n", 1), "params.yaml"),
+]
+
+
+@pytest.mark.parametrize("what,edit,needle", BAD, ids=[b[0] for b in BAD])
+def test_bad_params_stop_the_stages(repro_repo, what, edit, needle):
+    params = repro_repo / "params.yaml"
+    good = params.read_text()
+    before = digests(repro_repo)
+    bad = edit(good)
+    assert bad != good, what
+    try:
+        params.write_text(bad)
+        for script in ("pipeline/train.py", "pipeline/evaluate.py"):
+            p = run([sys.executable, script, "--no-progress"], repro_repo, check=False)
+            assert p.returncode != 0, (script, p.stdout)
+            lines = p.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+            assert needle in lines[0], lines[0]
+        assert digests(repro_repo) == before
+    finally:
+        params.write_text(good)
+
+
+def test_bad_params_under_dvc_repro_keep_outputs(repro_repo):
+    """DVC reruns only the stage whose params changed; the outputs are `persist`, so DVC
+    does not delete them first, and the stage fails before writing."""
+    params = repro_repo / "params.yaml"
+    good = params.read_text()
+    before = digests(repro_repo)
+    try:
+        params.write_text(good.replace("eta: 10.0", "eta: 0.0", 1))
+        p = run(["dvc", "repro"], repro_repo, check=False)
+        assert p.returncode != 0
+        assert "error: params.yaml: dpap.fc.eta" in p.stdout + p.stderr, p.stdout + p.stderr
+        assert digests(repro_repo) == before
+    finally:
+        params.write_text(good)
+    assert "up to date" in run(["dvc", "status"], repro_repo).stdout

@@ -1,0 +1,93 @@
+"""`dvc repro` end to end on a tiny parameter set, then MLflow read back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import run
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_repro_writes_every_output(repro_repo):
+    m = json.loads((repro_repo / "metrics.json").read_text())
+    for key in ("test_accuracy", "compression", "zero_weight_share", "params_retained", "convergence_epoch", "synaptic_ops_per_sample", "energy_nj_per_sample", "layers"):
+        assert key in m
+    assert 0 <= m["test_accuracy"] <= 1 and 0 < m["compression"] < 1, m  # TINY prunes
+    assert m["acs_per_sample"] > 0 and m["macs_per_sample"] > 0  # direct encoding: first layer MACs
+    assert set(m["layers"]) == {"layer0", "layer1", "layer2"}
+    for f in ("plots/accuracy.csv", "plots/params.csv", "plots/layers.csv", "plots/layers.png", "models/model.pt", "dvc.lock"):
+        assert (repro_repo / f).is_file(), f
+    lines = (repro_repo / "plots/accuracy.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,") and len(lines) == 1 + 3
+    assert not (repro_repo / "checkpoints/train.pt").exists()  # removed once the model is saved
+
+
+def test_mlflow_run_agrees_with_metrics(repro_repo):
+    metrics = json.loads((repro_repo / "metrics.json").read_text())
+    model = torch.load(repro_repo / "models/model.pt", weights_only=False)
+    client = MlflowClient(f"sqlite:///{repro_repo / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dpap")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.info.run_id == model["extra"]["mlflow_run_id"]
+    assert r.info.status == "FINISHED"
+    # params (flattened), tags
+    assert r.data.params["dpap.fc.eta"] == "10.0" and r.data.params["train.epochs"] == "3"
+    assert r.data.params["model.arch"] == "6C3-AP2-24FC-10FC"
+    assert r.data.tags["data.hash"] and len(r.data.tags["git.commit"]) >= 40
+    # per-epoch metrics, once per epoch
+    hist = client.get_metric_history(r.info.run_id, "test_accuracy")
+    assert sorted(x.step for x in hist) == [1, 2, 3]
+    assert [x.value for x in sorted(hist, key=lambda x: x.step)] == pytest.approx([h["test_accuracy"] for h in model["history"]])
+    for key in ("train_loss", "train_accuracy", "compression", "layer1_synapses_pruned", "layer0_units_alive"):
+        assert len(client.get_metric_history(r.info.run_id, key)) == 3, key
+    # the evaluate stage's metrics on the same run
+    assert r.data.metrics["eval_test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert r.data.metrics["eval_compression"] == pytest.approx(metrics["compression"])
+    assert r.data.metrics["compression"] == pytest.approx(metrics["compression"])  # last epoch
+    # artifacts
+    names = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"masks", "survival", "model_file", "evaluation"} <= names
+    masks = {a.path for a in client.list_artifacts(r.info.run_id, "masks")}
+    assert masks == {f"masks/epoch_00{i}.npz" for i in (1, 2, 3)}
+    surv = {a.path for a in client.list_artifacts(r.info.run_id, "survival")}
+    assert "survival/epoch_003.png" in surv and "survival/epoch_003.npz" in surv
+    local = client.download_artifacts(r.info.run_id, "masks/epoch_003.npz", str(repro_repo / "dl"))
+    with np.load(local) as z:
+        assert np.array_equal(z["layer1_synapses"], model["synapse_masks"][1].numpy())
+    # the final model through mlflow.pytorch
+    import mlflow
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(f"sqlite:///{repro_repo / 'mlflow.db'}")
+    models = client.search_logged_models([exp.experiment_id]) if hasattr(client, "search_logged_models") else []
+    assert models, "mlflow.pytorch.log_model logged nothing"
+    net = mlflow.pytorch.load_model(models[0].model_uri)
+    w = net.blocks[2].synapse.weight.detach()
+    assert torch.equal(w, model["state_dict"]["blocks.2.synapse.weight"])
+
+
+def test_second_repro_is_a_noop(repro_repo):
+    before = (repro_repo / "metrics.json").stat().st_mtime_ns
+    p = run(["dvc", "repro"], repro_repo)
+    assert "Data and pipelines are up to date" in p.stdout + p.stderr, p.stdout
+    assert "Running stage" not in p.stdout
+    assert (repro_repo / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_dvc_metrics_and_plots_show(repro_repo):
+    p = run(["dvc", "metrics", "show", "--json"], repro_repo)
+    shown = json.loads(p.stdout)
+    data = next(iter(shown.values()))["data"]["metrics.json"]["data"]
+    assert data["test_accuracy"] == pytest.approx(json.loads((repro_repo / "metrics.json").read_text())["test_accuracy"])
+    p = run(["dvc", "plots", "show", "--json"], repro_repo)
+    out = json.loads(p.stdout)
+    assert any("accuracy" in k.lower() for k in out), list(out)
+    assert any("Parameters retained" in k for k in out), list(out)

@@ -1,0 +1,95 @@
+"""kill -9 during training, run again: it resumes from the last checkpoint and ends with
+the same model, masks and metrics.json as an uninterrupted run, in one MLflow run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import copy
+
+from conftest import TINY, env, merge, run, write_params
+
+EPOCHS = 4
+
+
+def workdir(repro_repo, dest):
+    """A folder with the scripts, the processed data and params for a 4-epoch run."""
+    shutil.copytree(repro_repo / "pipeline", dest / "pipeline")
+    shutil.copytree(repro_repo / "dpap", dest / "dpap")
+    shutil.copytree(repro_repo / "data" / "processed", dest / "data" / "processed")
+    write_params(dest / "params.yaml", merge(copy.deepcopy(TINY), {"train": {"epochs": EPOCHS}}))
+    return dest
+
+
+def one_run(path):
+    client = MlflowClient(f"sqlite:///{path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dpap")
+    runs = client.search_runs([exp.experiment_id])
+    return client, runs
+
+
+def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path):
+    a = workdir(repro_repo, tmp_path / "a")
+    b = workdir(repro_repo, tmp_path / "b")
+    run([sys.executable, "pipeline/train.py", "--no-progress"], a)
+
+    proc = subprocess.Popen([sys.executable, "pipeline/train.py", "--no-progress"], cwd=b, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = b / "checkpoints" / "train.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(ckpt, weights_only=False)["epoch"]
+    assert 1 <= done < EPOCHS and not (b / "models" / "model.pt").exists()
+
+    p = run([sys.executable, "pipeline/train.py", "--no-progress"], b)
+    assert f"resuming from checkpoint checkpoints/train.pt after epoch {done}" in p.stdout
+
+    ma = torch.load(a / "models/model.pt", weights_only=False)
+    mb = torch.load(b / "models/model.pt", weights_only=False)
+    for k in ma["state_dict"]:
+        assert torch.equal(ma["state_dict"][k], mb["state_dict"][k]), k
+    for x, y in zip(ma["synapse_masks"] + ma["unit_masks"], mb["synapse_masks"] + mb["unit_masks"]):
+        assert torch.equal(x, y)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(ma["history"]) == strip(mb["history"])
+    assert not bool(ma["synapse_masks"][1].all()), "TINY should prune"
+
+    for d in (a, b):
+        run([sys.executable, "pipeline/evaluate.py"], d)
+    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+
+    client, runs = one_run(b)
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    r = runs[0]
+    assert r.info.run_id == mb["extra"]["mlflow_run_id"] and r.info.status == "FINISHED"
+    assert r.data.tags.get("dpap.resumed") == "true"
+    steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "test_accuracy"))
+    assert steps == list(range(1, EPOCHS + 1))
+    _, runs_a = one_run(a)
+    client_a = MlflowClient(f"sqlite:///{a / 'mlflow.db'}")
+    want = {m.step: m.value for m in client_a.get_metric_history(runs_a[0].info.run_id, "compression")}
+    got = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "compression")}
+    assert got == want
+
+
+def test_same_seed_same_metrics(repro_repo, tmp_path):
+    """Training the tiny config again from scratch gives the committed metrics.json."""
+    c = tmp_path / "c"
+    shutil.copytree(repro_repo / "pipeline", c / "pipeline")
+    shutil.copytree(repro_repo / "data" / "processed", c / "data" / "processed")
+    shutil.copy(repro_repo / "params.yaml", c / "params.yaml")
+    run([sys.executable, "pipeline/train.py", "--no-progress", "--no-mlflow"], c)
+    run([sys.executable, "pipeline/evaluate.py", "--no-mlflow"], c)
+    assert (c / "metrics.json").read_text() == (repro_repo / "metrics.json").read_text()
