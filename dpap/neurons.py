@@ -45,11 +45,6 @@ def lif_reference(
     return torch.stack(out)
 
 
-# CPU: elements of one time step processed together, so that the T steps of a chunk stay
-# in cache (one pass over memory rather than one per elementwise op).
-_CHUNK = 1 << 16
-
-
 class LIFFunction(torch.autograd.Function):
     """Multi-step LIF with hard reset (Eq. 1-2) and the rectangle surrogate (Eq. 4).
 
@@ -59,10 +54,10 @@ class LIFFunction(torch.autograd.Function):
     back-propagation through time of those two lines (including the reset term, unless
     ``detach_reset``), so one call replaces ``4·T`` autograd nodes by one.
 
-    Speed (CPU): the loop runs over chunks of each step's elements, T steps per chunk, with
-    in-place float ops only (boolean masks are slow on CPU): forward saves the membranes
-    and nothing else; backward recomputes the surrogate window and the reset mask from
-    them. Forward is bit-identical to :func:`lif_reference`.
+    Speed: in-place float ops written into preallocated outputs, no boolean masks (slow on
+    CPU), no per-step copies; forward saves the membranes only and backward recomputes the
+    surrogate window and the reset mask from them. Forward is bit-identical to
+    :func:`lif_reference`, and backward rounds as the equations do.
     """
 
     @staticmethod
@@ -70,24 +65,18 @@ class LIFFunction(torch.autograd.Function):
         T = current.shape[0]
         spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
         membranes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
-        cur, s, m = current.reshape(T, -1), spikes.view(T, -1), membranes.view(T, -1)
-        n = cur.shape[1]
-        chunk = _CHUNK if current.device.type == "cpu" else max(n, 1)
-        keep = torch.empty(min(n, chunk), dtype=current.dtype, device=current.device)
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            kp = keep[: hi - lo]  # 1 − o[t−1], as a float mask
-            for t in range(T):
-                u = m[t, lo:hi]
-                if t == 0:
-                    u.copy_(cur[0, lo:hi])
-                else:
-                    torch.mul(m[t - 1, lo:hi], decay, out=u)
-                    u.mul_(kp)
-                    u.add_(cur[t, lo:hi])
-                torch.ge(u, threshold, out=s[t, lo:hi])
-                if t < T - 1:
-                    torch.lt(u, threshold, out=kp)
+        keep = torch.empty(current.shape[1:], dtype=current.dtype, device=current.device)  # 1 − o[t−1]
+        for t in range(T):
+            u = membranes[t]
+            if t == 0:
+                u.copy_(current[0])
+            else:
+                torch.mul(membranes[t - 1], decay, out=u)
+                u.mul_(keep)
+                u.add_(current[t])
+            torch.ge(u, threshold, out=spikes[t])
+            if t < T - 1:
+                torch.lt(u, threshold, out=keep)
         ctx.save_for_backward(membranes)
         ctx.params = (decay, threshold, width, detach_reset)
         return spikes
@@ -98,35 +87,29 @@ class LIFFunction(torch.autograd.Function):
         decay, threshold, width, detach_reset = ctx.params
         T = membranes.shape[0]
         grad_current = torch.empty(membranes.shape, dtype=membranes.dtype, device=membranes.device)
-        go, m, gc = grad_spikes.reshape(T, -1), membranes.view(T, -1), grad_current.view(T, -1)
-        n = m.shape[1]
-        chunk = _CHUNK if m.device.type == "cpu" else max(n, 1)
-        sg_buf = torch.empty(min(n, chunk), dtype=m.dtype, device=m.device)
-        keep_buf = torch.empty(min(n, chunk), dtype=m.dtype, device=m.device)
+        sg = torch.empty(membranes.shape[1:], dtype=membranes.dtype, device=membranes.device)
+        tmp = torch.empty_like(sg)
         half = width / 2
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            sg, kp = sg_buf[: hi - lo], keep_buf[: hi - lo]
-            for t in range(T - 1, -1, -1):
-                g, u = gc[t, lo:hi], m[t, lo:hi]
-                if t < T - 1 and not detach_reset:
-                    # ∂L/∂u[t+1] through u[t+1] = λ·u[t]·(1 − o[t]) + I[t+1]; three ops
-                    # rather than one addcmul so the rounding is that of the equations
-                    torch.mul(gc[t + 1, lo:hi], decay, out=kp)
-                    kp.mul_(u)
-                    torch.sub(go[t, lo:hi], kp, out=g)
-                else:
-                    g.copy_(go[t, lo:hi])
-                # Eq. 4: (1/a)·1[|u − V_th| < a/2]
-                torch.sub(u, threshold, out=sg)
-                sg.abs_()
-                torch.lt(sg, half, out=sg)
-                if width != 1.0:
-                    sg.div_(width)
-                g.mul_(sg)
-                if t < T - 1:
-                    torch.lt(u, threshold, out=kp)  # 1 − o[t]
-                    g.addcmul_(gc[t + 1, lo:hi], kp, value=decay)
+        for t in range(T - 1, -1, -1):
+            g, u = grad_current[t], membranes[t]
+            if t < T - 1 and not detach_reset:
+                # ∂L/∂u[t+1] through u[t+1] = λ·u[t]·(1 − o[t]) + I[t+1]; three ops rather
+                # than one addcmul so that the rounding is that of the equations
+                torch.mul(grad_current[t + 1], decay, out=tmp)
+                tmp.mul_(u)
+                torch.sub(grad_spikes[t], tmp, out=g)
+            else:
+                g.copy_(grad_spikes[t])
+            # Eq. 4: (1/a)·1[|u − V_th| < a/2]
+            torch.sub(u, threshold, out=sg)
+            sg.abs_()
+            torch.lt(sg, half, out=sg)
+            if width != 1.0:
+                sg.div_(width)
+            g.mul_(sg)
+            if t < T - 1:
+                torch.lt(u, threshold, out=tmp)  # 1 − o[t]
+                g.addcmul_(grad_current[t + 1], tmp, value=decay)
         return grad_current, None, None, None, None
 
 
