@@ -90,6 +90,56 @@ def resolve_arch(arch: str, num_classes: int) -> str:
     return arch
 
 
+class _AvgPoolFunction(torch.autograd.Function):
+    """Average pooling with kernel = stride = k, no padding, on a contiguous NCHW tensor.
+
+    Adds the k² strided views in the order of PyTorch's CPU kernel (row by row) and divides
+    by k², so the result is bit-identical to ``F.avg_pool2d``; backward writes ``g / k²``
+    into each window. About 2× faster than ATen's CPU kernels forward and backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
+        H, W = x.shape[-2] // k, x.shape[-1] // k
+        views = [x[..., i : H * k : k, j : W * k : k] for i in range(k) for j in range(k)]
+        out = views[0] + views[1]
+        for v in views[2:]:
+            out += v
+        out.div_(k * k)
+        ctx.k, ctx.in_shape = k, x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        k, shape = ctx.k, ctx.in_shape
+        N, C, H, W = grad.shape
+        exact = shape[-2] == H * k and shape[-1] == W * k
+        gi = (torch.empty if exact else torch.zeros)(shape, dtype=grad.dtype, device=grad.device)
+        win = gi[..., : H * k, : W * k] if not exact else gi
+        if exact:
+            win.view(N, C, H, k, W, k).copy_((grad / (k * k))[:, :, :, None, :, None].expand(N, C, H, k, W, k))
+        else:
+            g = grad / (k * k)
+            for i in range(k):
+                for j in range(k):
+                    win[..., i::k, j::k].copy_(g)
+        return gi, None
+
+
+class AvgPool2d(nn.AvgPool2d):
+    """``nn.AvgPool2d`` (same results, same state) with a faster CPU path for the
+    non-overlapping, unpadded pooling of the architectures (``AP<k>``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.kernel_size
+        if (
+            isinstance(k, int) and k > 1 and self.stride in (k, (k, k)) and self.padding in (0, (0, 0)) and not self.ceil_mode
+            and self.divisor_override is None and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+            and x.device.type == "cpu" and x.is_contiguous() and x.shape[-2] >= k and x.shape[-1] >= k
+        ):
+            return _AvgPoolFunction.apply(x, k)
+        return super().forward(x)
+
+
 def fold_time(module: nn.Module, x: Tensor, time_major: bool) -> Tensor:
     """Run a stateless layer once over ``T·N`` samples (SpikingJelly's SeqToANNContainer)."""
     if not time_major:
@@ -253,7 +303,7 @@ def build_network(
                     raise ArchError(f"model.arch: pooling after an FC layer in {full!r}")
                 if shape[1] < t.size or shape[2] < t.size:
                     raise ArchError(f"model.arch: {t.op.upper()}{t.size} on a {shape[1]}x{shape[2]} map in {full!r}; the input is too small")
-                post.append(nn.AvgPool2d(t.size) if t.op == "ap" else nn.MaxPool2d(t.size))
+                post.append(AvgPool2d(t.size) if t.op == "ap" else nn.MaxPool2d(t.size))
                 shape = [shape[0], shape[1] // t.size, shape[2] // t.size]
             else:
                 post.append(nn.Dropout(t.size / 100))
