@@ -13,6 +13,7 @@ The search reuses the callback for nested trial runs (``parent_run_id``, ``tags`
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import tempfile
@@ -273,15 +274,21 @@ class MlflowCallback:
         mlflow.set_tracking_uri(self.tracking_uri)
         nested = mlflow.active_run() is not None
         net = run.net.to("cpu") if next(run.net.parameters()).device.type != "cpu" else run.net
-        with mlflow.start_run(run_id=self.run_id, nested=nested):
-            mlflow.pytorch.log_model(
-                net,
-                name="model",
-                serialization_format="pickle",  # pt2 would need an input example and tracing
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
-        if net is not run.net:
-            run.net.to(run.device)
+        quiet = logging.getLogger("mlflow.pytorch")  # its pickle-format warning, every time
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            with mlflow.start_run(run_id=self.run_id, nested=nested):
+                mlflow.pytorch.log_model(
+                    net,
+                    name="model",
+                    serialization_format="pickle",  # pt2 would need an input example and tracing
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                )
+        finally:
+            quiet.setLevel(level)
+            if net is not run.net:
+                run.net.to(run.device)
 
 
 def default_run_name(cfg) -> str:
