@@ -1,0 +1,187 @@
+"""The ``dpap`` command: ``dpap search``, ``dpap apply-best``, ...
+
+Each subcommand is a function ``add_<name>(subparsers)`` in :data:`COMMANDS` that adds its
+parser and sets ``func`` (called with the parsed namespace, returns the exit status).
+Another module adds a subcommand by appending its own function to ``COMMANDS`` (or to the
+list below). Heavy imports (torch, optuna, mlflow) happen inside ``func``, so ``dpap
+--help`` stays fast.
+
+Errors a user can act on (bad params, bad input, missing data) print one line,
+``error: ...``, on stderr and exit 2; an interrupted run exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable, Optional
+
+
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    from .config import ConfigError
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.arch=8C3-AP2-32FC")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+# ------------------------------------------------------------------------- search
+
+
+def add_search(sub) -> None:
+    p = sub.add_parser(
+        "search",
+        help="search β, ε, η, C for a target compression (Optuna)",
+        description="Search the survival-function knobs (ranges in params.yaml search.ranges) for the most "
+        "accurate network whose compression is within --tolerance of --target. Re-running the same command "
+        "resumes the study.",
+    )
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--target", type=float, help="compression to hit, in (0, 1) (search.target)")
+    p.add_argument("--tolerance", type=float, help="allowed |compression - target| (search.tolerance)")
+    p.add_argument("--trials", type=int, help="total trials of the study, earlier ones included (search.trials)")
+    p.add_argument("--epochs", type=int, help="training epochs per trial (search.epochs; default train.epochs)")
+    p.add_argument("--storage", help="journal file or RDB URL, e.g. sqlite:///search/optuna.db (search.storage)")
+    p.add_argument("--study-name", help="study name (search.study_name)")
+    p.add_argument("--seed", type=int, help="sampler seed (search.seed)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the trial budget (default 1)")
+    p.add_argument("--out", default="search", help="folder for best_params.yaml, the plot and summary.json (default: search)")
+    p.add_argument("--set", "-S", dest="set", action="append", metavar="KEY=VALUE", help="override any param (repeatable), e.g. -S train.lr=0.01")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the summary")
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args) -> int:
+    from pathlib import Path
+
+    from .config import load_params
+
+    overrides = _parse_set(args.set)
+    for flag, key in [("target", "search.target"), ("tolerance", "search.tolerance"), ("trials", "search.trials"), ("epochs", "search.epochs"), ("storage", "search.storage"), ("study_name", "search.study_name"), ("seed", "search.seed")]:
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    cfg = load_params(args.params, overrides)
+
+    from . import search as S
+
+    S.check_search(cfg, args.workers)  # bad input fails before anything is loaded
+    from .data import load_processed
+
+    data_dir = Path(cfg.data.processed_dir) / cfg.data.name
+    load_processed(data_dir)  # a missing folder is a one-line error here, not a worker traceback
+    tracking_uri = None
+    if not args.no_mlflow:
+        from .tracking import default_tracking_uri
+
+        tracking_uri = default_tracking_uri()
+    res = S.run_search(cfg, data_dir, workers=args.workers, out_dir=args.out, tracking_uri=tracking_uri, overrides=overrides, quiet=args.quiet)
+    print("\nsearch summary")
+    print(S.format_summary(res))
+    if res.plot_file:
+        print(f"\nplot: {res.plot_file}")
+    print(f"dashboard: optuna-dashboard {cfg.search.storage}")
+    if res.best_params_file is None:
+        print(f"error: no feasible trial yet (|compression - {cfg.search.target}| <= {cfg.search.tolerance}); raise --trials to continue this study, or widen --tolerance / search.ranges", file=sys.stderr)
+        return 1
+    import yaml
+
+    overlay = yaml.safe_load(Path(res.best_params_file).read_text())
+    print(f"best params: {res.best_params_file}; apply with `dpap apply-best` or:")
+    print("  " + S.dvc_exp_command(overlay))
+    return 0
+
+
+# ---------------------------------------------------------------------- apply-best
+
+
+def add_apply_best(sub) -> None:
+    p = sub.add_parser(
+        "apply-best",
+        help="merge search/best_params.yaml into params.yaml",
+        description="Merge the best feasible trial's params (written by `dpap search`) into params.yaml, keeping its comments.",
+    )
+    p.add_argument("--best", default="search/best_params.yaml", help="overlay written by `dpap search` (default: search/best_params.yaml)")
+    p.add_argument("--params", default="params.yaml", help="params file to update (default: params.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="show the changes and the `dvc exp run -S` line; write nothing")
+    p.set_defaults(func=cmd_apply_best)
+
+
+def cmd_apply_best(args) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from . import search as S
+
+    changes = S.apply_best(args.best, args.params, dry_run=args.dry_run)
+    verb = "would change" if args.dry_run else "updated"
+    if not changes:
+        print(f"{args.params}: already has the best params; nothing to change")
+    else:
+        print(f"{args.params}: {verb} {len(changes)} value(s)")
+        for key, old, new in changes:
+            print(f"  {key}: {old} -> {new}")
+    overlay = yaml.safe_load(Path(args.best).read_text())
+    print("same as an experiment, without editing params.yaml:\n  " + S.dvc_exp_command(overlay))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+COMMANDS: list[Callable[[Any], None]] = [add_search, add_apply_best]
+"""Subcommand registrars; append ``add_<name>(subparsers)`` functions to add commands."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpap", description="DPAP: developmental plasticity-inspired adaptive pruning")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
+
+    from .networks import ArchError
+
+    errors: list[type[BaseException]] = [ConfigError, ArchError]
+    try:
+        from .search import SearchError
+
+        errors.append(SearchError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from .data import DataError
+
+        errors.append(DataError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

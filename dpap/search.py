@@ -1,0 +1,1056 @@
+"""Optuna search for the survival-function knobs that hit a chosen compression (issue 5).
+
+The search tunes β, ε, η and C (``dpap.conv.*``, ``dpap.fc.*``; ranges in
+``search.ranges``) to maximise accuracy (validation when there is a split, else test)
+subject to ``|compression − target| ≤ tolerance``, written as an Optuna 5 constraint
+(:meth:`optuna.trial.Trial.set_constraint`), so ``study.best_trial`` is the best
+*feasible* trial. Every trial is one call of :func:`dpap.training.fit`, the project's only
+training loop; a per-epoch callback reports to the pruner and stops trials that can no
+longer be feasible (compression already above ``target + tolerance``: pruning is
+permanent, so compression only grows; or compression below the band while no survival
+function can reach 0 in the epochs left).
+
+Library use (a notebook)::
+
+    study = optuna.create_study(direction="maximize", pruner=FeasiblePercentilePruner())
+    study.optimize(make_objective(cfg, data), n_trials=20, catch=(DivergedError,))
+    best_overrides(study.best_trial)   # {"dpap.conv.beta": ..., ...}
+
+The command line (``dpap search``) runs :func:`run_search`: a resumable study in a
+journal file (or any RDB URL), N worker processes sharing one trial budget, one MLflow
+parent run per study with a nested run per trial, ``best_params.yaml``, a scatter plot and
+a summary table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import multiprocessing
+import os
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from .config import Config, ConfigError, SearchConfig, config_from_dict, set_dotted
+from .survival import decay_factor
+from .training import DivergedError, EpochMetrics, TrainingRun, fingerprint, fit
+
+EXPERIMENT = "dpap-search"
+CONSTRAINT = "compression"
+"""Name of the constraint ``|compression − target| − tolerance`` (feasible when ≤ 0)."""
+
+
+class SearchError(ValueError):
+    """Bad search input or a study that cannot be resumed; the CLI prints it as one line."""
+
+
+# ------------------------------------------------------------------------ settings
+
+
+def check_search(cfg: Config, workers: int = 1) -> None:
+    """Validate the search settings once, before anything is loaded or trained.
+
+    ``load_params`` already checks target ∈ (0, 1), tolerance > 0, trials ≥ 1 and each
+    range; this adds what only the search needs."""
+    s = cfg.search
+    if not 0 < s.target < 1:
+        raise SearchError(f"search.target: got {s.target!r}, expected a number in (0, 1)")
+    if not s.tolerance > 0:
+        raise SearchError(f"search.tolerance: got {s.tolerance!r}, expected a number > 0")
+    if s.trials < 1:
+        raise SearchError(f"search.trials: got {s.trials!r}, expected an integer >= 1")
+    if not s.ranges:
+        raise SearchError("search.ranges: empty; give at least one knob, e.g. fc.epsilon: {low: 0.3, high: 1.2}")
+    for name, r in s.ranges.items():
+        if not r.low < r.high:
+            raise SearchError(f"search.ranges.{name}: empty range [{r.low}, {r.high}]; low must be < high")
+    if workers < 1:
+        raise SearchError(f"--workers: got {workers}, expected an integer >= 1")
+    if not cfg.dpap.enabled:
+        raise SearchError("dpap.enabled is false: nothing is pruned, so no compression can be searched for")
+
+
+def search_epochs(cfg: Config) -> int:
+    return cfg.search.epochs if cfg.search.epochs is not None else cfg.train.epochs
+
+
+def suggest_overrides(trial: optuna.Trial, cfg: Config) -> dict[str, float]:
+    """Sample every knob of ``search.ranges``; returns dotted overrides (``dpap.conv.beta``)."""
+    return {
+        f"dpap.{name}": trial.suggest_float(name, r.low, r.high, log=r.log)
+        for name, r in sorted(cfg.search.ranges.items())
+    }
+
+
+def current_knobs(cfg: Config) -> Optional[dict[str, float]]:
+    """The knobs params.yaml resolves to (protocol defaults filled in), as Optuna params,
+    when every one lies in its search range; else None."""
+    out = {}
+    for name, r in cfg.search.ranges.items():
+        group, knob = name.split(".")
+        value = getattr(cfg.dpap.resolved(group), knob)
+        if not r.low <= value <= r.high:
+            return None
+        out[name] = value
+    return out
+
+
+def params_to_overrides(params: dict[str, Any]) -> dict[str, float]:
+    """Optuna parameter names (``conv.beta``) to dotted config keys (``dpap.conv.beta``)."""
+    return {f"dpap.{k}": v for k, v in params.items()}
+
+
+def trial_config(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """``cfg`` with ``overrides`` applied and ``train.epochs`` set to the search's epochs."""
+    raw = cfg.to_dict()
+    raw["train"]["epochs"] = search_epochs(cfg)
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return config_from_dict(raw)
+
+
+def search_fingerprint(cfg: Config, data_hash: str = "") -> dict[str, Any]:
+    """What a study was created for; resuming with other values would mix incomparable trials.
+
+    The searched knobs are blanked, so applying the best params to params.yaml and re-running
+    the same command still resumes the study."""
+    raw = cfg.to_dict()
+    for name in cfg.search.ranges:
+        set_dotted(raw, f"dpap.{name}", None)
+    raw["train"]["epochs"] = search_epochs(cfg)
+    base = config_from_dict(raw)
+    return {
+        "target": cfg.search.target,
+        "tolerance": cfg.search.tolerance,
+        "epochs": search_epochs(cfg),
+        "ranges": {k: [r.low, r.high, r.log] for k, r in sorted(cfg.search.ranges.items())},
+        "training": fingerprint(base, data_hash),
+    }
+
+
+# ------------------------------------------------------------------- feasibility
+
+
+def constraint_value(compression: float, target: float, tolerance: float) -> float:
+    """``|compression − target| − tolerance``: feasible when ≤ 0."""
+    return abs(compression - target) - tolerance
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    c = trial.constraints
+    return trial.state == TrialState.COMPLETE and bool(c) and all(v <= 0.0 for v in c.values())
+
+
+def can_still_prune(run: TrainingRun, epochs: int) -> bool:
+    """Whether any living synapse or unit can still die in the epochs left (Eq. 12-17).
+
+    δ = 2·Normalized − ε ≥ −ε, so after r more epochs ``F ≥ γ^r·F − ε·Σ decay(k)``; when
+    that bound stays ≥ 0 for the smallest living F of every layer, compression is final.
+    Answers True whenever the pruner's state cannot be read (no early stop then)."""
+    pruner = run.pruner
+    if pruner is None:
+        return False
+    try:
+        done = run.epoch  # epochs finished
+        left = range(done, epochs)
+        if not left:
+            return False
+        gamma = pruner.cfg.gamma
+        start = pruner.cfg.resolved_start_epoch()
+        reference = pruner.cfg.protocol == "reference"
+        for layer in pruner.layers:
+            k = layer.knobs
+            drop = k.epsilon * sum(decay_factor(e, k.eta, start, step=reference) for e in left)
+            keep = gamma ** len(left)
+            functions = []
+            if layer.prune_units:
+                functions.append(layer.unit_survival)
+            if layer.synapse_survival is not None:
+                functions.append(layer.synapse_survival)
+            for sf in functions:
+                alive = sf.values[sf.alive]
+                if alive.numel() and float(alive.min()) * keep - drop < 1e-9:
+                    return True
+        return False
+    except (AttributeError, TypeError, KeyError):  # pragma: no cover - a changed pruner API
+        return True
+
+
+class TrialMonitor:
+    """Per-epoch callback of :func:`dpap.training.fit` for one Optuna trial.
+
+    Reports the accuracy to the pruner (``trial.report(acc, epoch)``), logs the epoch to
+    MLflow, and raises :class:`optuna.TrialPruned` when the trial is hopeless: compression
+    above ``target + tolerance`` (it only grows), compression below the band while nothing
+    can die any more, or the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, cfg: Config, on_epoch: Optional[Callable[[EpochMetrics], None]] = None):
+        self.trial = trial
+        self.target = cfg.search.target
+        self.tolerance = cfg.search.tolerance
+        self.epochs = search_epochs(cfg)
+        self.on_epoch = on_epoch
+        self.reported: set[int] = set()
+
+    def __call__(self, run: TrainingRun, m: EpochMetrics) -> None:
+        # A run resumed from a checkpoint brings earlier epochs: report those too.
+        for past in run.history:
+            if past.epoch in self.reported:
+                continue
+            self.reported.add(past.epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(past)
+            self.trial.report(accuracy_of(past), past.epoch)
+        c = m.compression
+        t = self.trial
+        high = self.target + self.tolerance
+        if c > high:
+            self._prune(c, f"compression {c:.3f} > target + tolerance {high:.3f} after epoch {m.epoch + 1}; pruning is permanent, so it cannot come back")
+        low = self.target - self.tolerance
+        if c < low and run.epoch < self.epochs and not can_still_prune(run, self.epochs):
+            self._prune(c, f"compression {c:.3f} < {low:.3f} after epoch {m.epoch + 1} and no survival function can reach 0 in the {self.epochs - run.epoch} epochs left")
+        if t.should_prune():
+            t.set_user_attr("prune_reason", f"accuracy {accuracy_of(m):.4f} after epoch {m.epoch + 1} is below the feasible trials' (pruner)")
+            raise optuna.TrialPruned()
+
+    def _prune(self, compression: float, reason: str) -> None:
+        self.trial.set_user_attr("prune_reason", reason)
+        self.trial.set_user_attr("compression", compression)
+        self.trial.set_constraint(CONSTRAINT, constraint_value(compression, self.target, self.tolerance))
+        raise optuna.TrialPruned(reason)
+
+
+def accuracy_of(m: EpochMetrics) -> float:
+    """The search's accuracy: validation when a split exists, else test."""
+    return m.val_accuracy if m.val_accuracy is not None else m.test_accuracy
+
+
+class FeasiblePercentilePruner(optuna.pruners.BasePruner):
+    """Prune a trial whose accuracy at an epoch is below the ``percentile`` of the
+    *feasible* complete trials' accuracies at that epoch.
+
+    Comparing with every trial (Optuna's Median/PercentilePruner) would stop the trials we
+    want: the least compressed (infeasible) trials are the most accurate, so a trial on
+    course for the target would look bad next to them."""
+
+    def __init__(self, percentile: float = 25.0, n_min_trials: int = 3, n_warmup_steps: int = 0):
+        if not 0 <= percentile <= 100:
+            raise ValueError(f"percentile: got {percentile}, expected a number in [0, 100]")
+        self.percentile = percentile
+        self.n_min_trials = n_min_trials
+        self.n_warmup_steps = n_warmup_steps
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        value = trial.intermediate_values[step]
+        others = [
+            t.intermediate_values[step]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if is_feasible(t) and step in t.intermediate_values
+        ]
+        if len(others) < self.n_min_trials:
+            return False
+        others.sort()
+        rank = (len(others) - 1) * self.percentile / 100.0
+        lo, hi = math.floor(rank), math.ceil(rank)
+        threshold = others[lo] + (others[hi] - others[lo]) * (rank - lo)
+        return value < threshold
+
+
+def make_pruner(cfg: Config) -> FeasiblePercentilePruner:
+    return FeasiblePercentilePruner(25.0, n_min_trials=3, n_warmup_steps=max(1, search_epochs(cfg) // 3))
+
+
+def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE (feasibility-aware through the trials' constraints). ``salt`` varies the seed
+    between worker processes and between resumed sessions, so they do not repeat draws."""
+    n = cfg.search.trials
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=(cfg.search.seed * 1_000_003 + salt) % (2**31),
+            n_startup_trials=min(10, max(3, n // 4)),
+            multivariate=True,
+            constant_liar=True,
+        )
+
+
+# ---------------------------------------------------------------------- objective
+
+
+def make_objective(
+    cfg: Config,
+    data,
+    *,
+    tracker: Optional["Tracker"] = None,
+    checkpoint_dir: Optional[str | Path] = None,
+) -> Callable[[optuna.Trial], float]:
+    """A plain Optuna objective: sample the knobs, ``fit`` once, return the accuracy.
+
+    Sets the constraint ``compression`` and the user attributes ``compression``,
+    ``test_accuracy``, ``val_accuracy``, ``params_retained``, ``epochs_run``, ``feasible``
+    (and ``mlflow_run_id`` with a ``tracker``). A diverging run sets ``fail_reason`` and
+    re-raises :class:`DivergedError` (``study.optimize(..., catch=(DivergedError,))``)."""
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = suggest_overrides(trial, cfg)
+        tcfg = trial_config(cfg, overrides)
+        run_id = tracker.start_trial(trial, overrides) if tracker is not None else None
+        on_epoch = (lambda m: tracker.log_epoch(run_id, m)) if tracker is not None else None
+        monitor = TrialMonitor(trial, cfg, on_epoch)
+        ckpt = None
+        if checkpoint_dir is not None:
+            key = trial.user_attrs.get("retry_of", trial.number)
+            ckpt = Path(checkpoint_dir) / f"trial-{key}.pt"
+        interrupted = False
+        try:
+            run = fit(tcfg, data, checkpoint=ckpt, callbacks=[monitor], progress=False)
+            last = run.history[-1]
+            c = last.compression
+            value = constraint_value(c, cfg.search.target, cfg.search.tolerance)
+            trial.set_constraint(CONSTRAINT, value)
+            for k, v in {
+                "compression": c,
+                "test_accuracy": last.test_accuracy,
+                "val_accuracy": last.val_accuracy,
+                "params_retained": last.params_retained,
+                "epochs_run": len(run.history),
+                "feasible": value <= 0,
+            }.items():
+                trial.set_user_attr(k, v)
+            if tracker is not None:
+                tracker.end_trial(run_id, "COMPLETE", {"compression": c, "accuracy": accuracy_of(last), "feasible": float(value <= 0)})
+            return accuracy_of(last)
+        except optuna.TrialPruned as exc:
+            if tracker is not None:
+                tracker.end_trial(run_id, "PRUNED", {"feasible": 0.0}, trial.user_attrs.get("prune_reason", str(exc)))
+            raise
+        except DivergedError as exc:
+            reason = f"diverged: {exc}"
+            trial.set_user_attr("fail_reason", reason)
+            if tracker is not None:
+                tracker.end_trial(run_id, "FAIL", {"feasible": 0.0}, reason)
+            raise
+        except KeyboardInterrupt:
+            interrupted = True  # keep the checkpoint: the retry resumes from it
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            trial.set_user_attr("fail_reason", reason)
+            if tracker is not None:
+                tracker.end_trial(run_id, "FAIL", {"feasible": 0.0}, reason)
+            raise
+        finally:
+            if ckpt is not None and not interrupted:
+                with contextlib.suppress(OSError):
+                    ckpt.unlink()
+
+    return objective
+
+
+def best_overrides(trial: FrozenTrial) -> dict[str, float]:
+    return params_to_overrides(trial.params)
+
+
+# ----------------------------------------------------------------------- tracking
+
+
+class Tracker:
+    """MLflow: one parent run per study, one nested run per trial (through ``MlflowClient``,
+    so worker processes share nothing but the store)."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.parent_run_id = parent_run_id
+        self.experiment_id = experiment_id
+        self._warned = False
+
+    @classmethod
+    def for_study(cls, tracking_uri: str, study: optuna.Study, cfg: Config, storage: str) -> "Tracker":
+        """Reuse the study's parent run (``study.user_attrs["mlflow_parent_run_id"]``) or create it."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp = client.get_experiment_by_name(EXPERIMENT)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
+        run_id = study.user_attrs.get("mlflow_parent_run_id")
+        if run_id is not None:
+            try:
+                client.get_run(run_id)
+                client.update_run(run_id, status="RUNNING")
+            except MlflowException:
+                run_id = None  # another tracking store: start a new parent
+        if run_id is None:
+            run = client.create_run(exp_id, run_name=study.study_name, tags={"dpap.kind": "search", "optuna.study": study.study_name, "optuna.storage": storage})
+            run_id = run.info.run_id
+            s = cfg.search
+            params = {"target": s.target, "tolerance": s.tolerance, "epochs": search_epochs(cfg), "storage": storage, "study_name": study.study_name, "model.arch": cfg.model.arch, "model.kind": cfg.model.kind, "data.name": cfg.data.name}
+            params.update({f"range.{k}": f"[{r.low}, {r.high}]{' log' if r.log else ''}" for k, r in s.ranges.items()})
+            _log_params(client, run_id, params)
+            study.set_user_attr("mlflow_parent_run_id", run_id)
+        return cls(tracking_uri, run_id, exp_id)
+
+    def _safe(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must not kill a trial
+            if not self._warned:
+                print(f"warning: MLflow logging failed ({type(exc).__name__}: {exc}); the search goes on", file=sys.stderr, flush=True)
+                self._warned = True
+            return None
+
+    def start_trial(self, trial: optuna.Trial, overrides: dict[str, float]) -> Optional[str]:
+        def start():
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{trial.number}",
+                tags={"mlflow.parentRunId": self.parent_run_id, "optuna.trial": str(trial.number), "optuna.study": trial.study.study_name, "dpap.kind": "search-trial"},
+            )
+            params = dict(overrides)
+            params["trial_number"] = trial.number
+            if "retry_of" in trial.user_attrs:
+                params["retry_of"] = trial.user_attrs["retry_of"]
+            _log_params(self.client, run.info.run_id, params)
+            return run.info.run_id
+
+        run_id = self._safe(start)
+        if run_id is not None:
+            trial.set_user_attr("mlflow_run_id", run_id)
+        return run_id
+
+    def log_epoch(self, run_id: Optional[str], m: EpochMetrics) -> None:
+        if run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, m.epoch) for k, v in m.flat().items() if isinstance(v, (int, float))]
+        metrics.append(Metric("accuracy", float(accuracy_of(m)), now, m.epoch))
+        self._safe(self.client.log_batch, run_id, metrics=metrics)
+
+    def end_trial(self, run_id: Optional[str], state: str, metrics: dict[str, float], reason: Optional[str] = None) -> None:
+        if run_id is None:
+            return
+
+        def end():
+            from mlflow.entities import Metric, RunTag
+
+            now = int(time.time() * 1000)
+            tags = [RunTag("optuna.state", state)]
+            if reason:
+                tags.append(RunTag("reason", reason[:5000]))
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags)
+            self.client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
+
+        self._safe(end)
+
+    def kill_trial(self, run_id: Optional[str], reason: str) -> None:
+        if run_id is None:
+            return
+
+        def kill():
+            self.client.set_tag(run_id, "optuna.state", "FAIL")
+            self.client.set_tag(run_id, "reason", reason)
+            self.client.set_terminated(run_id, "KILLED")
+
+        self._safe(kill)
+
+    def finish(self, summary: dict[str, Any], artifacts: list[Path]) -> None:
+        def fin():
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(k, float(v), now, 0) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None]
+            self.client.log_batch(self.parent_run_id, metrics=metrics)
+            for a in artifacts:
+                if a.exists():
+                    self.client.log_artifact(self.parent_run_id, str(a))
+            self.client.set_terminated(self.parent_run_id, "FINISHED")
+
+        self._safe(fin)
+
+
+def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+
+# ------------------------------------------------------------------------ storage
+
+
+def is_rdb_url(storage: str) -> bool:
+    return "://" in storage
+
+
+def make_storage(storage: str) -> optuna.storages.BaseStorage:
+    """A journal file (``search/optuna.journal``, safe for several processes on one machine)
+    or an RDB URL (``sqlite:///...``, ``postgresql://...``, with a heartbeat so a trial of a
+    dead worker on another machine is failed)."""
+    if is_rdb_url(storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                storage,
+                heartbeat_interval=60,
+                grace_period=180,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
+    path = Path(storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _lock_path(storage: str, out_dir: Path, study_name: str) -> Path:
+    if not is_rdb_url(storage):
+        return Path(storage + f".{study_name}.lock")
+    if storage.startswith("sqlite:///"):
+        return Path(storage[len("sqlite:///"):] + f".{study_name}.lock")
+    return out_dir / f".{study_name}.lock"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock between the worker processes of this machine (``fcntl.flock``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------ worker liveness
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """The start time of ``pid`` (Linux ``/proc``), so a reused pid is not taken for alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie is dead
+        return None
+    return fields[19]
+
+
+def _owner() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _owner_alive(owner: dict[str, Any]) -> Optional[bool]:
+    """True/False for a worker of this machine; None when it ran elsewhere (unknown)."""
+    if owner.get("host") != socket.gethostname():
+        return None
+    pid = int(owner.get("pid", -1))
+    if pid <= 0:
+        return False
+    start = owner.get("start")
+    if start is not None or Path("/proc").is_dir():
+        return _process_start(pid) is not None and _process_start(pid) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def budget_used(trials: list[FrozenTrial]) -> int:
+    """Trials that count toward ``search.trials``: finished, running, and failed ones that
+    were not retried (a trial lost with its worker is retried and counted once)."""
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}  # RDB heartbeat retries
+    used = 0
+    for t in trials:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+            used += 1
+        elif t.state == TrialState.FAIL and not t.user_attrs.get("retried", False) and t.number not in retried:
+            used += 1
+    return used
+
+
+def recover_stale_trials(study: optuna.Study, tracker: Optional[Tracker] = None) -> list[int]:
+    """Fail every RUNNING trial whose worker process (on this machine) is gone and enqueue
+    its parameters again, so the budget is not short by the lost trials. Returns the
+    numbers of the failed trials. (Trials of other machines: RDB heartbeat, see
+    :func:`make_storage`.)"""
+    if is_heartbeat_storage(study):
+        optuna.storages.fail_stale_trials(study)
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get("worker")
+        if not isinstance(owner, dict) or _owner_alive(owner) is not False:
+            continue
+        reason = f"worker died mid-trial (pid {owner.get('pid')} on {owner.get('host')}); retried as a new trial"
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            study._storage.set_trial_user_attr(t._trial_id, "retried", True)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished meanwhile
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.user_attrs.get("retry_of", t.number)})
+        if tracker is not None:
+            tracker.kill_trial(t.user_attrs.get("mlflow_run_id"), reason)
+        failed.append(t.number)
+    return failed
+
+
+def is_heartbeat_storage(study: optuna.Study) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return is_heartbeat_enabled(study._storage)
+
+
+# ------------------------------------------------------------------------ workers
+
+
+@dataclass
+class WorkerJob:
+    """Everything a worker process needs (picklable for ``spawn``)."""
+
+    cfg: Config
+    data: Any
+    """A ``ProcessedData`` or the path of a processed folder (loaded by the worker)."""
+    storage: str
+    study_name: str
+    out_dir: str
+    tracking_uri: Optional[str]
+    parent_run_id: Optional[str]
+    experiment_id: Optional[str]
+    index: int = 0
+    threads: int = 0
+    quiet: bool = False
+
+
+def _load_data(data):
+    if isinstance(data, (str, Path)):
+        from .data import load_processed
+
+        return load_processed(data)
+    return data
+
+
+def _say(job: WorkerJob, msg: str) -> None:
+    if not job.quiet:
+        prefix = f"[worker {job.index}] " if job.index else ""
+        print(prefix + msg, flush=True)
+
+
+def run_worker(job: WorkerJob) -> int:
+    """Ask, train, tell until the study's budget (``search.trials``) is used; returns the
+    number of trials this worker ran. Asking is serialised by a file lock, so several
+    processes never overshoot the budget together."""
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    cfg = job.cfg
+    data = _load_data(job.data)
+    storage = make_storage(job.storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        salt = job.index * 7919 + len(optuna.load_study(study_name=job.study_name, storage=storage).trials) * 104729
+        study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(cfg, salt), pruner=make_pruner(cfg))
+    tracker = Tracker(job.tracking_uri, job.parent_run_id, job.experiment_id) if job.tracking_uri and job.parent_run_id else None
+    objective = make_objective(cfg, data, tracker=tracker, checkpoint_dir=Path(job.out_dir) / "checkpoints" / job.study_name)
+    lock = _lock_path(job.storage, Path(job.out_dir), job.study_name)
+    ran = 0
+    while True:
+        with _file_lock(lock):
+            recover_stale_trials(study, tracker)
+            if budget_used(study.get_trials(deepcopy=False)) >= cfg.search.trials:
+                break
+            trial = study.ask()
+            trial.set_user_attr("worker", _owner())
+        ran += 1
+        _run_trial(job, study, trial, objective)
+    return ran
+
+
+def _run_trial(job: WorkerJob, study: optuna.Study, trial: optuna.Trial, objective) -> None:
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    t0 = time.perf_counter()
+    try:
+        with get_heartbeat_thread(trial._trial_id, study._storage):
+            value = objective(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        _say(job, f"trial {trial.number:3d} pruned   ({time.perf_counter() - t0:5.1f}s): {trial.user_attrs.get('prune_reason', '')}")
+        return
+    except DivergedError:
+        study.tell(trial, state=TrialState.FAIL)
+        _say(job, f"trial {trial.number:3d} failed   ({time.perf_counter() - t0:5.1f}s): {trial.user_attrs.get('fail_reason')}")
+        return
+    except KeyboardInterrupt:
+        # Not the trial's fault: fail it and queue its parameters again for the next session.
+        trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); retried when the search is resumed")
+        trial.set_user_attr("retried", True)
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.user_attrs.get("retry_of", trial.number)})
+        raise
+    except BaseException:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    study.tell(trial, value)
+    u = trial.user_attrs
+    mark = "feasible" if u.get("feasible") else "infeasible"
+    _say(job, f"trial {trial.number:3d} complete ({time.perf_counter() - t0:5.1f}s): accuracy {value:.4f}, compression {u.get('compression', float('nan')):.3f} ({mark})")
+
+
+def _spawned_worker(job: WorkerJob) -> int:
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return run_worker(job)
+    except KeyboardInterrupt:
+        return -1
+
+
+# ------------------------------------------------------------------------- search
+
+
+@dataclass
+class SearchResult:
+    study_name: str
+    storage: str
+    target: float
+    tolerance: float
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    feasible: int
+    best_number: Optional[int] = None
+    best_value: Optional[float] = None
+    best_compression: Optional[float] = None
+    best_test_accuracy: Optional[float] = None
+    best_params: dict[str, float] = field(default_factory=dict)
+    first_feasible: Optional[int] = None
+    """1-based count of finished trials up to and including the first feasible one."""
+    best_params_file: Optional[str] = None
+    plot_file: Optional[str] = None
+    mlflow_parent_run_id: Optional[str] = None
+
+
+def open_study(cfg: Config, storage: str, study_name: str, data_hash: str) -> optuna.Study:
+    """Create the study, or load it to resume; refuse one created for other settings."""
+    store = make_storage(storage)
+    want = search_fingerprint(cfg, data_hash)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(study_name=study_name, storage=store, direction="maximize", load_if_exists=True)
+    have = study.user_attrs.get("search")
+    if have is None:
+        if study.trials:
+            raise SearchError(f"study {study_name!r} in {storage} was not made by `dpap search`; pass --study-name NAME for a new one")
+        study.set_user_attr("search", want)
+        start = current_knobs(cfg)
+        if start is not None:  # evaluate the current settings first: a known anchor for TPE
+            study.enqueue_trial(start, user_attrs={"current_params": True})
+    elif have != want:
+        diff = [k for k in want if have.get(k) != want[k]]
+        what = ", ".join(f"{k} {have.get(k)!r} -> {want[k]!r}" if k != "training" else "training settings/data" for k in diff)
+        raise SearchError(f"study {study_name!r} in {storage} was created for other settings ({what}); pass --study-name NAME to start a new study, or restore the settings to resume it")
+    return study
+
+
+def run_search(
+    cfg: Config,
+    data,
+    *,
+    workers: int = 1,
+    out_dir: str | Path = "search",
+    tracking_uri: Optional[str] = None,
+    overrides: Optional[dict[str, Any]] = None,
+    quiet: bool = False,
+) -> SearchResult:
+    """Run (or resume) the study of ``cfg.search`` until ``search.trials`` trials count.
+
+    ``data``: a ``ProcessedData`` or the path of a processed folder. ``tracking_uri``: the
+    MLflow store (None: no tracking). ``overrides``: the dotted settings the user changed on
+    top of params.yaml (written into ``best_params.yaml`` so applying it reproduces the
+    trial). Writes ``best_params.yaml``, ``accuracy_vs_compression.png`` and
+    ``summary.json`` into ``out_dir``."""
+    check_search(cfg, workers)
+    s = cfg.search
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = _load_data(data)
+    data_hash = loaded.meta.get("hash", "")
+    from .training import make_network
+
+    make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(cfg, s.storage, s.study_name, data_hash)
+    tracker = Tracker.for_study(tracking_uri, study, cfg, s.storage) if tracking_uri else None
+
+    with _file_lock(_lock_path(s.storage, out, s.study_name)):
+        lost = recover_stale_trials(study, tracker)
+    if lost and not quiet:
+        print(f"note: trial(s) {', '.join(map(str, lost))} were left running by a dead worker: failed and queued again", flush=True)
+    before = budget_used(study.get_trials(deepcopy=False))
+    if not quiet:
+        left = max(0, s.trials - before)
+        print(f"study {s.study_name!r} in {s.storage}: {before} trial(s) so far, {left} to run (target {s.target} ± {s.tolerance}, {search_epochs(cfg)} epochs each, {workers} worker(s))", flush=True)
+
+    job = WorkerJob(
+        cfg=cfg,
+        data=data if isinstance(data, (str, Path)) else loaded,
+        storage=s.storage,
+        study_name=s.study_name,
+        out_dir=str(out),
+        tracking_uri=tracking_uri,
+        parent_run_id=tracker.parent_run_id if tracker else None,
+        experiment_id=tracker.experiment_id if tracker else None,
+        quiet=quiet,
+    )
+    if workers == 1:
+        run_worker(dataclasses.replace(job, data=loaded))
+    else:
+        threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            try:
+                pool.map(_spawned_worker, [dataclasses.replace(job, index=i + 1, threads=threads) for i in range(workers)])
+            except KeyboardInterrupt:
+                pool.terminate()
+                raise
+    study = optuna.load_study(study_name=s.study_name, storage=make_storage(s.storage))
+    result = summarize(study, cfg)
+    result.mlflow_parent_run_id = tracker.parent_run_id if tracker else None
+    artifacts = []
+    best_file = out / "best_params.yaml"
+    if result.best_number is not None:
+        write_best_params(best_file, study, cfg, overrides or {})
+        result.best_params_file = str(best_file)
+        artifacts.append(best_file)
+    plot = out / "accuracy_vs_compression.png"
+    with contextlib.suppress(Exception):
+        plot_trials(study, cfg, plot)
+        result.plot_file = str(plot)
+        artifacts.append(plot)
+    summary_file = out / "summary.json"
+    import json
+
+    summary_file.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
+    artifacts.append(summary_file)
+    if tracker is not None:
+        tracker.finish(
+            {"trials": result.trials, "complete": result.complete, "pruned": result.pruned, "failed": result.failed, "feasible": result.feasible,
+             "best_accuracy": result.best_value, "best_compression": result.best_compression, "trials_to_first_feasible": result.first_feasible},
+            artifacts,
+        )
+    return result
+
+
+def summarize(study: optuna.Study, cfg: Config) -> SearchResult:
+    trials = study.get_trials(deepcopy=False)
+    by = lambda st: sum(1 for t in trials if t.state == st)  # noqa: E731
+    res = SearchResult(
+        study_name=study.study_name,
+        storage=cfg.search.storage,
+        target=cfg.search.target,
+        tolerance=cfg.search.tolerance,
+        trials=budget_used(trials),
+        complete=by(TrialState.COMPLETE),
+        pruned=by(TrialState.PRUNED),
+        failed=sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("retried")),
+        feasible=sum(1 for t in trials if is_feasible(t)),
+    )
+    finished = sorted((t for t in trials if t.state.is_finished() and not t.user_attrs.get("retried")), key=lambda t: t.datetime_complete or t.datetime_start)
+    for i, t in enumerate(finished, 1):
+        if is_feasible(t):
+            res.first_feasible = i
+            break
+    try:
+        best = study.best_trial  # Optuna 5: the best *feasible* trial (constraints ≤ 0)
+    except ValueError:
+        return res
+    if not is_feasible(best):  # pragma: no cover - unconstrained study
+        return res
+    res.best_number = best.number
+    res.best_value = best.value
+    res.best_compression = best.user_attrs.get("compression")
+    res.best_test_accuracy = best.user_attrs.get("test_accuracy")
+    res.best_params = best_overrides(best)
+    return res
+
+
+# ------------------------------------------------------------------------- output
+
+
+def best_params_overlay(study: optuna.Study, cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The params.yaml overlay of the best feasible trial: its knobs, ``train.epochs`` when
+    the search trained for another number of epochs, and the user's other overrides."""
+    best = study.best_trial
+    flat: dict[str, Any] = {k: v for k, v in overrides.items() if not k.startswith("search.")}
+    if search_epochs(cfg) != cfg.train.epochs:
+        flat["train.epochs"] = search_epochs(cfg)
+    flat.update(best_overrides(best))
+    nested: dict[str, Any] = {}
+    for k, v in flat.items():
+        set_dotted(nested, k, v)
+    return nested
+
+
+def write_best_params(path: Path, study: optuna.Study, cfg: Config, overrides: dict[str, Any]) -> None:
+    best = study.best_trial
+    acc_name = "validation" if best.user_attrs.get("val_accuracy") is not None else "test"
+    header = (
+        f"# Best feasible trial of `dpap search` (study {study.study_name!r}, trial {best.number}).\n"
+        f"# target compression {cfg.search.target} ± {cfg.search.tolerance}; achieved {best.user_attrs.get('compression'):.4f}"
+        f" at {acc_name} accuracy {best.value:.4f}, seed {cfg.train.seed}, {search_epochs(cfg)} epochs.\n"
+        f"# Apply with `dpap apply-best` (merges into params.yaml) or the printed `dvc exp run -S` line.\n"
+    )
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(header + yaml.safe_dump(best_params_overlay(study, cfg, overrides), sort_keys=True))
+    os.replace(tmp, path)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def dvc_exp_command(overlay: dict[str, Any]) -> str:
+    return "dvc exp run " + " ".join(f"-S {k}={v!r}" if isinstance(v, str) else f"-S {k}={v}" for k, v in flatten(overlay).items())
+
+
+def apply_best(best_file: str | Path, params_file: str | Path, *, dry_run: bool = False) -> list[tuple[str, Any, Any]]:
+    """Merge ``best_params.yaml`` into ``params.yaml`` in place, keeping its comments and
+    layout (ruamel.yaml round trip). Validates the result before writing. Returns the
+    changes as ``(key, old, new)``."""
+    best_file, params_file = Path(best_file), Path(params_file)
+    if not best_file.is_file():
+        raise SearchError(f"{best_file}: not found; run `dpap search` first (it writes the best feasible trial there)")
+    overlay = yaml.safe_load(best_file.read_text()) or {}
+    if not isinstance(overlay, dict) or not overlay:
+        raise SearchError(f"{best_file}: expected a mapping of params (dpap: {{conv: ..., fc: ...}})")
+    if not params_file.is_file():
+        raise SearchError(f"{params_file}: not found; run from the repository root or pass --params")
+    from ruamel.yaml import YAML
+
+    ry = YAML()
+    ry.preserve_quotes = True
+    doc = ry.load(params_file.read_text())
+    if doc is None:
+        doc = {}
+    changes = []
+    for key, new in flatten(overlay).items():
+        node = doc
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        old = node.get(parts[-1]) if hasattr(node, "get") else None
+        if old != new:
+            changes.append((key, old, new))
+        node[parts[-1]] = new
+    import io
+
+    buf = io.StringIO()
+    ry.dump(doc, buf)
+    text = buf.getvalue()
+    try:
+        config_from_dict(yaml.safe_load(text))
+    except ConfigError as exc:
+        raise SearchError(f"{best_file}: applying it would make {params_file} invalid: {exc}") from None
+    if not dry_run:
+        tmp = params_file.with_suffix(params_file.suffix + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, params_file)
+    return changes
+
+
+def plot_trials(study: optuna.Study, cfg: Config, path: Path) -> None:
+    """Accuracy vs compression of every trial that got at least one epoch, the target band
+    shaded and the best feasible trial starred (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = {"feasible": [], "infeasible": [], "pruned": []}
+    for t in study.get_trials(deepcopy=False):
+        c = t.user_attrs.get("compression")
+        if t.state == TrialState.COMPLETE and c is not None:
+            pts["feasible" if is_feasible(t) else "infeasible"].append((c, t.value))
+        elif t.state == TrialState.PRUNED and t.intermediate_values:
+            if c is None:
+                continue  # pruned on accuracy before its compression was recorded
+            pts["pruned"].append((c, t.intermediate_values[max(t.intermediate_values)]))
+    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    s = cfg.search
+    ax.axvspan(s.target - s.tolerance, s.target + s.tolerance, color="tab:green", alpha=0.15, label=f"target {s.target} ± {s.tolerance}")
+    style = {"feasible": ("tab:green", "o"), "infeasible": ("tab:gray", "o"), "pruned": ("tab:red", "x")}
+    for name, p in pts.items():
+        if p:
+            ax.scatter([a for a, _ in p], [b for _, b in p], c=style[name][0], marker=style[name][1], label=f"{name} ({len(p)})", s=28)
+    try:
+        best = study.best_trial
+        if is_feasible(best):
+            ax.scatter([best.user_attrs["compression"]], [best.value], marker="*", s=260, c="gold", edgecolors="black", zorder=5, label=f"best: trial {best.number}")
+    except ValueError:
+        pass
+    ax.set_xlabel("compression (fraction of parameters removed)")
+    ax.set_ylabel("accuracy" + (" (pruned: at stop)" if pts["pruned"] else ""))
+    ax.set_title(f"{study.study_name}: {len(study.trials)} trials")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def format_summary(res: SearchResult, epochs: Optional[int] = None) -> str:
+    rows = [
+        ("study", f"{res.study_name} ({res.storage})"),
+        ("target compression", f"{res.target:.3f} ± {res.tolerance:.3f}"),
+        ("achieved compression", f"{res.best_compression:.4f}" if res.best_compression is not None else "no feasible trial"),
+        ("accuracy", f"{res.best_value:.4f}" if res.best_value is not None else "-"),
+        ("test accuracy", f"{res.best_test_accuracy:.4f}" if res.best_test_accuracy is not None else "-"),
+        ("best trial", str(res.best_number) if res.best_number is not None else "-"),
+        ("trials", f"{res.trials} ({res.complete} complete, {res.pruned} pruned, {res.failed} failed)"),
+        ("feasible trials", str(res.feasible)),
+        ("first feasible after", f"{res.first_feasible} trial(s)" if res.first_feasible else "-"),
+    ]
+    for k, v in res.best_params.items():
+        rows.append((k, f"{v:.6g}"))
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)

@@ -1,0 +1,210 @@
+"""The Optuna search on a real (tiny) budget: real journal storage, real MLflow sqlite store."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from dpap import search as S
+from dpap.cli import main
+from dpap.config import load_params
+from dpap.data import ProcessedData, load_processed
+from dpap.training import fit
+
+
+def _study(storage: Path, name: str = "dpap-search") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=S.make_storage(str(storage)))
+
+
+def _counted(trials):
+    return [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and not t.user_attrs.get("retried"))]
+
+
+def _mlflow_runs(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(S.EXPERIMENT)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+# --------------------------------------------------------------------------- Optuna 5
+
+
+def test_optuna5_best_trial_is_best_feasible():
+    """What the search relies on: with ``trial.set_constraint`` the best trial is the best
+    feasible one, even when an infeasible trial has a higher value."""
+    study = optuna.create_study(direction="maximize")
+    for value, c in [(0.99, 0.4), (0.80, -0.01), (0.70, -0.2)]:
+        t = study.ask()
+        t.set_constraint(S.CONSTRAINT, c)
+        study.tell(t, value)
+    assert study.best_trial.value == 0.80
+    only_infeasible = optuna.create_study(direction="maximize")
+    t = only_infeasible.ask()
+    t.set_constraint(S.CONSTRAINT, 0.1)
+    only_infeasible.tell(t, 0.9)
+    with pytest.raises(ValueError, match="No feasible"):
+        only_infeasible.best_trial
+
+
+# -------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "args, what",
+    [
+        (["--target", "1.5"], "search.target"),
+        (["--target", "0"], "search.target"),
+        (["--tolerance", "0"], "search.tolerance"),
+        (["--trials", "0"], "search.trials"),
+        (["--workers", "0"], "--workers"),
+        (["-S", "search.ranges={fc.beta: {low: 2, high: 2}}"], "empty range"),
+        (["-S", "nonsense"], "KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line(make_params, in_tmp, capsys, args, what):
+    p = make_params()
+    rc = main(["search", "--params", str(p), *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and what in err, err
+    assert not (in_tmp / "search").exists()  # failed at once: nothing created
+
+
+def test_bad_input_console_script_has_no_traceback(make_params, tmp_path, dpap_cmd, subprocess_env):
+    p = make_params()
+    r = subprocess.run([*dpap_cmd, "search", "--params", str(p), "--target", "2"], capture_output=True, text=True, cwd=tmp_path, env=subprocess_env, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "search.target" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_changed_settings_refuse_to_resume(make_params, tmp_path, processed_root):
+    cfg = load_params(make_params())
+    S.open_study(cfg, cfg.search.storage, "s", "hash")
+    S.open_study(cfg, cfg.search.storage, "s", "hash")  # same settings: resumes
+    other = load_params(make_params(target=0.7, name="p2.yaml"))
+    with pytest.raises(S.SearchError, match="other settings.*target 0.5 -> 0.7"):
+        S.open_study(other, other.search.storage, "s", "hash")
+
+
+# ------------------------------------------------------------------------ divergence
+
+
+def test_diverging_trials_fail_with_reason_and_search_goes_on(make_params, tmp_path, processed_root, mlflow_uri):
+    cfg = load_params(make_params(trials=2), {"model.kind": "dnn"})
+    d = load_processed(processed_root / "digits")
+    x = d.train[0].clone()
+    x[::7] = float("nan")  # a corrupt batch: the DNN's loss becomes NaN
+    bad = ProcessedData(train=(x, d.train[1]), test=d.test, val=None, meta=dict(d.meta, hash="nan-data"))
+    res = S.run_search(cfg, bad, out_dir=tmp_path / "search", tracking_uri=mlflow_uri, quiet=True)
+    assert res.failed == 2 and res.trials == 2 and res.best_number is None
+    trials = _study(Path(cfg.search.storage)).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.user_attrs["fail_reason"].startswith("diverged: loss became nan") for t in trials)
+    client, runs = _mlflow_runs(mlflow_uri)
+    assert sorted(r.info.status for r in runs if r.data.tags.get("dpap.kind") == "search-trial") == ["FAILED", "FAILED"]
+
+
+# ------------------------------------------------------------- resume after a kill
+
+
+def test_resume_after_killed_worker(make_params, tmp_path, mlflow_uri, monkeypatch, dpap_cmd, subprocess_env):
+    p = make_params(epochs=5, trials=3)
+    storage = tmp_path / "search" / "optuna.journal"
+    cmd = [*dpap_cmd, "search", "--params", str(p), "--out", str(tmp_path / "search")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    killed = None
+    deadline = time.time() + 150
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if storage.exists():
+                try:
+                    running = [t for t in _study(storage).get_trials(states=(TrialState.RUNNING,)) if t.intermediate_values]
+                except KeyError:  # study not created yet
+                    running = []
+                if running:
+                    proc.send_signal(signal.SIGKILL)  # the worker dies mid-trial, no cleanup
+                    proc.wait()
+                    break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = _study(storage).get_trials(states=(TrialState.RUNNING,))
+    assert len(left) == 1, f"expected one trial left running by the killed worker; stderr: {proc.stderr.read().decode()[-2000:]}"
+    killed = left[0]
+
+    monkeypatch.chdir(tmp_path)
+    rc = main(["search", "--params", str(p), "--out", str(tmp_path / "search"), "--quiet"])
+    assert rc in (0, 1)  # 1: no feasible trial (possible on this tiny budget)
+
+    trials = _study(storage).trials
+    assert [t.number for t in trials] == list(range(len(trials)))
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    counted = _counted(trials)
+    assert len(counted) == 3 == S.budget_used(trials)
+    dead = trials[killed.number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["retried"] is True
+    assert "worker died mid-trial" in dead.user_attrs["fail_reason"]
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert retry.params == killed.params and retry in counted
+    assert len({tuple(sorted(t.params.items())) for t in counted}) == 3  # nothing ran twice
+
+    client, runs = _mlflow_runs(mlflow_uri)
+    assert client.get_run(killed.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    parent = [r for r in runs if r.data.tags.get("dpap.kind") == "search"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"  # one parent, reused on resume
+    for t in counted:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert run.data.tags["optuna.trial"] == str(t.number)
+
+
+# ------------------------------------------------- two workers, best params applied
+
+
+def test_two_workers_then_apply_best_reproduces(make_params, in_tmp, mlflow_uri, capsys):
+    p = make_params(epochs=3, trials=4)
+    rc = main(["search", "--params", str(p), "--workers", "2", "--quiet"])
+    out = capsys.readouterr().out
+    storage = in_tmp / "search" / "optuna.journal"
+    trials = _study(storage).trials
+    assert [t.number for t in trials] == [0, 1, 2, 3]  # every trial once, budget not overshot
+    assert all(t.state.is_finished() for t in trials)
+    assert {t.user_attrs["worker"]["pid"] for t in trials}.isdisjoint({__import__("os").getpid()})  # ran in the workers
+    client, runs = _mlflow_runs(mlflow_uri)
+    nested = [r for r in runs if r.data.tags.get("dpap.kind") == "search-trial"]
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in nested) == [0, 1, 2, 3]
+    assert {t.user_attrs["mlflow_run_id"] for t in trials} == {r.info.run_id for r in nested}
+    assert "target compression" in out and "trials" in out
+    assert (in_tmp / "search" / "accuracy_vs_compression.png").stat().st_size > 1000
+
+    assert rc == 0, out
+    study = _study(storage)
+    best = study.best_trial
+    assert S.is_feasible(best)
+    original = p.read_text()
+    rc = main(["apply-best", "--params", str(p)])
+    assert rc == 0
+    text = p.read_text()
+    assert "# tiny settings for the search tests" in text and "# the test's processed data" in text  # comments kept
+    assert text != original
+    cfg = load_params(p)
+    for key, value in S.best_overrides(best).items():
+        group, knob = key.split(".")[1:]
+        assert getattr(getattr(cfg.dpap, group), knob) == value
+    run = fit(cfg, load_processed(Path(cfg.data.processed_dir) / cfg.data.name), progress=False)
+    assert run.history[-1].compression == best.user_attrs["compression"]
+    assert run.history[-1].test_accuracy == best.user_attrs["test_accuracy"]
