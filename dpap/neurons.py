@@ -54,10 +54,11 @@ class LIFFunction(torch.autograd.Function):
     back-propagation through time of those two lines (including the reset term, unless
     ``detach_reset``), so one call replaces ``4·T`` autograd nodes by one.
 
-    Speed: in-place float ops written into preallocated outputs, no boolean masks (slow on
-    CPU), no per-step copies; forward saves the membranes only and backward recomputes the
-    surrogate window and the reset mask from them. Forward is bit-identical to
-    :func:`lif_reference`, and backward rounds as the equations do.
+    Speed: three float ops per step forward, eight backward, written into preallocated
+    outputs; no boolean masks (slow on CPU), no per-step copies. Forward saves the
+    membranes and the reset masks ``1 − o``; backward recomputes the surrogate window.
+    Forward is bit-identical to :func:`lif_reference`, and backward rounds as the
+    equations do.
     """
 
     @staticmethod
@@ -65,25 +66,26 @@ class LIFFunction(torch.autograd.Function):
         T = current.shape[0]
         spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
         membranes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
-        keep = torch.empty(current.shape[1:], dtype=current.dtype, device=current.device)  # 1 − o[t−1]
+        # keep[t] = 1 − o[t] as a float mask, for the next step and for backward
+        keep = torch.empty((max(T - 1, 0), *current.shape[1:]), dtype=current.dtype, device=current.device)
         for t in range(T):
             u = membranes[t]
             if t == 0:
                 u.copy_(current[0])
             else:
-                torch.mul(membranes[t - 1], decay, out=u)
-                u.mul_(keep)
-                u.add_(current[t])
+                # I[t] + (λ·u[t−1])·keep[t−1]: keep is 0 or 1, so this rounds exactly as
+                # λ·u·(1 − o) + I does (only λ·u is inexact), fused or not
+                torch.addcmul(current[t], membranes[t - 1], keep[t - 1], value=decay, out=u)
             torch.ge(u, threshold, out=spikes[t])
             if t < T - 1:
-                torch.lt(u, threshold, out=keep)
-        ctx.save_for_backward(membranes)
+                torch.lt(u, threshold, out=keep[t])
+        ctx.save_for_backward(membranes, keep)
         ctx.params = (decay, threshold, width, detach_reset)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
-        (membranes,) = ctx.saved_tensors
+        membranes, keep = ctx.saved_tensors
         decay, threshold, width, detach_reset = ctx.params
         T = membranes.shape[0]
         grad_current = torch.empty(membranes.shape, dtype=membranes.dtype, device=membranes.device)
@@ -108,8 +110,7 @@ class LIFFunction(torch.autograd.Function):
                 sg.div_(width)
             g.mul_(sg)
             if t < T - 1:
-                torch.lt(u, threshold, out=tmp)  # 1 − o[t]
-                g.addcmul_(grad_current[t + 1], tmp, value=decay)
+                g.addcmul_(grad_current[t + 1], keep[t], value=decay)
         return grad_current, None, None, None, None
 
 
