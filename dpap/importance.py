@@ -9,6 +9,8 @@ channels of a conv layer). A synapse matrix is ``[post_units, pre_units]``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -24,6 +26,18 @@ def trace_weights(T: int, tau: float, average: bool = False, device=None, dtype=
     return w.to(dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _trace_weights_cached(T: int, tau: float, average: bool, device, dtype) -> Tensor:
+    """:func:`trace_weights`, computed once per signature (the observer needs it for every
+    layer of every batch); callers must not modify the result."""
+    return trace_weights(T, tau, average, device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _trace_weight_sum(T: int, tau: float, average: bool) -> float:
+    return float(trace_weights(T, tau, average).sum())
+
+
 def population(x: Tensor, conv: bool) -> Tensor:
     """Sum a conv layer's activity over the N×N positions of each channel (Eq. 6, 19)."""
     return x.sum((-1, -2)) if conv and x.dim() >= 4 else x
@@ -35,13 +49,13 @@ def spike_trace(spikes: Tensor, tau: float, conv: bool = False, average: bool = 
     ``spikes``: ``[T, N, units]`` (FC) or ``[T, N, C, H, W]`` (conv, one population per
     channel). Returns ``[N, units]``."""
     x = population(spikes, conv)
-    w = trace_weights(x.shape[0], tau, average, x.device, x.dtype)
+    w = _trace_weights_cached(x.shape[0], float(tau), bool(average), x.device, x.dtype)
     return torch.tensordot(w, x, dims=([0], [0]))
 
 
 def static_trace(x: Tensor, tau: float, T: int, conv: bool = False, average: bool = False) -> Tensor:
     """The trace of an input held constant over T steps (direct encoding): ``x · Σ_t w_t``."""
-    return population(x, conv) * float(trace_weights(T, tau, average).sum())
+    return population(x, conv) * _trace_weight_sum(int(T), float(tau), bool(average))
 
 
 def running_traces(spikes: Tensor, tau: float, conv: bool = False) -> Tensor:

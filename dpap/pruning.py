@@ -139,7 +139,7 @@ class DPAPPruner:
         if block.is_output and self.net.kind == "dnn":
             post = torch.relu(post)  # logits stand in for an activation (Eq. 18)
         post_tr = self._trace(post, conv, T)
-        layer.post_sum += post_tr.sum(0).to(torch.float64)
+        layer.post_sum += post_tr.sum(0)  # float64 += float32: promoted in place, no temporary
         rule = self.cfg.importance
         if rule == "stdp":
             pre_seq = population(pre, conv)
@@ -152,7 +152,7 @@ class DPAPPruner:
             layer.importance += hebb(pre_tr, post_tr).to(torch.float64)
         else:
             theta = layer.theta.update(post_tr)
-            layer.importance += bcm(pre_tr, post_tr, theta).to(torch.float64)
+            layer.importance += bcm(pre_tr, post_tr, theta)
 
     # -------------------------------------------------------------------- decision
 
@@ -214,7 +214,11 @@ class DPAPPruner:
             if layer.synapse_survival is None and bool(layer.unit_survival.alive.all()):
                 self._weight_masks[i] = None
                 continue
-            m = self.synapse_mask(i).to(w.dtype)
+            alive = self.synapse_mask(i)
+            if bool(alive.all()):  # nothing pruned in this layer yet: masking would be a no-op
+                self._weight_masks[i] = None
+                continue
+            m = alive.to(w.dtype)
             self._weight_masks[i] = m.view(*m.shape, *([1] * (w.dim() - 2))).expand_as(w).contiguous() if w.dim() > 2 else m
 
     def _params_and_masks(self):
