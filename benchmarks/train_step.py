@@ -109,17 +109,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per contender")
-    ap.add_argument("--rounds", type=int, default=24, help="round-robin rounds")
+    ap.add_argument("--rounds", type=int, default=30, help="round-robin rounds")
     ap.add_argument("--steps", type=int, default=1, help="timed steps per contender per round")
     ap.add_argument("--threads", type=int, default=cores())
     ap.add_argument("--no-snntorch", action="store_true", help="skip the snnTorch contender")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the same initial weights with and without DPAP
     contenders = [
         Contender("dpap (no pruner)", build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)),
     ]
+    torch.manual_seed(0)
     net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)
     contenders.append(Contender("dpap + DPAP", net, DPAPPruner(net, DPAPConfig())))
     if not args.no_snntorch:
