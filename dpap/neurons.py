@@ -54,7 +54,7 @@ class LIFFunction(torch.autograd.Function):
     back-propagation through time of those two lines (including the reset term, unless
     ``detach_reset``), so one call replaces ``4·T`` autograd nodes by one.
 
-    Speed: three float ops per step forward, eight backward, written into preallocated
+    Speed: three float ops per step forward, at most eight backward, written into preallocated
     outputs; no boolean masks (slow on CPU), no per-step copies. Forward saves the
     membranes and the reset masks ``1 − o``; backward recomputes the surrogate window.
     Forward is bit-identical to :func:`lif_reference`, and backward rounds as the
@@ -94,21 +94,21 @@ class LIFFunction(torch.autograd.Function):
         half = width / 2
         for t in range(T - 1, -1, -1):
             g, u = grad_current[t], membranes[t]
-            if t < T - 1 and not detach_reset:
-                # ∂L/∂u[t+1] through u[t+1] = λ·u[t]·(1 − o[t]) + I[t+1]; three ops rather
-                # than one addcmul so that the rounding is that of the equations
-                torch.mul(grad_current[t + 1], decay, out=tmp)
-                tmp.mul_(u)
-                torch.sub(grad_spikes[t], tmp, out=g)
-            else:
-                g.copy_(grad_spikes[t])
             # Eq. 4: (1/a)·1[|u − V_th| < a/2]
             torch.sub(u, threshold, out=sg)
             sg.abs_()
             torch.lt(sg, half, out=sg)
             if width != 1.0:
                 sg.div_(width)
-            g.mul_(sg)
+            if t < T - 1 and not detach_reset:
+                # ∂L/∂u[t+1] through u[t+1] = λ·u[t]·(1 − o[t]) + I[t+1]; three ops rather
+                # than one addcmul so that the rounding is that of the equations
+                torch.mul(grad_current[t + 1], decay, out=tmp)
+                tmp.mul_(u)
+                torch.sub(grad_spikes[t], tmp, out=g)
+                g.mul_(sg)
+            else:
+                torch.mul(grad_spikes[t], sg, out=g)
             if t < T - 1:
                 g.addcmul_(grad_current[t + 1], keep[t], value=decay)
         return grad_current, None, None, None, None
