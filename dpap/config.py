@@ -142,8 +142,8 @@ class DPAPConfig:
 PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     # The paper gives C (5 conv, 2 FC) and γ; β, ε and η are its free knobs.
     "paper": {
-        "conv": {"beta": 4.0, "epsilon": 0.5, "eta": 10.0, "protect": 5.0},
-        "fc": {"beta": 4.0, "epsilon": 0.5, "eta": 10.0, "protect": 2.0},
+        "conv": {"beta": 4.0, "epsilon": 0.4, "eta": 10.0, "protect": 5.0},
+        "fc": {"beta": 4.0, "epsilon": 0.4, "eta": 10.0, "protect": 2.0},
         "start_epoch": 0,
     },
     # The authors' public code (METHOD.md §5).

@@ -29,7 +29,7 @@ def test_dpap_prunes_while_learning_on_real_digits(digits):
     history = run.run()
     last = history[-1]
     assert last.compression > 0.2
-    assert last.test_accuracy > 0.8  # chance is 0.1
+    assert last.test_accuracy > 0.7  # chance is 0.1
     assert [m.compression for m in history] == sorted(m.compression for m in history)  # permanent
     # the zeros in the weights are exactly the pruned synapses of living layers
     fc = run.net.blocks[2].synapse.weight
