@@ -199,14 +199,11 @@ class SearchConfig:
     seed: int = 0
     ranges: dict[str, SearchRange] = field(
         default_factory=lambda: {
-            "conv.beta": SearchRange(0.5, 5.0),
-            "conv.epsilon": SearchRange(0.5, 1.8),
-            "conv.eta": SearchRange(2.0, 30.0, True),
-            "conv.protect": SearchRange(0.5, 6.0),
-            "fc.beta": SearchRange(0.5, 5.0),
-            "fc.epsilon": SearchRange(0.5, 1.8),
-            "fc.eta": SearchRange(2.0, 30.0, True),
-            "fc.protect": SearchRange(0.5, 4.0),
+            # the knobs that move compression on the default network; C barely does
+            "conv.epsilon": SearchRange(0.3, 0.7),
+            "fc.beta": SearchRange(2.0, 6.0),
+            "fc.epsilon": SearchRange(0.35, 0.55),
+            "fc.eta": SearchRange(5.0, 20.0, True),
         }
     )
 

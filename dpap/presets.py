@@ -10,14 +10,14 @@ MNIST preset does not leak into the CIFAR-10 one). Other keys keep their values.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from .config import Config, ConfigError, config_from_dict, load_params
+from .config import Config, ConfigError, load_params
+from .params_file import flatten_dotted, merge_into_params
 
 PRESET_DIR = "presets"
 
@@ -43,47 +43,15 @@ def read_preset(name: str, root: Optional[str | Path] = None) -> dict:
     return raw
 
 
-def dotted(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"lr": 0.1}}`` → ``{"train.lr": 0.1}`` (search ranges stay whole)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and key != "search.ranges":
-            out.update(dotted(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def apply_preset(name: str, params: str | Path = "params.yaml", root: Optional[str | Path] = None) -> dict[str, Any]:
     """Merge preset ``name`` into ``params`` (in place); return the keys it set."""
-    from ruamel.yaml import YAML
-
     params = Path(params)
-    changes = dotted(read_preset(name, root))
-    defaults = dotted(Config().to_dict())
+    changes = flatten_dotted(read_preset(name, root))
+    defaults = flatten_dotted(Config().to_dict())
     for other in available(root):
-        for key in dotted(read_preset(other, root)):
+        for key in flatten_dotted(read_preset(other, root)):
             if key not in changes and key in defaults:
                 changes[key] = defaults[key]
-    load_params(params, overrides=changes)  # validates the merged result (raises ConfigError)
-    ry = YAML()
-    ry.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    ry.preserve_quotes = True
-    ry.width = 4096
-    doc = ry.load(params.read_text())
-    for key, value in changes.items():
-        node = doc
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if part not in node or node[part] is None:
-                node[part] = {}
-            node = node[part]
-        node[parts[-1]] = value
-    buf = io.StringIO()
-    ry.dump(doc, buf)
-    config_from_dict(yaml.safe_load(buf.getvalue()))  # what we write reads back valid
-    tmp = params.with_name(f".{params.name}.{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, params)
+    load_params(params, overrides=changes)  # names the offending key (raises ConfigError)
+    merge_into_params(params, changes)
     return changes

@@ -43,6 +43,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from .config import Config, ConfigError, SearchConfig, config_from_dict, set_dotted
+from .params_file import flatten_dotted, merge_into_params
 from .survival import decay_factor
 from .training import DivergedError, EpochMetrics, TrainingRun, fingerprint, fit
 
@@ -935,19 +936,8 @@ def write_best_params(path: Path, study: optuna.Study, cfg: Config, overrides: d
     os.replace(tmp, path)
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
 def dvc_exp_command(overlay: dict[str, Any]) -> str:
-    return "dvc exp run " + " ".join(f"-S {k}={v!r}" if isinstance(v, str) else f"-S {k}={v}" for k, v in flatten(overlay).items())
+    return "dvc exp run " + " ".join(f"-S {k}={v!r}" if isinstance(v, str) else f"-S {k}={v}" for k, v in flatten_dotted(overlay, keep=()).items())
 
 
 def apply_best(best_file: str | Path, params_file: str | Path, *, dry_run: bool = False) -> list[tuple[str, Any, Any]]:
@@ -962,38 +952,10 @@ def apply_best(best_file: str | Path, params_file: str | Path, *, dry_run: bool 
         raise SearchError(f"{best_file}: expected a mapping of params (dpap: {{conv: ..., fc: ...}})")
     if not params_file.is_file():
         raise SearchError(f"{params_file}: not found; run from the repository root or pass --params")
-    from ruamel.yaml import YAML
-
-    ry = YAML()
-    ry.preserve_quotes = True
-    doc = ry.load(params_file.read_text())
-    if doc is None:
-        doc = {}
-    changes = []
-    for key, new in flatten(overlay).items():
-        node = doc
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if part not in node or node[part] is None:
-                node[part] = {}
-            node = node[part]
-        old = node.get(parts[-1]) if hasattr(node, "get") else None
-        if old != new:
-            changes.append((key, old, new))
-        node[parts[-1]] = new
-    import io
-
-    buf = io.StringIO()
-    ry.dump(doc, buf)
-    text = buf.getvalue()
     try:
-        config_from_dict(yaml.safe_load(text))
+        changes = merge_into_params(params_file, flatten_dotted(overlay, keep=()), dry_run=dry_run)
     except ConfigError as exc:
         raise SearchError(f"{best_file}: applying it would make {params_file} invalid: {exc}") from None
-    if not dry_run:
-        tmp = params_file.with_suffix(params_file.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, params_file)
     return changes
 
 

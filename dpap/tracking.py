@@ -23,6 +23,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .params_file import flatten_dotted
+
 # No usage reports from MLflow (the project runs offline; a user can still opt in).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -52,18 +54,6 @@ def default_artifact_location(tracking_uri: str) -> Optional[str]:
         db = Path(tracking_uri[len("sqlite:///") :])
         return (db.parent / "mlartifacts").resolve().as_uri()
     return None
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"dpap": {"fc": {"eta": 10}}}`` → ``{"dpap.fc.eta": 10}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 def git_commit(root: Optional[Path] = None) -> Optional[str]:
@@ -190,7 +180,7 @@ class MlflowCallback:
             name = self.run_name or os.environ.get("DVC_EXP_NAME") or default_run_name(run.cfg)
             mrun = self.client.create_run(experiment_id, run_name=name, tags=self._tags(run))
             run_id = mrun.info.run_id
-            params = {k: ("None" if v is None else v) for k, v in flatten(run.cfg.to_dict()).items()}
+            params = {k: ("None" if v is None else v) for k, v in flatten_dotted(run.cfg.to_dict(), keep=()).items()}
             params["data.hash"] = self.data_hash
             self._log_params(run_id, params)
         else:
@@ -309,7 +299,7 @@ def log_evaluation(run_id: str, metrics: Mapping[str, Any], files: Sequence[tupl
     except Exception:
         return False
     now = int(time.time() * 1000)
-    flat = flatten(metrics)
+    flat = flatten_dotted(metrics, keep=())
     values = [Metric(f"eval_{k}", float(v), now, step) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for i in range(0, len(values), 500):
         client.log_batch(run_id, metrics=values[i : i + 500])

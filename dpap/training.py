@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .compression import compression_of
-from .config import Config
+from .config import Config, ConfigError
 from .encoding import encode
 from .networks import SpikingNetwork, build_network
 from .neurons import firing_rate_mse
@@ -78,7 +78,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device: {name!r} asked for but no CUDA device is available; use 'auto' or 'cpu'")
+        raise ConfigError(f"train.device: {name!r} asked for but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
 
 

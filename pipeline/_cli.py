@@ -48,11 +48,12 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, tracking: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (also: DPAP_MLFLOW=0)")
+    if tracking:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (also: DPAP_MLFLOW=0)")
     return p
 
 
@@ -70,8 +71,3 @@ def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except user_errors() as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
-    except RuntimeError as exc:  # e.g. train.device asks for CUDA on a machine without it
-        if str(exc).startswith("train.device"):
-            print(f"error: {one_line(exc)}", file=sys.stderr)
-            return 1
-        raise

@@ -8,31 +8,23 @@ Errors (unknown data set, no source, checksum mismatch) print ``error: ...`` and
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dpap.config import ConfigError, load_params  # noqa: E402
+import _cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap = _cli.parser(__doc__.splitlines()[0], tracking=False)
     ap.add_argument("--offline", action="store_true", help="never touch the network (same as DPAP_OFFLINE=1)")
     args = ap.parse_args(argv)
-    from dpap.data import DataError, download
+    from dpap.config import load_params
+    from dpap.data import download
 
-    try:
-        cfg = load_params(args.params).data
-        root = download(cfg, offline=True if args.offline else None, progress=True, log=print)
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    cfg = load_params(args.params).data  # validated before anything is touched
+    root = download(cfg, offline=True if args.offline else None, progress=True, log=print)
     print(f"download: {cfg.name} ready in {root}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cli.main_guard(main))

@@ -175,12 +175,18 @@ def test_altered_digits_raw_file_keeps_processed(cfg_for):
 
 
 def _load_main(script: str):
+    """The stage script's entry point as ``python pipeline/<script>`` runs it (errors
+    turned into one line and exit status 1 by ``_cli.main_guard``)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(f"_pipeline_{script[:-3]}", REPO / "pipeline" / script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    sys.path.insert(0, str(REPO / "pipeline"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_pipeline_{script[:-3]}", REPO / "pipeline" / script)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(REPO / "pipeline"))
+    return lambda argv: mod._cli.main_guard(mod.main, argv)
 
 
 def test_cli_in_process(tmp_path, capsys):

@@ -1,0 +1,66 @@
+"""Editing ``params.yaml`` in place: dotted keys, comments and layout kept.
+
+Presets (``pipeline/apply_preset.py``) and the search (``dpap apply-best``) both merge a
+set of values into ``params.yaml``; this is the one place that does it. The merged
+result is validated before anything is written, and written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .config import config_from_dict
+
+
+def flatten_dotted(d: Mapping[str, Any], prefix: str = "", keep: tuple[str, ...] = ("search.ranges",)) -> dict[str, Any]:
+    """``{"dpap": {"fc": {"eta": 10}}}`` → ``{"dpap.fc.eta": 10}``.
+
+    Mappings under a key in ``keep`` stay whole (the search ranges' own keys hold dots)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping) and key not in keep:
+            out.update(flatten_dotted(v, key, keep))
+        else:
+            out[key] = v
+    return out
+
+
+def merge_into_params(params: str | Path, changes: Mapping[str, Any], *, dry_run: bool = False) -> list[tuple[str, Any, Any]]:
+    """Set the dotted ``changes`` in the YAML file ``params``, keeping its comments and
+    order (ruamel.yaml round trip). Raises :class:`~dpap.config.ConfigError` (and writes
+    nothing) if the result would be invalid. Returns ``(key, old, new)`` for each value
+    that changed."""
+    from ruamel.yaml import YAML
+
+    params = Path(params)
+    ry = YAML()
+    ry.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    ry.preserve_quotes = True
+    ry.width = 4096
+    doc = ry.load(params.read_text()) or {}
+    diff = []
+    for key, value in changes.items():
+        node = doc
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        old = node.get(parts[-1])
+        if old != value:
+            diff.append((key, old, value))
+        node[parts[-1]] = value
+    buf = io.StringIO()
+    ry.dump(doc, buf)
+    config_from_dict(yaml.safe_load(buf.getvalue()))  # what we write reads back valid
+    if not dry_run:
+        tmp = params.with_name(f".{params.name}.{os.getpid()}.tmp")
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, params)
+    return diff
