@@ -339,17 +339,11 @@ def make_objective(
             if tracker is not None:
                 tracker.end_trial(run_id, "PRUNED", {"feasible": 0.0}, trial.user_attrs.get("prune_reason", str(exc)))
             raise
-        except DivergedError as exc:
-            reason = f"diverged: {exc}"
-            trial.set_user_attr("fail_reason", reason)
-            if tracker is not None:
-                tracker.end_trial(run_id, "FAIL", {"feasible": 0.0}, reason)
-            raise
         except KeyboardInterrupt:
             interrupted = True  # keep the checkpoint: the retry resumes from it
             raise
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = f"diverged: {exc}" if isinstance(exc, DivergedError) else f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("fail_reason", reason)
             if tracker is not None:
                 tracker.end_trial(run_id, "FAIL", {"feasible": 0.0}, reason)
