@@ -111,6 +111,10 @@ class DPAPConfig:
     protocol: Literal["paper", "reference"] = "paper"
     """``paper``: the paper's formulas. ``reference``: the authors' code (METHOD.md §5)."""
     importance: Literal["bcm", "hebb", "stdp"] = "bcm"
+    normalization: Optional[Literal["minmax", "percentile75", "rank"]] = None
+    """How Eq. 12-13 normalise importance: ``minmax`` (the paper), ``percentile75`` (the
+    authors' code), ``rank`` (not in the paper: ε/2 is then the share of units with δ < 0).
+    None = the protocol's."""
     gamma: float = 0.999
     """γ, the decay constant of the survival functions (Eq. 16-17)."""
     tau: float = 0.5

@@ -169,7 +169,7 @@ class DPAPPruner:
             died_syn = died_units = 0
             unit_alive_before = layer.unit_survival.alive.clone()
             if layer.synapse_survival is not None:
-                norm = "percentile75" if self.reference else "minmax"
+                norm = self.cfg.normalization or ("percentile75" if self.reference else "minmax")
                 died = layer.synapse_survival.step(
                     layer.importance, epsilon=k.epsilon, protect=k.protect, gamma=self.cfg.gamma, factor=factor,
                     normalization=norm, eligible=unit_alive_before[:, None].expand_as(layer.synapse_survival.alive),
@@ -178,10 +178,10 @@ class DPAPPruner:
             if layer.prune_units:
                 if self.reference:
                     spine = dendritic_spine_reference(layer.post_sum, layer.importance)
-                    norm = "minmax" if layer.layer_type == "conv" else "percentile75"
+                    norm = self.cfg.normalization or ("minmax" if layer.layer_type == "conv" else "percentile75")
                 else:
                     spine = dendritic_spine(layer.post_sum, layer.importance)
-                    norm = "minmax"
+                    norm = self.cfg.normalization or "minmax"
                 died = layer.unit_survival.step(spine, epsilon=k.epsilon, protect=k.protect, gamma=self.cfg.gamma, factor=factor, normalization=norm)
                 died_units = int(died.sum())
             layer.reset_epoch()

@@ -12,18 +12,34 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-NORMALIZATIONS = ("minmax", "percentile75")
+NORMALIZATIONS = ("minmax", "percentile75", "rank")
 
 
 def normalized(x: Tensor, alive: Optional[Tensor] = None, method: str = "minmax") -> Tensor:
     """Linear normalisation of a layer's importance to [0, 1] (Eq. 12-13).
 
     Statistics come from the ``alive`` entries only (pruned units no longer compete).
-    ``minmax``: ``(x − min) / (max − min)``, the paper. ``percentile75``: ``(x − min) /
-    (p75 − min)`` clipped to [0, 1], the authors' code. A constant layer maps to 0.5."""
+
+    - ``minmax``: ``(x − min) / (max − min)``, the paper.
+    - ``percentile75``: ``(x − min) / (p75 − min)`` clipped to [0, 1], the authors' code.
+    - ``rank``: the mid-rank of each value among the living ones, ``(#below + (#equal − 1)/2)
+      / (n − 1)``. Not in the paper: importance is heavy-tailed (most BCM values sit near
+      the minimum), so under ``minmax`` nearly every unit gets the same δ ≈ −ε and they die
+      in one epoch; under ``rank`` the share with δ < 0 is ε/2, whatever the tail.
+
+    A constant layer maps to 0.5."""
     vals = x[alive] if alive is not None else x.reshape(-1)
     if vals.numel() == 0:
         return torch.zeros_like(x)
+    if method == "rank":
+        if vals.numel() == 1:
+            return torch.full_like(x, 0.5)
+        ordered = vals.reshape(-1).sort().values
+        flat = x.reshape(-1).contiguous()
+        below = torch.searchsorted(ordered, flat, right=False)
+        upto = torch.searchsorted(ordered, flat, right=True)
+        mid = (below + upto - 1).to(x.dtype) / 2
+        return (mid / (vals.numel() - 1)).clamp(0.0, 1.0).view_as(x)
     lo = vals.min()
     if method == "minmax":
         hi = vals.max()

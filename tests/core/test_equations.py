@@ -188,3 +188,14 @@ def test_unit_with_negative_delta_dies_when_the_formula_says():
     # pruning is permanent: the dead unit stays dead even if it becomes important
     sf.step(torch.tensor([5.0, 0.0, 1.0]), epsilon=0.5, protect=2.0, gamma=0.999, factor=1.0)
     assert not sf.alive[0]
+
+
+def test_rank_normalisation_by_hand():
+    # mid-ranks among the living entries: values 5, 1, 1, 9 -> ranks 2, 0.5, 0.5, 3 of n − 1 = 3
+    x = torch.tensor([5.0, 1.0, 1.0, 9.0, -50.0])
+    alive = torch.tensor([True, True, True, True, False])
+    assert normalized(x, alive, "rank")[:4].tolist() == pytest.approx([2 / 3, 0.5 / 3, 0.5 / 3, 1.0])
+    # a heavy tail: min-max puts 9 of 10 values near 0, rank spreads them evenly
+    tail = torch.tensor([0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 100.0])
+    assert (delta(normalized(tail), 0.5) < 0).sum() == 9
+    assert (delta(normalized(tail, method="rank"), 0.5) < 0).sum() == 3  # ranks 0, 1/9, 2/9 < ε/2
