@@ -229,3 +229,21 @@ def test_reference_protocol_waits_for_its_start_epoch_and_uses_its_knobs():
     net(torch.rand(16, 4))
     reports = pruner.end_epoch(5)  # β = 0.01: any negative δ kills at once
     assert reports[0].died_units + reports[0].died_synapses > 0
+
+
+def test_normalization_option_reaches_the_survival_update():
+    # one hidden FC layer whose importance is heavy-tailed: one synapse row dominates
+    def run(normalization):
+        torch.manual_seed(0)
+        net = build_network("10FC-2FC", (4,), 2, time_steps=2)
+        cfg = DPAPConfig(normalization=normalization, fc=LayerTypeConfig(beta=0.01, epsilon=0.5))
+        pruner = DPAPPruner(net, cfg)
+        layer = pruner.layers[0]
+        layer.importance.copy_(torch.linspace(0, 1, 40).view(10, 4).double() ** 8)
+        layer.post_sum.fill_(1.0)
+        return pruner.end_epoch(0)[0]
+
+    # min-max: values below (0.25)^(1/8) ≈ 0.84 of the range -> most synapses die at once
+    # rank: only the bottom quarter (ε/2) has δ < 0
+    assert run("minmax").died_synapses > 25
+    assert run("rank").died_synapses == 10
