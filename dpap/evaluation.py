@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .compression import count_parameters
+from .compression import count_parameters, live_synapses
 from .config import Config, config_from_dict
 from .encoding import encode
 from .networks import SpikingNetwork
@@ -146,15 +146,11 @@ def accuracy(model: LoadedModel, x: Tensor, y: Tensor, batch_size: Optional[int]
     return correct / max(len(y), 1)
 
 
-def _weight_mask(block, unit_mask: Optional[Tensor], synapse_mask: Optional[Tensor]) -> Tensor:
-    """Float mask of the retained weights of ``block``, shaped like its weight."""
+def _weight_mask(block, live: Tensor) -> Tensor:
+    """Float mask of the retained weights of ``block`` (``live``: its living synapses,
+    :func:`~dpap.compression.live_synapses`), shaped like its weight."""
     w = block.synapse.weight
-    m = torch.ones(w.shape[:2], dtype=torch.bool)
-    if synapse_mask is not None:
-        m &= synapse_mask.bool().cpu()
-    if unit_mask is not None:
-        m &= unit_mask.bool().cpu()[:, None]
-    m = m.to(w.dtype).to(w.device)
+    m = live.to(w.dtype).to(w.device)
     return m.view(*m.shape, *([1] * (w.dim() - 2))).expand_as(w)
 
 
@@ -174,7 +170,8 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: int = 256) ->
     """Accumulates and multiply-accumulates per sample on ``x`` (see the module docstring)."""
     net, cfg = model.net, model.cfg
     n = len(net.blocks)
-    masks = [_weight_mask(b, (model.unit_masks or [None] * n)[i], (model.synapse_masks or [None] * n)[i]) for i, b in enumerate(net.blocks)]
+    live = live_synapses(net, model.unit_masks, model.synapse_masks)  # dead inputs too: no MAC reads them
+    masks = [_weight_mask(b, live[i]) for i, b in enumerate(net.blocks)]
     acs = [0.0] * n
     macs = [0.0] * n
 
