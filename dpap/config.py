@@ -108,13 +108,27 @@ class DPAPConfig:
     """Developmental plasticity-inspired adaptive pruning."""
 
     enabled: bool = True
-    protocol: Literal["paper", "reference"] = "paper"
-    """``paper``: the paper's formulas. ``reference``: the authors' code (METHOD.md §5)."""
+    protocol: Literal["gradual", "paper", "reference"] = "gradual"
+    """``gradual`` (default): the paper's equations with rank normalisation, survival
+    bounded by β and a cap on deaths per epoch, so units die gradually in order of
+    importance. ``paper``: the paper's formulas as written. ``reference``: the authors'
+    code (METHOD.md §5)."""
     importance: Literal["bcm", "hebb", "stdp"] = "bcm"
     normalization: Optional[Literal["minmax", "percentile75", "rank"]] = None
     """How Eq. 12-13 normalise importance: ``minmax`` (the paper), ``percentile75`` (the
     authors' code), ``rank`` (not in the paper: ε/2 is then the share of units with δ < 0).
-    None = the protocol's."""
+    None = the protocol's (gradual: rank)."""
+    bounded: Optional[bool] = None
+    """Survival values never exceed β (gradual: true; paper, reference: false). None = the
+    protocol's."""
+    epsilon: Optional[float] = None
+    """ε of Eq. 12-13 for conv and FC layers at once, the one knob that sets how much is
+    pruned (``dpap.conv.epsilon`` / ``dpap.fc.epsilon`` override it per layer type).
+    None = the protocol's per-type values."""
+    max_death_share: Optional[float] = None
+    """At most this share of a layer's living units (or synapses) dies in one epoch, the
+    lowest survival first; 1 = no limit (gradual: 0.1; paper, reference: 1). None = the
+    protocol's."""
     gamma: float = 0.999
     """γ, the decay constant of the survival functions (Eq. 16-17)."""
     tau: float = 0.5
@@ -129,7 +143,9 @@ class DPAPConfig:
     def resolved(self, layer_type: str) -> LayerTypeConfig:
         """The knobs of ``layer_type`` (``conv``/``fc``) with protocol defaults filled in."""
         own = getattr(self, layer_type)
-        defaults = PROTOCOL_DEFAULTS[self.protocol][layer_type]
+        defaults = dict(PROTOCOL_DEFAULTS[self.protocol][layer_type])
+        if self.epsilon is not None:
+            defaults["epsilon"] = self.epsilon
         return LayerTypeConfig(
             **{
                 f.name: getattr(own, f.name) if getattr(own, f.name) is not None else defaults[f.name]
@@ -137,24 +153,54 @@ class DPAPConfig:
             }
         )
 
+    def _protocol(self, key: str) -> Any:
+        own = getattr(self, key)
+        return own if own is not None else PROTOCOL_DEFAULTS[self.protocol][key]
+
     def resolved_start_epoch(self) -> int:
-        if self.start_epoch is not None:
-            return self.start_epoch
-        return PROTOCOL_DEFAULTS[self.protocol]["start_epoch"]
+        return self._protocol("start_epoch")
+
+    def resolved_normalization(self) -> str:
+        """Normalisation of Eq. 12-13 for synapses (and, but for the reference protocol's
+        conv channels, units)."""
+        return self._protocol("normalization")
+
+    def resolved_bounded(self) -> bool:
+        return self._protocol("bounded")
+
+    def resolved_max_death_share(self) -> float:
+        return self._protocol("max_death_share")
 
 
 PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # The paper's ingredients, made gradual and importance-ordered (README, "Why the
+    # default is not the paper's formulas as written"); knobs chosen with
+    # benchmarks/pruning_dynamics.py on Fashion-MNIST and digits.
+    "gradual": {
+        "conv": {"beta": 4.0, "epsilon": 1.0, "eta": 12.0, "protect": 5.0},
+        "fc": {"beta": 4.0, "epsilon": 1.0, "eta": 12.0, "protect": 2.0},
+        "start_epoch": 0,
+        "normalization": "rank",
+        "bounded": True,
+        "max_death_share": 0.1,
+    },
     # The paper gives C (5 conv, 2 FC) and γ; β, ε and η are its free knobs.
     "paper": {
         "conv": {"beta": 4.0, "epsilon": 0.4, "eta": 10.0, "protect": 5.0},
         "fc": {"beta": 4.0, "epsilon": 0.4, "eta": 10.0, "protect": 2.0},
         "start_epoch": 0,
+        "normalization": "minmax",
+        "bounded": False,
+        "max_death_share": 1.0,
     },
     # The authors' public code (METHOD.md §5).
     "reference": {
         "conv": {"beta": 10.0, "epsilon": 0.65, "eta": 12.0, "protect": 5.0},
         "fc": {"beta": 10.0, "epsilon": 1.5, "eta": 13.0, "protect": 2.0},
         "start_epoch": 5,
+        "normalization": "percentile75",
+        "bounded": False,
+        "max_death_share": 1.0,
     },
 }
 
@@ -203,13 +249,15 @@ class SearchConfig:
     seed: int = 0
     ranges: dict[str, SearchRange] = field(
         default_factory=lambda: {
-            # the knobs that move compression on the default network; C barely does
-            "conv.epsilon": SearchRange(0.3, 0.7),
+            "epsilon": SearchRange(0.6, 1.6),
             "fc.beta": SearchRange(2.0, 6.0),
-            "fc.epsilon": SearchRange(0.35, 0.55),
-            "fc.eta": SearchRange(5.0, 20.0, True),
+            "fc.eta": SearchRange(8.0, 20.0, True),
         }
     )
+    control: Optional[str] = "epsilon"
+    """The knob steered toward the target (compression must grow with it; one of
+    ``ranges``): each trial solves for it given the other knobs (:mod:`dpap.target_sampler`).
+    None = plain TPE over every knob."""
 
 
 @dataclass
@@ -241,6 +289,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "dpap.gamma": (lambda v: 0.0 < v <= 1.0, "a number in (0, 1]"),
     "dpap.tau": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "dpap.start_epoch": (lambda v: v is None or v >= 0, "an integer >= 0"),
+    "dpap.epsilon": (lambda v: v is None or 0 <= v <= 2, "a number in [0, 2]"),
+    "dpap.max_death_share": (lambda v: v is None or 0 < v <= 1, "a number in (0, 1] (1 = no limit)"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.lr": (lambda v: v > 0, "a number > 0"),
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
@@ -352,15 +402,18 @@ def _check_ranges(cfg: Config) -> None:
         raise ConfigError(f"train.device: got {dev!r}, expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     for name, rng in cfg.search.ranges.items():
         key = f"search.ranges.{name}"
-        group, _, knob = name.partition(".")
-        if group not in ("conv", "fc") or knob not in ("beta", "epsilon", "eta", "protect"):
-            raise ConfigError(f"{key}: unknown knob; expected conv|fc . beta|epsilon|eta|protect")
+        group, _, knob = name.rpartition(".")
+        if not ((group in ("conv", "fc") and knob in ("beta", "epsilon", "eta", "protect")) or name == "epsilon"):
+            raise ConfigError(f"{key}: unknown knob; expected epsilon, or conv|fc . beta|epsilon|eta|protect")
         if not rng.low < rng.high:
             raise ConfigError(f"{key}: empty range [{rng.low}, {rng.high}]; low must be < high")
         if rng.log and rng.low <= 0:
             raise ConfigError(f"{key}: a log range needs low > 0, got {rng.low}")
         if (knob in ("beta", "eta") and rng.low <= 0) or rng.low < 0:
             raise ConfigError(f"{key}: low must be > 0 for {knob}, got {rng.low}")
+    control = cfg.search.control
+    if control is not None and control not in cfg.search.ranges:
+        raise ConfigError(f"search.control: got {control!r}, expected one of the knobs in search.ranges ({', '.join(cfg.search.ranges)}) or null")
 
 
 def config_from_dict(raw: Any) -> Config:

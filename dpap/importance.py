@@ -133,6 +133,10 @@ class SlidingThreshold:
         self.count = total
         return self.value.to(post.dtype)
 
+    def to(self, device) -> "SlidingThreshold":
+        self.value = self.value.to(device)
+        return self
+
     def state_dict(self) -> dict:
         return {"value": self.value.clone(), "count": self.count}
 

@@ -32,7 +32,7 @@ from .importance import (
     stdp,
 )
 from .networks import Block, SpikingNetwork
-from .survival import SurvivalFunction, decay_factor
+from .survival import SurvivalFunction, cap_deaths, decay_factor
 
 
 @dataclass
@@ -76,6 +76,14 @@ class LayerState:
         self.importance.zero_()
         self.post_sum.zero_()
 
+    def to(self, device) -> None:
+        self.theta.to(device)
+        self.importance = self.importance.to(device)
+        self.post_sum = self.post_sum.to(device)
+        self.unit_survival.to(device)
+        if self.synapse_survival is not None:
+            self.synapse_survival.to(device)
+
     def state_dict(self) -> dict:
         return {
             "theta": self.theta.state_dict(),
@@ -110,16 +118,35 @@ class DPAPPruner:
         self.net = net
         self.cfg = cfg
         self.reference = cfg.protocol == "reference"
+        self.gradual = cfg.protocol == "gradual"
         self.observing = True
-        device = next(net.parameters()).device
-        self.layers = [LayerState(i, b, cfg, device) for i, b in enumerate(net.blocks)]
+        self.device = next(net.parameters()).device
+        self.layers = [LayerState(i, b, cfg, self.device) for i, b in enumerate(net.blocks)]
         self._weight_masks: list[Optional[Tensor]] = [None] * len(self.layers)
+        self._unit_masks: list[Optional[Tensor]] = [None] * len(self.layers)  # None: all alive
+        self._prev_post: Optional[Tensor] = None  # the previous block's neurons' output
+        self._prev_trace: Optional[Tensor] = None  # ... and its trace (pre-pooling)
         self._remove = net.observe(self._observe)
         self._refresh_masks()
 
     def detach(self) -> None:
         """Stop observing the network (masks already applied stay applied)."""
         self._remove()
+
+    def to(self, device) -> "DPAPPruner":
+        """Move θ, accumulators, survival functions and masks to ``device``. Called by
+        itself whenever the network has moved (``net.to(device)`` after attaching)."""
+        device = torch.device(device)
+        for layer in self.layers:
+            layer.to(device)
+        self.device = device
+        self._refresh_masks()
+        return self
+
+    def _follow(self) -> None:
+        device = self.net.blocks[0].synapse.weight.device
+        if device != self.device:
+            self.to(device)
 
     # ------------------------------------------------------------------ observation
 
@@ -133,6 +160,7 @@ class DPAPPruner:
     def _observe(self, index: int, block: Block, pre: Tensor, post: Tensor) -> None:
         if not (self.observing and self.net.training):
             return
+        self._follow()
         layer = self.layers[index]
         conv = layer.layer_type == "conv"
         T = post.shape[0]
@@ -140,14 +168,22 @@ class DPAPPruner:
             post = torch.relu(post)  # logits stand in for an activation (Eq. 18)
         post_tr = self._trace(post, conv, T)
         layer.post_sum += post_tr.sum(0)  # float64 += float32: promoted in place, no temporary
+        # A conv synapse links channel c_in of the previous layer to c_out (Eq. 6): its
+        # pre-synaptic trace is the previous layer's channel trace, over all N×N neurons
+        # of the channel *before* pooling (what the pre-synaptic neurons fired). An FC
+        # synapse reads one input column: its pre-synaptic trace is that column's (after
+        # pooling and flattening, what the synapse transmits).
+        from_prev = conv and index > 0 and self._prev_trace is not None
+        prev_post, prev_trace = self._prev_post, self._prev_trace
+        self._prev_post, self._prev_trace = post, post_tr
         rule = self.cfg.importance
         if rule == "stdp":
-            pre_seq = population(pre, conv)
+            pre_seq = population(prev_post if from_prev else pre, conv)
             if pre_seq.dim() == 2:
                 pre_seq = pre_seq.unsqueeze(0).expand(T, *pre_seq.shape)
             layer.importance += stdp(pre_seq, population(post, conv), self.cfg.tau).to(torch.float64)
             return
-        pre_tr = self._trace(pre, conv, T)
+        pre_tr = prev_trace if from_prev else self._trace(pre, conv, T)
         if rule == "hebb":
             layer.importance += hebb(pre_tr, post_tr).to(torch.float64)
         else:
@@ -156,42 +192,90 @@ class DPAPPruner:
 
     # -------------------------------------------------------------------- decision
 
+    def _unit_cost(self, index: int, before: list[Tensor], budgets: list[Optional[int]]) -> dict:
+        """What each unit of block ``index`` would take with it if it died now (its living
+        synapses in this block and in the next) and what is left of those two blocks'
+        synapse budgets this epoch: arguments for :func:`cap_deaths`."""
+        if budgets[index] is None:
+            return {}
+        here = self.synapse_mask(index)
+        rows = here.sum(1)
+        left = [budgets[index] - (int(before[index].sum()) - int(here.sum()))]
+        cost = [rows]
+        if index + 1 < len(self.layers):
+            nxt = self.synapse_mask(index + 1)
+            spatial = self.net.blocks[index + 1].in_spatial
+            cost.append(nxt.sum(0).view(self.layers[index].units, spatial).sum(1))
+            left.append(budgets[index + 1] - (int(before[index + 1].sum()) - int(nxt.sum())))
+        # a unit bigger than the whole budget may die alone, in an epoch nothing else took from it
+        untouched = all(l == budgets[index + j] for j, l in enumerate(left))
+        return {"cost": torch.stack(cost, 1), "budget": torch.tensor(left, dtype=torch.float64), "at_least_one": untouched}
+
     def end_epoch(self, epoch: int) -> list[LayerReport]:
         """Eq. 10-17 for every layer: update the survival functions from the epoch's
         importance and prune every synapse and unit whose survival fell below 0.
 
-        ``epoch`` counts from 0. Resets the epoch accumulators (θ is kept)."""
-        reports = []
+        Units (neurons, channels) are decided first, then the synapses of the living ones.
+        With ``max_death_share`` s < 1, no block loses more than s of its living synapses
+        in one epoch, whatever removes them (their own survival, the death of the unit
+        they feed or of the unit they read), and no more than s of its living units die;
+        the candidates with the lowest survival go first. ``epoch`` counts from 0. Resets
+        the epoch accumulators (θ is kept)."""
+        self._follow()
+        self._prev_post = self._prev_trace = None
         start = self.cfg.resolved_start_epoch()
+        norm = self.cfg.resolved_normalization()
+        ceiling_on = self.cfg.resolved_bounded()
+        share = self.cfg.resolved_max_death_share()
+        before = [self.synapse_mask(i) for i in range(len(self.layers))]
+        budgets = [int(share * int(b.sum())) if share < 1.0 else None for b in before]
+        died_units = [0] * len(self.layers)
+        died_syn = [0] * len(self.layers)
         for layer in self.layers:
-            k = layer.knobs
+            i, k = layer.index, layer.knobs
+            ceiling = k.beta if ceiling_on else None
             factor = decay_factor(epoch, k.eta, start, step=self.reference)
-            died_syn = died_units = 0
-            unit_alive_before = layer.unit_survival.alive.clone()
-            if layer.synapse_survival is not None:
-                norm = self.cfg.normalization or ("percentile75" if self.reference else "minmax")
-                died = layer.synapse_survival.step(
-                    layer.importance, epsilon=k.epsilon, protect=k.protect, gamma=self.cfg.gamma, factor=factor,
-                    normalization=norm, eligible=unit_alive_before[:, None].expand_as(layer.synapse_survival.alive),
-                )
-                died_syn = int(died.sum())
+            knobs = dict(epsilon=k.epsilon, protect=k.protect, gamma=self.cfg.gamma, factor=factor, ceiling=ceiling)
             if layer.prune_units:
                 if self.reference:
                     spine = dendritic_spine_reference(layer.post_sum, layer.importance)
-                    norm = self.cfg.normalization or ("minmax" if layer.layer_type == "conv" else "percentile75")
+                    unit_norm = self.cfg.normalization or ("minmax" if layer.layer_type == "conv" else "percentile75")
                 else:
-                    spine = dendritic_spine(layer.post_sum, layer.importance)
-                    norm = self.cfg.normalization or "minmax"
-                died = layer.unit_survival.step(spine, epsilon=k.epsilon, protect=k.protect, gamma=self.cfg.gamma, factor=factor, normalization=norm)
-                died_units = int(died.sum())
+                    # gradual: a neuron's spine sums the BCM of its living synapses only, so a
+                    # neuron that lost synapses is weaker (the paper's Fig. 4 observation)
+                    synaptic = layer.importance * before[i] if self.gradual else layer.importance
+                    spine = dendritic_spine(layer.post_sum, synaptic)
+                    unit_norm = norm
+                sf = layer.unit_survival
+                live = sf.update(spine, normalization=unit_norm, **knobs)
+                if live is not None:
+                    most = None if share >= 1.0 else max(1, int(share * int(live.sum())))
+                    died = cap_deaths(sf.values, sf.candidates(live), most, **self._unit_cost(i, before, budgets))
+                    sf.kill(died)
+                    died_units[i] = int(died.sum())
+            if layer.synapse_survival is not None:
+                # a synapse competes while it, its post-synaptic unit and its pre-synaptic
+                # unit live (this epoch's unit deaths included)
+                eligible = self.synapse_mask(i)
+                sf = layer.synapse_survival
+                live = sf.update(layer.importance, normalization=norm, eligible=eligible, **knobs)
+                if live is not None:
+                    most = None if budgets[i] is None else max(0, budgets[i] - (int(before[i].sum()) - int(eligible.sum())))
+                    died = cap_deaths(sf.values, sf.candidates(live), most)
+                    sf.kill(died)
+                    died_syn[i] = int(died.sum())
+        reports = []
+        for layer in self.layers:
             layer.reset_epoch()
-            alive_units = layer.unit_survival.alive
-            syn = layer.synapse_survival.alive if layer.synapse_survival is not None else torch.ones(layer.units, layer.pre_units, dtype=torch.bool, device=alive_units.device)
-            syn_alive = int((syn & alive_units[:, None]).sum())
-            reports.append(LayerReport(layer.index, layer.layer_type, layer.units, int(alive_units.sum()), layer.units * layer.pre_units, syn_alive, died_units, died_syn))
+            reports.append(self._report(layer, died_units[layer.index], died_syn[layer.index]))
         self._refresh_masks()
         self.apply_masks()
         return reports
+
+    def _report(self, layer: LayerState, died_units: int, died_synapses: int) -> LayerReport:
+        alive_units = layer.unit_survival.alive
+        syn_alive = int(self.synapse_mask(layer.index).sum())
+        return LayerReport(layer.index, layer.layer_type, layer.units, int(alive_units.sum()), layer.units * layer.pre_units, syn_alive, died_units, died_synapses)
 
     # ------------------------------------------------------------------- mechanics
 
@@ -199,37 +283,47 @@ class DPAPPruner:
         """Alive neurons/channels of block ``index`` (bool ``[units]``)."""
         return self.layers[index].unit_survival.alive
 
-    def synapse_mask(self, index: int) -> Tensor:
-        """Alive synapses of block ``index`` (bool ``[units, pre_units]``), its dead
-        neurons' rows included as dead."""
+    def input_mask(self, index: int) -> Tensor:
+        """Alive inputs of block ``index`` (bool ``[pre_units]``): the previous block's
+        living units (an FC layer after a conv block: every position of a living channel);
+        all inputs of the first block."""
         layer = self.layers[index]
-        alive = layer.unit_survival.alive[:, None]
+        if index == 0:
+            return torch.ones(layer.pre_units, dtype=torch.bool, device=self.unit_mask(0).device)
+        prev = self.unit_mask(index - 1)
+        spatial = self.net.blocks[index].in_spatial
+        return prev.repeat_interleave(spatial) if spatial > 1 else prev
+
+    def synapse_mask(self, index: int) -> Tensor:
+        """Alive synapses of block ``index`` (bool ``[units, pre_units]``): the one
+        definition of a living synapse everywhere (masks, compression, survival values,
+        MLflow): its own survival function (FC layers), its post-synaptic unit and its
+        pre-synaptic unit all alive."""
+        layer = self.layers[index]
+        alive = layer.unit_survival.alive[:, None] & self.input_mask(index)[None, :]
         if layer.synapse_survival is None:
-            return alive.expand(layer.units, layer.pre_units).clone()
+            return alive
         return layer.synapse_survival.alive & alive
 
     def _refresh_masks(self) -> None:
         for i, (layer, block) in enumerate(zip(self.layers, self.net.blocks)):
             w = block.synapse.weight
-            if layer.synapse_survival is None and bool(layer.unit_survival.alive.all()):
-                self._weight_masks[i] = None
-                continue
             alive = self.synapse_mask(i)
+            units = layer.unit_survival.alive
+            self._unit_masks[i] = None if bool(units.all()) else units.to(device=w.device, dtype=w.dtype)
             if bool(alive.all()):  # nothing pruned in this layer yet: masking would be a no-op
                 self._weight_masks[i] = None
                 continue
-            m = alive.to(w.dtype)
+            m = alive.to(device=w.device, dtype=w.dtype)
             self._weight_masks[i] = m.view(*m.shape, *([1] * (w.dim() - 2))).expand_as(w).contiguous() if w.dim() > 2 else m
 
     def _params_and_masks(self):
-        for layer, block, wmask in zip(self.layers, self.net.blocks, self._weight_masks):
+        for block, wmask, unit in zip(self.net.blocks, self._weight_masks, self._unit_masks):
             if wmask is None:
                 continue
             yield block.synapse.weight, wmask
-            unit = layer.unit_survival.alive
-            if bool(unit.all()):
+            if unit is None:
                 continue
-            unit = unit.to(block.synapse.weight.dtype)
             if block.synapse.bias is not None:
                 yield block.synapse.bias, unit
             if block.norm is not None and block.norm.affine:
@@ -239,6 +333,7 @@ class DPAPPruner:
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero every pruned weight, bias and BN affine term (once per optimizer step)."""
+        self._follow()
         for p, m in self._params_and_masks():
             p.mul_(m)
 
@@ -253,14 +348,14 @@ class DPAPPruner:
     # ------------------------------------------------------------------- inspection
 
     def survival_values(self) -> dict[str, Tensor]:
-        """Survival values of living units/synapses per layer, for histograms."""
+        """Survival values of living units/synapses per layer (alive as in
+        :meth:`synapse_mask`), for histograms."""
         out = {}
         for layer in self.layers:
             if layer.prune_units:
                 out[f"layer{layer.index}.{layer.layer_type}.units"] = layer.unit_survival.values[layer.unit_survival.alive].cpu()
             if layer.synapse_survival is not None:
-                s = layer.synapse_survival
-                out[f"layer{layer.index}.{layer.layer_type}.synapses"] = s.values[s.alive].cpu()
+                out[f"layer{layer.index}.{layer.layer_type}.synapses"] = layer.synapse_survival.values[self.synapse_mask(layer.index)].cpu()
         return out
 
     def masks(self) -> dict[str, Tensor]:
@@ -279,6 +374,7 @@ class DPAPPruner:
     def load_state_dict(self, state: dict) -> None:
         if len(state["layers"]) != len(self.layers):
             raise ValueError(f"pruner state has {len(state['layers'])} layers, the network {len(self.layers)}")
+        self._follow()
         for layer, s in zip(self.layers, state["layers"]):
             layer.load_state_dict(s)
         self._refresh_masks()

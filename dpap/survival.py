@@ -79,28 +79,122 @@ def update_survival(F: Tensor, dF: Tensor, gamma: float, factor: float) -> Tenso
     return gamma * F + factor * dF
 
 
+def cap_deaths(
+    values: Tensor,
+    candidates: Tensor,
+    max_deaths: Optional[int] = None,
+    cost: Optional[Tensor] = None,
+    budget: Optional[Tensor] = None,
+    at_least_one: bool = True,
+) -> Tensor:
+    """The units that die this epoch: of the ``candidates`` (``F < 0``), the lowest survival
+    values first (ties by position, so the result is deterministic), at most ``max_deaths``
+    of them (None = no limit) and, with ``cost`` (``[*values.shape, m]``: what each death
+    removes, e.g. synapses in two layers) and ``budget`` (``[m]``), the longest such prefix
+    whose summed cost stays within the budget; with ``at_least_one`` the first candidate
+    may die even if it alone exceeds the budget, so a layer with fewer units than 1/share
+    is not frozen for ever.
+    Not in the paper; see :class:`SurvivalFunction`."""
+    flat = candidates.reshape(-1)
+    idx = flat.nonzero().squeeze(1)
+    if max_deaths is None and cost is None:
+        return candidates
+    out = torch.zeros_like(candidates)
+    if idx.numel() == 0 or (max_deaths is not None and max_deaths <= 0):
+        return out
+    order = idx[torch.sort(values.reshape(-1)[idx].double(), stable=True).indices]
+    if max_deaths is not None:
+        order = order[:max_deaths]
+    if cost is not None:
+        spent = cost.reshape(flat.numel(), -1)[order].double().cumsum(0)
+        within = (spent <= budget.to(spent).reshape(1, -1)).all(1)
+        n = int(within.long().cumprod(0).sum())
+        if n == 0 and at_least_one:
+            n = 1
+        order = order[:n]
+    out.view(-1)[order] = True
+    return out
+
+
 class SurvivalFunction:
     """The survival values of a layer's synapses or units and the mask they imply.
 
     ``values`` start at β; :meth:`step` applies Eq. 12-17 to an epoch's importance and
-    returns the units that died this epoch. Dead units stay dead (pruning is permanent)."""
+    returns the units that died this epoch. Dead units stay dead (pruning is permanent).
+
+    Two options, both off in the paper's protocol, make deaths gradual (the ``gradual``
+    protocol turns them on):
+
+    - ``ceiling``: after the update ``F ≤ ceiling`` (β): a unit cannot bank credit beyond
+      its initial survival value, so the protection C of Eq. 14-15 restores a unit that
+      does well instead of making it immortal; a later run of bad epochs can still kill it.
+    - ``max_deaths``: at most this many of the units with ``F < 0`` die in one epoch, the
+      lowest ``F`` first; the others keep their (negative) values and are first in line
+      at the next epoch unless their importance lifts them."""
 
     def __init__(self, shape, beta: float, device=None):
         self.values = torch.full(tuple(shape), float(beta), device=device)
         self.alive = torch.ones(tuple(shape), dtype=torch.bool, device=device)
 
-    def step(self, importance: Tensor, *, epsilon: float, protect: float, gamma: float, factor: float, normalization: str = "minmax", eligible: Optional[Tensor] = None) -> Tensor:
-        """One epoch's update. ``eligible`` restricts which alive entries may be updated
-        and pruned (e.g. synapses of living neurons). Returns the mask of new deaths."""
+    def step(
+        self,
+        importance: Tensor,
+        *,
+        epsilon: float,
+        protect: float,
+        gamma: float,
+        factor: float,
+        normalization: str = "minmax",
+        eligible: Optional[Tensor] = None,
+        ceiling: Optional[float] = None,
+        max_deaths: Optional[int] = None,
+    ) -> Tensor:
+        """One epoch's update (:meth:`update`, then :meth:`kill` of the candidates, at most
+        ``max_deaths``). Returns the mask of new deaths."""
+        live = self.update(importance, epsilon=epsilon, protect=protect, gamma=gamma, factor=factor, normalization=normalization, eligible=eligible, ceiling=ceiling)
+        if live is None:
+            return torch.zeros_like(self.alive)
+        died = cap_deaths(self.values, self.candidates(live), max_deaths)
+        self.kill(died)
+        return died
+
+    def update(
+        self,
+        importance: Tensor,
+        *,
+        epsilon: float,
+        protect: float,
+        gamma: float,
+        factor: float,
+        normalization: str = "minmax",
+        eligible: Optional[Tensor] = None,
+        ceiling: Optional[float] = None,
+    ) -> Optional[Tensor]:
+        """Eq. 12-17 on the living entries (``eligible`` restricts them further, e.g. to
+        synapses of living neurons). Returns the entries updated, or None when nothing was
+        (factor 0 before the start epoch, or nothing alive)."""
         live = self.alive if eligible is None else self.alive & eligible
         if factor == 0.0 or not bool(live.any()):
-            return torch.zeros_like(self.alive)
+            return None
         d = delta(normalized(importance, live, normalization), epsilon)
         new = update_survival(self.values, survival_increment(d, protect), gamma, factor)
-        self.values = torch.where(live, new, self.values)
-        died = live & (self.values < 0)
+        if ceiling is not None:
+            new = new.clamp(max=ceiling)
+        self.values = torch.where(live, new.to(self.values.dtype), self.values)
+        return live
+
+    def candidates(self, live: Tensor) -> Tensor:
+        """Living entries whose survival fell below 0."""
+        return live & (self.values < 0)
+
+    def kill(self, died: Tensor) -> None:
+        """Prune ``died`` for good."""
         self.alive &= ~died
-        return died
+
+    def to(self, device) -> "SurvivalFunction":
+        self.values = self.values.to(device)
+        self.alive = self.alive.to(device)
+        return self
 
     def state_dict(self) -> dict:
         return {"values": self.values.clone(), "alive": self.alive.clone()}

@@ -33,6 +33,13 @@ def test_defaults_are_valid_and_protocols_fill_in_knobs():
         ({"search": {"target": 1.2}}, "search.target", "(0, 1)"),
         ({"search": {"ranges": {"fc.eta": {"low": 5, "high": 2}}}}, "search.ranges.fc.eta", "empty range"),
         ({"train": {"device": "tpu"}}, "train.device", "'cpu'"),
+        ({"dpap": {"epsilon": -0.2}}, "dpap.epsilon", "[0, 2]"),
+        ({"dpap": {"max_death_share": 0}}, "dpap.max_death_share", "(0, 1]"),
+        ({"dpap": {"max_death_share": 1.5}}, "dpap.max_death_share", "(0, 1]"),
+        ({"dpap": {"protocol": "gradul"}}, "dpap.protocol", "'gradual'"),
+        ({"dpap": {"bounded": "yes"}}, "dpap.bounded", "true or false"),
+        ({"search": {"control": "fc.beta", "ranges": {"epsilon": {"low": 0.5, "high": 1}}}}, "search.control", "one of the knobs"),
+        ({"search": {"ranges": {"gamma": {"low": 0.5, "high": 1}}}}, "search.ranges.gamma", "unknown knob"),
     ],
 )
 def test_bad_values_name_the_key_and_the_allowed_values(raw, key, allowed):

@@ -199,3 +199,43 @@ def test_rank_normalisation_by_hand():
     tail = torch.tensor([0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 100.0])
     assert (delta(normalized(tail), 0.5) < 0).sum() == 9
     assert (delta(normalized(tail, method="rank"), 0.5) < 0).sum() == 3  # ranks 0, 1/9, 2/9 < ε/2
+
+
+def test_bounded_survival_and_death_cap_by_hand():
+    from dpap.survival import cap_deaths
+
+    # five units, β = 1; rank normalisation of importance 0..4 -> 0, .25, .5, .75, 1
+    f = SurvivalFunction((5,), beta=1.0)
+    imp = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    # ε = 1: δ = 2·rank − 1 = −1, −.5, 0, .5, 1; C = 2 on δ ≥ 0; γ = 1, factor 1
+    died = f.step(imp, epsilon=1.0, protect=2.0, gamma=1.0, factor=1.0, normalization="rank", ceiling=1.0)
+    # F = 1 + ΔF = 0, .5, 3, 3.5, 4 -> capped at β = 1: 0, .5, 1, 1, 1; F = 0 is not < 0
+    assert f.values.tolist() == [0.0, 0.5, 1.0, 1.0, 1.0]
+    assert not died.any()
+    # without the ceiling the protected units bank credit (the paper)
+    g = SurvivalFunction((5,), beta=1.0)
+    g.step(imp, epsilon=1.0, protect=2.0, gamma=1.0, factor=1.0, normalization="rank")
+    assert g.values.tolist() == [0.0, 0.5, 3.0, 3.5, 4.0]
+    # second epoch, same importance: F = −1, 0, 1, 1, 1 -> unit 0 dies
+    died = f.step(imp, epsilon=1.0, protect=2.0, gamma=1.0, factor=1.0, normalization="rank", ceiling=1.0)
+    assert died.tolist() == [True, False, False, False, False]
+    # cap: of the candidates with F < 0, the lowest F die first, ties by position
+    values = torch.tensor([-0.5, -2.0, 3.0, -2.0, -0.1])
+    cand = values < 0
+    assert cap_deaths(values, cand, 2).tolist() == [False, True, False, True, False]
+    assert cap_deaths(values, cand, 3).tolist() == [True, True, False, True, False]
+    assert cap_deaths(values, cand, None).tolist() == cand.tolist()
+    assert not cap_deaths(values, cand, 0).any()
+
+
+def test_capped_deaths_wait_for_the_next_epoch():
+    # four units, all equally useless (δ = −ε = −1 for all: constant importance maps to 0.5,
+    # ε = 2 -> δ = −1), β = 0.5: all have F < 0 after one epoch; at most 1 dies per epoch
+    f = SurvivalFunction((4,), beta=0.5)
+    imp = torch.zeros(4)
+    deaths = []
+    for _ in range(4):
+        died = f.step(imp, epsilon=2.0, protect=0.0, gamma=1.0, factor=1.0, normalization="rank", ceiling=0.5, max_deaths=1)
+        deaths.append(died.nonzero().flatten().tolist())
+    assert deaths == [[0], [1], [2], [3]]
+    assert not f.alive.any()
