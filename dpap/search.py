@@ -1,10 +1,11 @@
 """Optuna search for the survival-function knobs that hit a chosen compression (issue 5).
 
-The search tunes β, ε, η and C (``dpap.conv.*``, ``dpap.fc.*``; ranges in
-``search.ranges``) to maximise accuracy (validation when there is a split, else test)
+The search tunes β, ε, η and C (``dpap.epsilon``, ``dpap.conv.*``, ``dpap.fc.*``; ranges
+in ``search.ranges``) to maximise accuracy (validation when there is a split, else test)
 subject to ``|compression − target| ≤ tolerance``, written as an Optuna 5 constraint
 (:meth:`optuna.trial.Trial.set_constraint`), so ``study.best_trial`` is the best
-*feasible* trial. Every trial is one call of :func:`dpap.training.fit`, the project's only
+*feasible* trial. The knob ``search.control`` (ε) is not sampled but solved for, trial by
+trial, from the compressions seen so far (:mod:`dpap.target_sampler`). Every trial is one call of :func:`dpap.training.fit`, the project's only
 training loop; a per-epoch callback reports to the pruner and stops trials that can no
 longer be feasible (compression already above ``target + tolerance``: pruning is
 permanent, so compression only grows; or compression below the band while no survival
@@ -45,6 +46,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .config import Config, ConfigError, SearchConfig, config_from_dict, set_dotted
 from .params_file import flatten_dotted, merge_into_params
 from .survival import decay_factor
+from .target_sampler import TargetSampler
 from .training import DivergedError, EpochMetrics, TrainingRun, fingerprint, fit
 
 EXPERIMENT = "dpap-search"
@@ -87,11 +89,25 @@ def search_epochs(cfg: Config) -> int:
 
 
 def suggest_overrides(trial: optuna.Trial, cfg: Config) -> dict[str, float]:
-    """Sample every knob of ``search.ranges``; returns dotted overrides (``dpap.conv.beta``)."""
-    return {
-        f"dpap.{name}": trial.suggest_float(name, r.low, r.high, log=r.log)
-        for name, r in sorted(cfg.search.ranges.items())
-    }
+    """Sample every knob of ``search.ranges``; returns dotted overrides (``dpap.conv.beta``).
+    The control knob comes last: :class:`~dpap.target_sampler.TargetSampler` solves for it
+    given the others."""
+    control = cfg.search.control
+    names = sorted(cfg.search.ranges, key=lambda n: (n == control, n))
+    out = {}
+    for name in names:
+        r = cfg.search.ranges[name]
+        out[f"dpap.{name}"] = trial.suggest_float(name, r.low, r.high, log=r.log)
+    return out
+
+
+def knob_value(cfg: Config, name: str) -> float:
+    """The value params.yaml resolves a search knob to (``epsilon``, ``fc.beta``, ...)."""
+    if "." not in name:  # a global knob: its own value, else the FC layers' resolved one
+        own = getattr(cfg.dpap, name)
+        return own if own is not None else getattr(cfg.dpap.resolved("fc"), name)
+    group, knob = name.split(".")
+    return getattr(cfg.dpap.resolved(group), knob)
 
 
 def current_knobs(cfg: Config) -> Optional[dict[str, float]]:
@@ -99,8 +115,7 @@ def current_knobs(cfg: Config) -> Optional[dict[str, float]]:
     when every one lies in its search range; else None."""
     out = {}
     for name, r in cfg.search.ranges.items():
-        group, knob = name.split(".")
-        value = getattr(cfg.dpap.resolved(group), knob)
+        value = knob_value(cfg, name)
         if not r.low <= value <= r.high:
             return None
         out[name] = value
@@ -276,17 +291,23 @@ def make_pruner(cfg: Config) -> FeasiblePercentilePruner:
 
 
 def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:
-    """TPE (feasibility-aware through the trials' constraints). ``salt`` varies the seed
-    between worker processes and between resumed sessions, so they do not repeat draws."""
+    """TPE (feasibility-aware through the trials' constraints), with ``search.control``
+    steered toward the target by :class:`~dpap.target_sampler.TargetSampler`. ``salt``
+    varies the seed between worker processes and between resumed sessions, so they do not
+    repeat draws."""
     n = cfg.search.trials
+    seed = (cfg.search.seed * 1_000_003 + salt) % (2**31)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=(cfg.search.seed * 1_000_003 + salt) % (2**31),
+        tpe = optuna.samplers.TPESampler(
+            seed=seed,
             n_startup_trials=min(10, max(3, n // 4)),
             multivariate=True,
             constant_liar=True,
         )
+    if cfg.search.control is None:
+        return tpe
+    return TargetSampler(tpe, cfg.search.control, cfg.search.target, seed=seed)
 
 
 # ---------------------------------------------------------------------- objective

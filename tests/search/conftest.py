@@ -43,8 +43,8 @@ search:
   storage: {storage}
   ranges:
     conv.protect: {{low: 1.0, high: 6.0}}
+    epsilon: {{low: 0.6, high: 1.6}}
     fc.beta: {{low: 0.3, high: 1.0}}
-    fc.epsilon: {{low: 0.2, high: 0.6}}
     fc.eta: {{low: 5.0, high: 30.0, log: true}}
 """
 

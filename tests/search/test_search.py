@@ -203,8 +203,10 @@ def test_two_workers_then_apply_best_reproduces(make_params, in_tmp, mlflow_uri,
     assert text != original
     cfg = load_params(p)
     for key, value in S.best_overrides(best).items():
-        group, knob = key.split(".")[1:]
-        assert getattr(getattr(cfg.dpap, group), knob) == value
+        node = cfg
+        for part in key.split("."):
+            node = getattr(node, part)
+        assert node == value
     run = fit(cfg, load_processed(Path(cfg.data.processed_dir) / cfg.data.name), progress=False)
     assert run.history[-1].compression == best.user_attrs["compression"]
     assert run.history[-1].test_accuracy == best.user_attrs["test_accuracy"]
