@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .compression import count_parameters, live_synapses
+from .dynamics import pruning_dynamics
 from .config import Config, config_from_dict
 from .encoding import encode
 from .networks import SpikingNetwork
@@ -234,6 +235,8 @@ def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tupl
         "macs_per_sample": ops.macs,
         "energy_nj_per_sample": ops.energy_pj / 1000.0,
     }
+    if history:  # how it pruned: the largest one-epoch jump, the first epoch, per layer kind
+        out.update({k: v for k, v in pruning_dynamics(history).as_dict().items() if k != "max_jump_epoch"})
     if val is not None:
         out["val_accuracy"] = accuracy(model, *val)
     out["layers"] = {

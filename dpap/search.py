@@ -45,7 +45,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .config import Config, ConfigError, SearchConfig, config_from_dict, set_dotted
 from .params_file import flatten_dotted, merge_into_params
-from .survival import decay_factor
 from .target_sampler import TargetSampler
 from .training import DivergedError, EpochMetrics, TrainingRun, fingerprint, fit
 
@@ -169,38 +168,11 @@ def is_feasible(trial: FrozenTrial) -> bool:
 
 
 def can_still_prune(run: TrainingRun, epochs: int) -> bool:
-    """Whether any living synapse or unit can still die in the epochs left (Eq. 12-17).
-
-    δ = 2·Normalized − ε ≥ −ε, so after r more epochs ``F ≥ γ^r·F − ε·Σ decay(k)``; when
-    that bound stays ≥ 0 for the smallest living F of every layer, compression is final.
-    Answers True whenever the pruner's state cannot be read (no early stop then)."""
-    pruner = run.pruner
-    if pruner is None:
+    """Whether any living synapse or unit can still die in the epochs left (the pruning
+    method's bound, e.g. Eq. 12-17 for DPAP). True whenever the method cannot tell."""
+    if run.pruner is None:
         return False
-    try:
-        done = run.epoch  # epochs finished
-        left = range(done, epochs)
-        if not left:
-            return False
-        gamma = pruner.cfg.gamma
-        start = pruner.cfg.resolved_start_epoch()
-        reference = pruner.cfg.protocol == "reference"
-        for layer in pruner.layers:
-            k = layer.knobs
-            drop = k.epsilon * sum(decay_factor(e, k.eta, start, step=reference) for e in left)
-            keep = gamma ** len(left)
-            functions = []
-            if layer.prune_units:
-                functions.append(layer.unit_survival)
-            if layer.synapse_survival is not None:
-                functions.append(layer.synapse_survival)
-            for sf in functions:
-                alive = sf.values[sf.alive]
-                if alive.numel() and float(alive.min()) * keep - drop < 1e-9:
-                    return True
-        return False
-    except (AttributeError, TypeError, KeyError):  # pragma: no cover - a changed pruner API
-        return True
+    return run.pruner.method.can_still_prune(run.pruner, range(run.epoch, epochs))
 
 
 class TrialMonitor:
@@ -307,7 +279,7 @@ def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:
         )
     if cfg.search.control is None:
         return tpe
-    return TargetSampler(tpe, cfg.search.control, cfg.search.target, seed=seed)
+    return TargetSampler(tpe, cfg.search.control, cfg.search.target, seed=seed, epochs=search_epochs(cfg))
 
 
 # ---------------------------------------------------------------------- objective

@@ -132,9 +132,11 @@ class SurvivalFunction:
       lowest ``F`` first; the others keep their (negative) values and are first in line
       at the next epoch unless their importance lifts them."""
 
-    def __init__(self, shape, beta: float, device=None):
+    def __init__(self, shape, beta: float, device=None, track_alive: bool = True):
         self.values = torch.full(tuple(shape), float(beta), device=device)
-        self.alive = torch.ones(tuple(shape), dtype=torch.bool, device=device)
+        self.alive: Optional[Tensor] = torch.ones(tuple(shape), dtype=torch.bool, device=device) if track_alive else None
+        """Which entries live; None when the caller keeps the masks (a
+        :class:`~dpap.pruning.Pruner`) and passes them as ``eligible``."""
 
     def step(
         self,
@@ -173,7 +175,12 @@ class SurvivalFunction:
         """Eq. 12-17 on the living entries (``eligible`` restricts them further, e.g. to
         synapses of living neurons). Returns the entries updated, or None when nothing was
         (factor 0 before the start epoch, or nothing alive)."""
-        live = self.alive if eligible is None else self.alive & eligible
+        if self.alive is None:
+            if eligible is None:
+                raise ValueError("a SurvivalFunction without its own alive mask needs `eligible`")
+            live = eligible
+        else:
+            live = self.alive if eligible is None else self.alive & eligible
         if factor == 0.0 or not bool(live.any()):
             return None
         d = delta(normalized(importance, live, normalization), epsilon)
@@ -193,12 +200,14 @@ class SurvivalFunction:
 
     def to(self, device) -> "SurvivalFunction":
         self.values = self.values.to(device)
-        self.alive = self.alive.to(device)
+        if self.alive is not None:
+            self.alive = self.alive.to(device)
         return self
 
     def state_dict(self) -> dict:
-        return {"values": self.values.clone(), "alive": self.alive.clone()}
+        return {"values": self.values.clone(), "alive": self.alive.clone() if self.alive is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.values = state["values"].to(self.values.device).clone()
-        self.alive = state["alive"].to(self.alive.device).clone()
+        if self.alive is not None:
+            self.alive = state["alive"].to(self.alive.device).clone()

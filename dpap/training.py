@@ -27,7 +27,7 @@ from .config import Config, ConfigError
 from .encoding import encode
 from .networks import SpikingNetwork, build_network
 from .neurons import firing_rate_mse
-from .pruning import DPAPPruner
+from .pruning import make_pruner
 
 
 class DivergedError(RuntimeError):
@@ -159,7 +159,7 @@ class TrainingRun:
         self.net = make_network(cfg, input_shape, num_classes).to(self.device)
         if self.encoding == "events":
             self.net.time_steps = self.T
-        self.pruner = DPAPPruner(self.net, cfg.dpap) if cfg.dpap.enabled else None
+        self.pruner = make_pruner(self.net, cfg)
         self.optimizer = make_optimizer(cfg, self.net.parameters())
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.epoch = 0  # next epoch to run

@@ -121,9 +121,9 @@ def test_a_synapse_reading_a_dead_unit_is_dead_everywhere():
     torch.manual_seed(0)
     net = build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3)
     pruner = DPAPPruner(net, DPAPConfig())
-    pruner.layers[0].unit_survival.kill(torch.tensor([False, True, False, False]))  # channel 1
-    pruner.layers[1].unit_survival.kill(torch.tensor([False, False, True, False, False, False]))  # FC neuron 2
-    pruner._refresh_masks()
+    pruner.kill_units(0, torch.tensor([False, True, False, False]))  # channel 1
+    pruner.kill_units(1, torch.tensor([False, False, True, False, False, False]))  # FC neuron 2
+    pruner.refresh_masks()
     pruner.apply_masks()
     fc = pruner.synapse_mask(1)
     # channel 1 feeds FC columns 4-7 (2x2 after AP2); neuron 2's row is dead
@@ -180,9 +180,9 @@ def test_conv_pre_trace_is_the_previous_channel_trace_before_pooling():
     post0, (pre1, post1) = seen[0][1], seen[1]
     pre_tr = spike_trace(post0, 0.5, conv=True)  # channels of layer 0, every position, before MP2
     post_tr = spike_trace(post1, 0.5, conv=True)
-    expected = bcm(pre_tr, post_tr, pruner.layers[1].theta.value.float())
+    expected = bcm(pre_tr, post_tr, pruner.method.layers[1].theta.value.float())
     assert float(pre_tr.sum()) > 0 and float(post_tr.sum()) > 0
-    assert torch.allclose(pruner.layers[1].importance.float(), expected, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(pruner.method.layers[1].importance.float(), expected, rtol=1e-5, atol=1e-5)
     pooled = spike_trace(pre1, 0.5, conv=True)
     assert not torch.allclose(pooled, pre_tr)  # max pooling would have given another trace
 
@@ -200,9 +200,9 @@ def test_pruner_follows_the_network_to_cuda():
     pruner.end_epoch(0)
     pruner.mask_gradients()
     pruner.apply_masks()
-    assert pruner.layers[0].importance.device.type == "cuda"
+    assert pruner.method.layers[0].importance.device.type == "cuda"
     assert pruner.unit_mask(0).device.type == "cuda"
     state = pruner.state_dict()
     net.cpu()
     pruner.load_state_dict(state)
-    assert pruner.layers[1].synapse_survival.values.device.type == "cpu"
+    assert pruner.method.layers[1].synapse_survival.values.device.type == "cpu"

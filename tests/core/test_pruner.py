@@ -32,7 +32,7 @@ def test_pruner_accumulates_bcm_from_the_network_traces_by_hand():
     # neuron 0: current 1 -> spikes at t0 (u=1), t1 (u=0·... + 1 = 1) -> trace 0.5 + 1 = 1.5
     # neuron 1: current 0.3 -> u 0.3, 0.36 -> never fires -> trace 0
     # θ after one sample = post trace -> BCM = pre·post·(post − θ) = 0
-    layer = pruner.layers[0]
+    layer = pruner.method.layers[0]
     assert layer.theta.value.tolist() == [1.5, 0.0]
     assert layer.post_sum.tolist() == [1.5, 0.0]
     assert layer.importance.abs().sum() == 0
@@ -64,12 +64,15 @@ def _train_steps(net, pruner, opt, steps, seed=0):
 
 
 def _kill(pruner, layer, units=(), synapses=()):
-    st = pruner.layers[layer]
-    for u in units:
-        st.unit_survival.alive[u] = False
+    info = pruner.layers[layer]
+    dead_units = torch.zeros(info.units, dtype=torch.bool)
+    dead_units[list(units)] = True
+    dead_syn = torch.zeros(info.units, info.pre_units, dtype=torch.bool)
     for i, j in synapses:
-        st.synapse_survival.alive[i, j] = False
-    pruner._refresh_masks()
+        dead_syn[i, j] = True
+    pruner.kill_units(layer, dead_units)
+    pruner.kill_synapses(layer, dead_syn)
+    pruner.refresh_masks()
     pruner.apply_masks()
 
 
@@ -128,11 +131,11 @@ def test_pruned_units_are_silent_whatever_the_input():
 def test_conv_layers_lose_channels_fc_layers_synapses_and_output_only_when_asked():
     net = build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3)
     p = DPAPPruner(net, DPAPConfig())
-    assert p.layers[0].synapse_survival is None and p.layers[0].prune_units
-    assert p.layers[1].synapse_survival is not None and p.layers[1].prune_units
-    assert p.layers[2].synapse_survival is None and not p.layers[2].prune_units
+    assert p.method.layers[0].synapse_survival is None and p.method.layers[0].prune_units
+    assert p.method.layers[1].synapse_survival is not None and p.method.layers[1].prune_units
+    assert p.method.layers[2].synapse_survival is None and not p.method.layers[2].prune_units
     p2 = DPAPPruner(build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3), DPAPConfig(prune_output=True))
-    assert p2.layers[2].synapse_survival is not None and not p2.layers[2].prune_units
+    assert p2.method.layers[2].synapse_survival is not None and not p2.method.layers[2].prune_units
 
 
 def test_end_epoch_prunes_low_importance_units():
@@ -206,8 +209,8 @@ def test_alternative_importance_rules_accumulate(rule):
     pruner = DPAPPruner(net, DPAPConfig(importance=rule))
     net.train()
     net(torch.rand(32, 4) * 2)
-    assert pruner.layers[0].importance.abs().sum() > 0
-    assert pruner.layers[0].theta.count == 0  # no sliding threshold outside BCM
+    assert pruner.method.layers[0].importance.abs().sum() > 0
+    assert pruner.method.layers[0].theta.count == 0  # no sliding threshold outside BCM
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -217,20 +220,20 @@ def test_pruner_runs_on_cuda():
     net.train()
     net(torch.rand(8, 1, 6, 6, device="cuda"))
     pruner.end_epoch(0)
-    assert pruner.layers[0].importance.device.type == "cuda"
+    assert pruner.method.layers[0].importance.device.type == "cuda"
 
 
 def test_reference_protocol_waits_for_its_start_epoch_and_uses_its_knobs():
     torch.manual_seed(0)
     net = build_network("8FC-2FC", (4,), 2, time_steps=4)
     pruner = DPAPPruner(net, DPAPConfig(protocol="reference", fc=LayerTypeConfig(beta=0.01)))
-    assert pruner.layers[0].knobs.epsilon == 1.5 and pruner.layers[0].knobs.eta == 13.0
+    assert pruner.method.layers[0].knobs.epsilon == 1.5 and pruner.method.layers[0].knobs.eta == 13.0
     net.train()
     for epoch in range(5):  # epochs 0-4: the authors' code does not prune yet
         net(torch.rand(16, 4))
         reports = pruner.end_epoch(epoch)
         assert reports[0].died_units == reports[0].died_synapses == 0
-        assert torch.all(pruner.layers[0].unit_survival.values == 0.01)
+        assert torch.all(pruner.method.layers[0].unit_survival.values == 0.01)
     net(torch.rand(16, 4))
     reports = pruner.end_epoch(5)  # β = 0.01: any negative δ kills at once
     assert reports[0].died_units + reports[0].died_synapses > 0
@@ -243,7 +246,7 @@ def test_normalization_option_reaches_the_survival_update():
         net = build_network("10FC-2FC", (4,), 2, time_steps=2)
         cfg = DPAPConfig(protocol="paper", normalization=normalization, fc=LayerTypeConfig(beta=0.01, epsilon=0.5))
         pruner = DPAPPruner(net, cfg)
-        layer = pruner.layers[0]
+        layer = pruner.method.layers[0]
         layer.importance.copy_(torch.linspace(0, 1, 40).view(10, 4).double() ** 8)
         layer.post_sum.fill_(1.0)
         return pruner.end_epoch(0)[0]

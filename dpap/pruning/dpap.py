@@ -1,0 +1,272 @@
+"""DPAP as a pruning method: traces, BCM and dendritic spines decide through survival
+functions (Eq. 5-17) which units and synapses die; nothing comes back.
+
+Data flows one way: batch → network → spikes per layer → traces (reduced at once,
+memory independent of T) → importance accumulators → once per epoch survival update
+(:mod:`dpap.survival`) → deaths, told to the :class:`~dpap.pruning.Pruner`.
+
+The protocols are variants of this one method (``dpap.protocol``, README "Pruning
+protocols"): ``gradual`` (default: rank normalisation, survival bounded by β, at most
+``max_death_share`` of a layer lost per epoch, units decided before synapses, spines over
+living synapses), ``paper`` (Eq. 12-17 as written) and ``reference`` (the authors' code:
+75th-percentile normalisation, the spine as a product of normalised terms, the step decay
+from epoch 5, traces averaged over T).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import torch
+from torch import Tensor
+
+from ..config import DPAPConfig
+from ..importance import (
+    SlidingThreshold,
+    bcm,
+    dendritic_spine,
+    dendritic_spine_reference,
+    hebb,
+    population,
+    spike_trace,
+    static_trace,
+    stdp,
+)
+from ..survival import SurvivalFunction, cap_deaths, decay_factor
+from .method import PruningMethod
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..networks import Block
+    from .mechanics import LayerInfo, Pruner
+
+
+class LayerState:
+    """DPAP state of one block: θ, the epoch's accumulators and the survival values."""
+
+    def __init__(self, layer: "LayerInfo", cfg: DPAPConfig, device):
+        self.index = layer.index
+        self.layer_type = layer.layer_type
+        self.units = layer.units
+        self.pre_units = layer.pre_units
+        self.knobs = cfg.resolved(layer.layer_type)
+        self.theta = SlidingThreshold(layer.units, device)
+        self.importance = torch.zeros(layer.units, layer.pre_units, device=device, dtype=torch.float64)
+        self.post_sum = torch.zeros(layer.units, device=device, dtype=torch.float64)
+        # conv layers are pruned a channel at a time; FC layers lose synapses and neurons;
+        # the output layer never loses neurons and loses synapses only if asked.
+        self.prune_units = not layer.is_output
+        self.prune_synapses = layer.layer_type == "fc" and (not layer.is_output or cfg.prune_output)
+        self.unit_survival = SurvivalFunction((layer.units,), self.knobs.beta, device, track_alive=False)
+        self.synapse_survival = (
+            SurvivalFunction((layer.units, layer.pre_units), self.knobs.beta, device, track_alive=False) if self.prune_synapses else None
+        )
+
+    def reset_epoch(self) -> None:
+        self.importance.zero_()
+        self.post_sum.zero_()
+
+    def to(self, device) -> None:
+        self.theta.to(device)
+        self.importance = self.importance.to(device)
+        self.post_sum = self.post_sum.to(device)
+        self.unit_survival.to(device)
+        if self.synapse_survival is not None:
+            self.synapse_survival.to(device)
+
+    def state_dict(self) -> dict:
+        return {
+            "theta": self.theta.state_dict(),
+            "importance": self.importance.clone(),
+            "post_sum": self.post_sum.clone(),
+            "unit_survival": self.unit_survival.state_dict(),
+            "synapse_survival": self.synapse_survival.state_dict() if self.synapse_survival else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.theta.load_state_dict(state["theta"])
+        self.importance.copy_(state["importance"])
+        self.post_sum.copy_(state["post_sum"])
+        self.unit_survival.load_state_dict(state["unit_survival"])
+        if self.synapse_survival is not None:
+            self.synapse_survival.load_state_dict(state["synapse_survival"])
+
+
+class DPAPMethod(PruningMethod):
+    """Developmental plasticity-inspired adaptive pruning (``cfg``: ``params.yaml``'s
+    ``dpap`` group)."""
+
+    name = "dpap"
+
+    def __init__(self, cfg: DPAPConfig):
+        self.cfg = cfg
+        self.protocol = cfg.protocol
+        self.reference = cfg.protocol == "reference"
+        self.gradual = cfg.protocol == "gradual"
+        self.layers: list[LayerState] = []
+        self.kind = "snn"
+        self._prev_post: Optional[Tensor] = None  # the previous block's neurons' output
+        self._prev_trace: Optional[Tensor] = None  # ... and its trace (before pooling)
+
+    def attach(self, pruner: "Pruner") -> None:
+        self.kind = pruner.net.kind
+        self.layers = [LayerState(layer, self.cfg, pruner.device) for layer in pruner.layers]
+
+    def to(self, device) -> None:
+        for layer in self.layers:
+            layer.to(device)
+
+    # ------------------------------------------------------------------ observation
+
+    def _trace(self, x: Tensor, conv: bool, T: int) -> Tensor:
+        tau, avg = self.cfg.tau, self.reference
+        if x.dim() == (4 if conv else 2):  # static input, held over T steps
+            return static_trace(x, tau, T, conv, avg)
+        return spike_trace(x, tau, conv, avg)
+
+    def observe(self, pruner: "Pruner", index: int, block: "Block", pre: Tensor, post: Tensor) -> None:
+        layer = self.layers[index]
+        conv = layer.layer_type == "conv"
+        T = post.shape[0]
+        if block.is_output and self.kind == "dnn":
+            post = torch.relu(post)  # logits stand in for an activation (Eq. 18)
+        post_tr = self._trace(post, conv, T)
+        layer.post_sum += post_tr.sum(0)  # float64 += float32: promoted in place, no temporary
+        # A conv synapse links channel c_in of the previous layer to c_out (Eq. 6): its
+        # pre-synaptic trace is the previous layer's channel trace, over all N×N neurons
+        # of the channel *before* pooling (what the pre-synaptic neurons fired). An FC
+        # synapse reads one input column: its pre-synaptic trace is that column's (after
+        # pooling and flattening, what the synapse transmits).
+        from_prev = conv and index > 0 and self._prev_trace is not None
+        prev_post, prev_trace = self._prev_post, self._prev_trace
+        self._prev_post, self._prev_trace = post, post_tr
+        rule = self.cfg.importance
+        if rule == "stdp":
+            pre_seq = population(prev_post if from_prev else pre, conv)
+            if pre_seq.dim() == 2:
+                pre_seq = pre_seq.unsqueeze(0).expand(T, *pre_seq.shape)
+            layer.importance += stdp(pre_seq, population(post, conv), self.cfg.tau).to(torch.float64)
+            return
+        pre_tr = prev_trace if from_prev else self._trace(pre, conv, T)
+        if rule == "hebb":
+            layer.importance += hebb(pre_tr, post_tr).to(torch.float64)
+        else:
+            theta = layer.theta.update(post_tr)
+            layer.importance += bcm(pre_tr, post_tr, theta)
+
+    # -------------------------------------------------------------------- decision
+
+    def _unit_cost(self, pruner: "Pruner", index: int, before: list[Tensor], budgets: list[Optional[int]]) -> dict:
+        """What each unit of block ``index`` would take with it if it died now (its living
+        synapses in this block and in the next) and what is left of those two blocks'
+        synapse budgets this epoch: arguments for :func:`cap_deaths`."""
+        if budgets[index] is None:
+            return {}
+        here = pruner.synapse_mask(index)
+        left = [budgets[index] - (int(before[index].sum()) - int(here.sum()))]
+        cost = [here.sum(1)]
+        if index + 1 < len(self.layers):
+            nxt = pruner.synapse_mask(index + 1)
+            spatial = pruner.layers[index + 1].in_spatial
+            cost.append(nxt.sum(0).view(self.layers[index].units, spatial).sum(1))
+            left.append(budgets[index + 1] - (int(before[index + 1].sum()) - int(nxt.sum())))
+        # a unit bigger than the whole budget may die alone, in an epoch nothing else took from it
+        untouched = all(l == budgets[index + j] for j, l in enumerate(left))
+        return {"cost": torch.stack(cost, 1), "budget": torch.tensor(left, dtype=torch.float64), "at_least_one": untouched}
+
+    def end_epoch(self, pruner: "Pruner", epoch: int) -> None:
+        """Eq. 10-17 for every layer: update the survival functions from the epoch's
+        importance and prune every synapse and unit whose survival fell below 0.
+
+        Units (neurons, channels) are decided first, then the synapses of the living ones.
+        With ``max_death_share`` s < 1, no block loses more than s of its living synapses
+        in one epoch, whatever removes them (their own survival, the death of the unit
+        they feed or of the unit they read), and no more than s of its living units die;
+        the candidates with the lowest survival go first. Resets the epoch accumulators
+        (θ is kept)."""
+        self._prev_post = self._prev_trace = None
+        cfg = self.cfg
+        start = cfg.resolved_start_epoch()
+        norm = cfg.resolved_normalization()
+        ceiling_on = cfg.resolved_bounded()
+        share = cfg.resolved_max_death_share()
+        before = [pruner.synapse_mask(i) for i in range(len(self.layers))]
+        budgets = [int(share * int(b.sum())) if share < 1.0 else None for b in before]
+        for layer in self.layers:
+            i, k = layer.index, layer.knobs
+            ceiling = k.beta if ceiling_on else None
+            factor = decay_factor(epoch, k.eta, start, step=self.reference)
+            knobs = dict(epsilon=k.epsilon, protect=k.protect, gamma=cfg.gamma, factor=factor, ceiling=ceiling)
+            if layer.prune_units:
+                if self.reference:
+                    spine = dendritic_spine_reference(layer.post_sum, layer.importance)
+                    unit_norm = cfg.normalization or ("minmax" if layer.layer_type == "conv" else "percentile75")
+                else:
+                    # gradual: a neuron's spine sums the BCM of its living synapses only, so a
+                    # neuron that lost synapses is weaker (the paper's Fig. 4 observation)
+                    synaptic = layer.importance * before[i] if self.gradual else layer.importance
+                    spine = dendritic_spine(layer.post_sum, synaptic)
+                    unit_norm = norm
+                sf = layer.unit_survival
+                live = sf.update(spine, normalization=unit_norm, eligible=pruner.units[i], **knobs)
+                if live is not None:
+                    most = None if share >= 1.0 else max(1, int(share * int(live.sum())))
+                    pruner.kill_units(i, cap_deaths(sf.values, sf.candidates(live), most, **self._unit_cost(pruner, i, before, budgets)))
+            if layer.synapse_survival is not None:
+                # a synapse competes while it, its post-synaptic unit and its pre-synaptic
+                # unit live (this epoch's unit deaths included)
+                eligible = pruner.synapse_mask(i)
+                sf = layer.synapse_survival
+                live = sf.update(layer.importance, normalization=norm, eligible=eligible, **knobs)
+                if live is not None:
+                    most = None if budgets[i] is None else max(0, budgets[i] - (int(before[i].sum()) - int(eligible.sum())))
+                    pruner.kill_synapses(i, cap_deaths(sf.values, sf.candidates(live), most))
+        for layer in self.layers:
+            layer.reset_epoch()
+
+    def can_still_prune(self, pruner: "Pruner", epochs_left: range) -> bool:
+        """Whether any living synapse or unit can still die in ``epochs_left`` (Eq. 12-17).
+
+        δ = 2·Normalized − ε ≥ −ε, so after r more epochs ``F ≥ γ^r·F − ε·Σ decay(k)``
+        (the ceiling and the cap on deaths only delay); when that bound stays ≥ 0 for the
+        smallest living F of every layer, compression is final."""
+        if not epochs_left:
+            return False
+        start = self.cfg.resolved_start_epoch()
+        for layer in self.layers:
+            k = layer.knobs
+            drop = k.epsilon * sum(decay_factor(e, k.eta, start, step=self.reference) for e in epochs_left)
+            keep = self.cfg.gamma ** len(epochs_left)
+            functions = []
+            if layer.prune_units:
+                functions.append((layer.unit_survival, pruner.units[layer.index]))
+            if layer.synapse_survival is not None:
+                functions.append((layer.synapse_survival, pruner.synapse_mask(layer.index)))
+            for sf, alive in functions:
+                vals = sf.values[alive]
+                if vals.numel() and float(vals.min()) * keep - drop < 1e-9:
+                    return True
+        return False
+
+    # ------------------------------------------------------------------- inspection
+
+    def values(self, pruner: "Pruner") -> dict[str, Tensor]:
+        """Survival values of living units/synapses per layer (alive as in
+        :meth:`~dpap.pruning.Pruner.synapse_mask`), for histograms."""
+        out = {}
+        for layer in self.layers:
+            if layer.prune_units:
+                out[f"layer{layer.index}.{layer.layer_type}.units"] = layer.unit_survival.values[pruner.units[layer.index]].cpu()
+            if layer.synapse_survival is not None:
+                out[f"layer{layer.index}.{layer.layer_type}.synapses"] = layer.synapse_survival.values[pruner.synapse_mask(layer.index)].cpu()
+        return out
+
+    # -------------------------------------------------------------- serialisation
+
+    def state_dict(self) -> dict:
+        return {"layers": [layer.state_dict() for layer in self.layers], "protocol": self.protocol}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["layers"]) != len(self.layers):
+            raise ValueError(f"DPAP state has {len(state['layers'])} layers, the network {len(self.layers)}")
+        for layer, s in zip(self.layers, state["layers"]):
+            layer.load_state_dict(s)

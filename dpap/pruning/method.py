@@ -1,0 +1,52 @@
+"""What a pruning method is: which units and synapses to prune (or restore), and when.
+
+A method never touches masks or weights directly for pruning; it tells the
+:class:`~dpap.pruning.mechanics.Pruner` (``kill_units``, ``kill_synapses``,
+``restore_synapses``), which owns the masks and applies them. Methods:
+:class:`~dpap.pruning.dpap.DPAPMethod` (the paper, with its ``gradual``, ``paper`` and
+``reference`` protocols).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..networks import Block
+    from .mechanics import Pruner
+
+
+class PruningMethod:
+    """Base class of the pruning methods. ``name`` identifies the method's state."""
+
+    name = "none"
+
+    def attach(self, pruner: "Pruner") -> None:
+        """Called once by the pruner, with the network's geometry in ``pruner.layers``."""
+
+    def observe(self, pruner: "Pruner", index: int, block: "Block", pre: Tensor, post: Tensor) -> None:
+        """Activity of block ``index`` in one training batch (``pre``: its input, static
+        ``[N, ...]`` or ``[T, N, ...]``; ``post``: its neurons' output ``[T, N, ...]``)."""
+
+    def end_epoch(self, pruner: "Pruner", epoch: int) -> None:
+        """Decide after epoch ``epoch`` (from 0) and tell the pruner."""
+
+    def values(self, pruner: "Pruner") -> dict[str, Tensor]:
+        """Per-entry values worth a histogram (e.g. survival functions), living entries only."""
+        return {}
+
+    def can_still_prune(self, pruner: "Pruner", epochs_left: range) -> bool:
+        """Whether anything could still die in ``epochs_left`` (an early stop of a search
+        trial below its target relies on a False here). True when unsure."""
+        return True
+
+    def to(self, device) -> None:
+        """Move the method's tensors to ``device``."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
