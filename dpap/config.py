@@ -177,7 +177,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     # default is not the paper's formulas as written"); knobs chosen with
     # benchmarks/pruning_dynamics.py on Fashion-MNIST and digits.
     "gradual": {
-        "conv": {"beta": 4.0, "epsilon": 1.0, "eta": 12.0, "protect": 5.0},
+        "conv": {"beta": 6.0, "epsilon": 1.0, "eta": 12.0, "protect": 5.0},
         "fc": {"beta": 4.0, "epsilon": 1.0, "eta": 12.0, "protect": 2.0},
         "start_epoch": 0,
         "normalization": "rank",
