@@ -37,7 +37,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import optuna
 import yaml
@@ -48,7 +48,10 @@ from .params_file import flatten_dotted, merge_into_params
 from .target_sampler import TargetSampler
 from .training import DivergedError, EpochMetrics, TrainingRun, fingerprint, fit
 
-EXPERIMENT = "dpap-search"
+if TYPE_CHECKING:  # pragma: no cover
+    from .tracking import SearchTracker
+
+EXPERIMENT = "dpap-search"  # = tracking.SEARCH_EXPERIMENT (tracking imports MLflow; this module must not)
 CONSTRAINT = "compression"
 """Name of the constraint ``|compression − target| − tolerance`` (feasible when ≤ 0)."""
 
@@ -178,27 +181,26 @@ def can_still_prune(run: TrainingRun, epochs: int) -> bool:
 class TrialMonitor:
     """Per-epoch callback of :func:`dpap.training.fit` for one Optuna trial.
 
-    Reports the accuracy to the pruner (``trial.report(acc, epoch)``), logs the epoch to
-    MLflow, and raises :class:`optuna.TrialPruned` when the trial is hopeless: compression
-    above ``target + tolerance`` (it only grows), compression below the band while nothing
-    can die any more, or the pruner says so."""
+    Reports the accuracy to the pruner (``trial.report(acc, epoch)``) and raises
+    :class:`optuna.TrialPruned` when the trial is hopeless: compression above ``target +
+    tolerance`` (it only grows), compression below the band while nothing can die any more,
+    or the pruner says so. Keeps the training run in :attr:`run`."""
 
-    def __init__(self, trial: optuna.Trial, cfg: Config, on_epoch: Optional[Callable[[EpochMetrics], None]] = None):
+    def __init__(self, trial: optuna.Trial, cfg: Config):
         self.trial = trial
         self.target = cfg.search.target
         self.tolerance = cfg.search.tolerance
         self.epochs = search_epochs(cfg)
-        self.on_epoch = on_epoch
         self.reported: set[int] = set()
+        self.run: Optional[TrainingRun] = None
 
     def __call__(self, run: TrainingRun, m: EpochMetrics) -> None:
+        self.run = run
         # A run resumed from a checkpoint brings earlier epochs: report those too.
         for past in run.history:
             if past.epoch in self.reported:
                 continue
             self.reported.add(past.epoch)
-            if self.on_epoch is not None:
-                self.on_epoch(past)
             self.trial.report(accuracy_of(past), past.epoch)
         c = m.compression
         t = self.trial
@@ -262,6 +264,15 @@ def make_pruner(cfg: Config) -> FeasiblePercentilePruner:
     return FeasiblePercentilePruner(25.0, n_min_trials=3, n_warmup_steps=max(1, search_epochs(cfg) // 3))
 
 
+def dashboard_constraints(trial: FrozenTrial) -> tuple[float]:
+    """The trial's constraint as a sampler's ``constraints_func`` returns it: the sampler
+    then records it under the system attribute ``constraints``, the form optuna-dashboard
+    reads (it ignores ``trial.set_constraint``'s named key), so the dashboard's best trial
+    is a feasible one. A trial stopped before its compression was measured is infeasible."""
+    value = trial.constraints.get(CONSTRAINT)
+    return (float(value) if value is not None else float("inf"),)
+
+
 def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:
     """TPE (feasibility-aware through the trials' constraints), with ``search.control``
     steered toward the target by :class:`~dpap.target_sampler.TargetSampler`. ``salt``
@@ -271,11 +282,13 @@ def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:
     seed = (cfg.search.seed * 1_000_003 + salt) % (2**31)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # constraints_func: still what optuna-dashboard reads
         tpe = optuna.samplers.TPESampler(
             seed=seed,
             n_startup_trials=min(10, max(3, n // 4)),
             multivariate=True,
             constant_liar=True,
+            constraints_func=dashboard_constraints,
         )
     if cfg.search.control is None:
         return tpe
@@ -289,7 +302,7 @@ def make_objective(
     cfg: Config,
     data,
     *,
-    tracker: Optional["Tracker"] = None,
+    tracker: Optional["SearchTracker"] = None,
     checkpoint_dir: Optional[str | Path] = None,
 ) -> Callable[[optuna.Trial], float]:
     """A plain Optuna objective: sample the knobs, ``fit`` once, return the accuracy.
@@ -302,16 +315,24 @@ def make_objective(
     def objective(trial: optuna.Trial) -> float:
         overrides = suggest_overrides(trial, cfg)
         tcfg = trial_config(cfg, overrides)
-        run_id = tracker.start_trial(trial, overrides) if tracker is not None else None
-        on_epoch = (lambda m: tracker.log_epoch(run_id, m)) if tracker is not None else None
-        monitor = TrialMonitor(trial, cfg, on_epoch)
+        monitor = TrialMonitor(trial, cfg)
+        callbacks: list = [monitor]
+        logger = None
+        if tracker is not None:  # logs each epoch before the monitor may stop the trial
+            logger = tracker.trial_callback(trial, overrides, data_hash=getattr(data, "meta", {}).get("hash", ""), epochs=search_epochs(cfg))
+            callbacks.insert(0, logger)
+
+        def end(state: str, final: dict[str, float], reason: Optional[str] = None) -> None:
+            if tracker is not None:
+                tracker.end_trial(logger, monitor.run, trial, state, final, reason)
+
         ckpt = None
         if checkpoint_dir is not None:
             key = trial.user_attrs.get("retry_of", trial.number)
             ckpt = Path(checkpoint_dir) / f"trial-{key}.pt"
         interrupted = False
         try:
-            run = fit(tcfg, data, checkpoint=ckpt, callbacks=[monitor], progress=False)
+            run = fit(tcfg, data, checkpoint=ckpt, callbacks=callbacks, progress=False)
             last = run.history[-1]
             c = last.compression
             value = constraint_value(c, cfg.search.target, cfg.search.tolerance)
@@ -325,12 +346,14 @@ def make_objective(
                 "feasible": value <= 0,
             }.items():
                 trial.set_user_attr(k, v)
-            if tracker is not None:
-                tracker.end_trial(run_id, "COMPLETE", {"compression": c, "accuracy": accuracy_of(last), "feasible": float(value <= 0)})
+            end("COMPLETE", {"search/accuracy": accuracy_of(last), "search/compression": c, "search/feasible": float(value <= 0)})
             return accuracy_of(last)
         except optuna.TrialPruned as exc:
-            if tracker is not None:
-                tracker.end_trial(run_id, "PRUNED", {"feasible": 0.0}, trial.user_attrs.get("prune_reason", str(exc)))
+            last = monitor.run.history[-1] if monitor.run is not None and monitor.run.history else None
+            final = {"search/feasible": 0.0}
+            if last is not None:
+                final.update({"search/accuracy": accuracy_of(last), "search/compression": last.compression})
+            end("PRUNED", final, trial.user_attrs.get("prune_reason", str(exc)))
             raise
         except KeyboardInterrupt:
             interrupted = True  # keep the checkpoint: the retry resumes from it
@@ -338,8 +361,7 @@ def make_objective(
         except Exception as exc:
             reason = f"diverged: {exc}" if isinstance(exc, DivergedError) else f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("fail_reason", reason)
-            if tracker is not None:
-                tracker.end_trial(run_id, "FAIL", {"feasible": 0.0}, reason)
+            end("FAIL", {"search/feasible": 0.0}, reason)
             raise
         finally:
             if ckpt is not None and not interrupted:
@@ -356,129 +378,37 @@ def best_overrides(trial: FrozenTrial) -> dict[str, float]:
 # ----------------------------------------------------------------------- tracking
 
 
-class Tracker:
-    """MLflow: one parent run per study, one nested run per trial (through ``MlflowClient``,
-    so worker processes share nothing but the store)."""
+def search_params(cfg: Config, storage: str, study_name: str) -> dict[str, Any]:
+    """The settings of a search, as the MLflow parent run's parameters."""
+    s = cfg.search
+    params = {"target": s.target, "tolerance": s.tolerance, "epochs": search_epochs(cfg), "storage": storage, "study_name": study_name,
+              "control": s.control, "model.arch": cfg.model.arch, "model.kind": cfg.model.kind, "data.name": cfg.data.name}
+    params.update({f"range.{k}": f"[{r.low}, {r.high}]{' log' if r.log else ''}" for k, r in s.ranges.items()})
+    return params
 
-    def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str):
-        from mlflow.tracking import MlflowClient
 
-        self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.parent_run_id = parent_run_id
-        self.experiment_id = experiment_id
-        self._warned = False
-
-    @classmethod
-    def for_study(cls, tracking_uri: str, study: optuna.Study, cfg: Config, storage: str) -> "Tracker":
-        """Reuse the study's parent run (``study.user_attrs["mlflow_parent_run_id"]``) or create it."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(tracking_uri=tracking_uri)
-        exp = client.get_experiment_by_name(EXPERIMENT)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
-        run_id = study.user_attrs.get("mlflow_parent_run_id")
-        if run_id is not None:
-            try:
-                client.get_run(run_id)
-                client.update_run(run_id, status="RUNNING")
-            except MlflowException:
-                run_id = None  # another tracking store: start a new parent
-        if run_id is None:
-            run = client.create_run(exp_id, run_name=study.study_name, tags={"dpap.kind": "search", "optuna.study": study.study_name, "optuna.storage": storage})
-            run_id = run.info.run_id
-            s = cfg.search
-            params = {"target": s.target, "tolerance": s.tolerance, "epochs": search_epochs(cfg), "storage": storage, "study_name": study.study_name, "model.arch": cfg.model.arch, "model.kind": cfg.model.kind, "data.name": cfg.data.name}
-            params.update({f"range.{k}": f"[{r.low}, {r.high}]{' log' if r.log else ''}" for k, r in s.ranges.items()})
-            _log_params(client, run_id, params)
-            study.set_user_attr("mlflow_parent_run_id", run_id)
-        return cls(tracking_uri, run_id, exp_id)
-
-    def _safe(self, fn, *args, **kwargs):
+def study_figures(study: optuna.Study, cfg: Config) -> dict[str, Any]:
+    """Optuna's own figures of a study, as plotly figures (HTML) and matplotlib figures
+    (PNG): optimisation history, parameter importances, and every trial's accuracy against
+    its compression with the target band."""
+    figs: dict[str, Any] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         try:
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - tracking must not kill a trial
-            if not self._warned:
-                print(f"warning: MLflow logging failed ({type(exc).__name__}: {exc}); the search goes on", file=sys.stderr, flush=True)
-                self._warned = True
-            return None
+            import optuna.visualization as vis
 
-    def start_trial(self, trial: optuna.Trial, overrides: dict[str, float]) -> Optional[str]:
-        def start():
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"trial-{trial.number}",
-                tags={"mlflow.parentRunId": self.parent_run_id, "optuna.trial": str(trial.number), "optuna.study": trial.study.study_name, "dpap.kind": "search-trial"},
-            )
-            params = dict(overrides)
-            params["trial_number"] = trial.number
-            if "retry_of" in trial.user_attrs:
-                params["retry_of"] = trial.user_attrs["retry_of"]
-            _log_params(self.client, run.info.run_id, params)
-            return run.info.run_id
+            figs["optimization_history"] = vis.plot_optimization_history(study, target_name="accuracy")
+            if len(done) >= 2:
+                figs["param_importances"] = vis.plot_param_importances(study)
+        except ImportError:  # plotly missing: PNGs only
+            pass
+        import optuna.visualization.matplotlib as mvis
 
-        run_id = self._safe(start)
-        if run_id is not None:
-            trial.set_user_attr("mlflow_run_id", run_id)
-        return run_id
-
-    def log_epoch(self, run_id: Optional[str], m: EpochMetrics) -> None:
-        if run_id is None:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, m.epoch) for k, v in m.flat().items() if isinstance(v, (int, float))]
-        metrics.append(Metric("accuracy", float(accuracy_of(m)), now, m.epoch))
-        self._safe(self.client.log_batch, run_id, metrics=metrics)
-
-    def end_trial(self, run_id: Optional[str], state: str, metrics: dict[str, float], reason: Optional[str] = None) -> None:
-        if run_id is None:
-            return
-
-        def end():
-            from mlflow.entities import Metric, RunTag
-
-            now = int(time.time() * 1000)
-            tags = [RunTag("optuna.state", state)]
-            if reason:
-                tags.append(RunTag("reason", reason[:5000]))
-            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags)
-            self.client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
-
-        self._safe(end)
-
-    def kill_trial(self, run_id: Optional[str], reason: str) -> None:
-        if run_id is None:
-            return
-
-        def kill():
-            self.client.set_tag(run_id, "optuna.state", "FAIL")
-            self.client.set_tag(run_id, "reason", reason)
-            self.client.set_terminated(run_id, "KILLED")
-
-        self._safe(kill)
-
-    def finish(self, summary: dict[str, Any], artifacts: list[Path]) -> None:
-        def fin():
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            metrics = [Metric(k, float(v), now, 0) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None]
-            self.client.log_batch(self.parent_run_id, metrics=metrics)
-            for a in artifacts:
-                if a.exists():
-                    self.client.log_artifact(self.parent_run_id, str(a))
-            self.client.set_terminated(self.parent_run_id, "FINISHED")
-
-        self._safe(fin)
-
-
-def _log_params(client, run_id: str, params: dict[str, Any]) -> None:
-    from mlflow.entities import Param
-
-    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        figs["optimization_history_png"] = mvis.plot_optimization_history(study, target_name="accuracy").get_figure()
+        if len(done) >= 2:
+            figs["param_importances_png"] = mvis.plot_param_importances(study).get_figure()
+    return figs
 
 
 # ------------------------------------------------------------------------ storage
@@ -584,7 +514,7 @@ def budget_used(trials: list[FrozenTrial]) -> int:
     return used
 
 
-def recover_stale_trials(study: optuna.Study, tracker: Optional[Tracker] = None) -> list[int]:
+def recover_stale_trials(study: optuna.Study, tracker: Optional["SearchTracker"] = None) -> list[int]:
     """Fail every RUNNING trial whose worker process (on this machine) is gone and enqueue
     its parameters again, so the budget is not short by the lost trials. Returns the
     numbers of the failed trials. (Trials of other machines: RDB heartbeat, see
@@ -666,7 +596,11 @@ def run_worker(job: WorkerJob) -> int:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         salt = job.index * 7919 + len(optuna.load_study(study_name=job.study_name, storage=storage).trials) * 104729
         study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(cfg, salt), pruner=make_pruner(cfg))
-    tracker = Tracker(job.tracking_uri, job.parent_run_id, job.experiment_id) if job.tracking_uri and job.parent_run_id else None
+    tracker = None
+    if job.tracking_uri and job.parent_run_id:
+        from .tracking import SearchTracker
+
+        tracker = SearchTracker(job.tracking_uri, job.parent_run_id, job.experiment_id)
     objective = make_objective(cfg, data, tracker=tracker, checkpoint_dir=Path(job.out_dir) / "checkpoints" / job.study_name)
     lock = _lock_path(job.storage, Path(job.out_dir), job.study_name)
     ran = 0
@@ -798,7 +732,11 @@ def run_search(
     make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(cfg, s.storage, s.study_name, data_hash)
-    tracker = Tracker.for_study(tracking_uri, study, cfg, s.storage) if tracking_uri else None
+    tracker = None
+    if tracking_uri:
+        from .tracking import SearchTracker
+
+        tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), s.storage)
 
     with _file_lock(_lock_path(s.storage, out, s.study_name)):
         lost = recover_stale_trials(study, tracker)
@@ -851,11 +789,22 @@ def run_search(
     summary_file.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
     artifacts.append(summary_file)
     if tracker is not None:
+        tags = {}
+        if result.best_number is not None:
+            best = study.best_trial
+            tags = {"best.trial": str(best.number), "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", ""),
+                    **{f"best.{k}": f"{v:.6g}" for k, v in best.params.items()}}
+        figures = {}
+        with contextlib.suppress(Exception):
+            figures = study_figures(study, cfg)
         tracker.finish(
             {"trials": result.trials, "complete": result.complete, "pruned": result.pruned, "failed": result.failed, "feasible": result.feasible,
              "best_accuracy": result.best_value, "best_compression": result.best_compression, "trials_to_first_feasible": result.first_feasible},
-            artifacts,
+            artifacts, step=result.trials, figures=figures, tags=tags,
         )
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
     return result
 
 

@@ -155,7 +155,7 @@ class SurvivalFunction:
         ``max_deaths``). Returns the mask of new deaths."""
         live = self.update(importance, epsilon=epsilon, protect=protect, gamma=gamma, factor=factor, normalization=normalization, eligible=eligible, ceiling=ceiling)
         if live is None:
-            return torch.zeros_like(self.alive)
+            return torch.zeros_like(self.values, dtype=torch.bool)
         died = cap_deaths(self.values, self.candidates(live), max_deaths)
         self.kill(died)
         return died
@@ -195,7 +195,9 @@ class SurvivalFunction:
         return live & (self.values < 0)
 
     def kill(self, died: Tensor) -> None:
-        """Prune ``died`` for good."""
+        """Prune ``died`` for good (only for a function that tracks its own alive mask)."""
+        if self.alive is None:
+            raise ValueError("this SurvivalFunction does not track alive entries; its owner's masks do")
         self.alive &= ~died
 
     def to(self, device) -> "SurvivalFunction":

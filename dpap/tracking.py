@@ -1,17 +1,22 @@
-"""MLflow tracking of training runs (kept out of the core: only this module imports MLflow).
+"""MLflow tracking (kept out of the core: only this module imports MLflow).
 
-:class:`MlflowCallback` is a :func:`dpap.training.fit` callback. After each epoch it logs
-the epoch's metrics (``step`` = epoch number, 1-based), the pruning masks (``.npz``) and
-the survival functions (values ``.npz`` and a histogram ``.png`` per layer). It keeps the
-MLflow run id in ``run.extra``, which the checkpoint carries, so a resumed training run
-continues the same MLflow run; epochs MLflow already has are not logged twice.
-:meth:`MlflowCallback.finish` logs the final model and closes the run.
+The one MLflow writer of the project. :class:`MlflowCallback` is a
+:func:`dpap.training.fit` callback: after each epoch it logs the epoch's metrics under
+one naming scheme (:func:`epoch_metrics`: ``train/…``, ``test/…``, ``pruning/…``,
+``layers/<i>_<type>/…``; ``step`` = epoch number from 1), and pictures of pruning (each
+layer's mask and survival histogram, ``log_image(key, step=epoch)``). It keeps the MLflow
+run id in ``run.extra``, which the checkpoint carries, so a resumed training run continues
+the same MLflow run; epochs MLflow already has are not logged twice.
+:meth:`MlflowCallback.finish` logs final values at the final step, a summary figure and
+the model (with a signature and an input example), and ends the run.
 
-The search reuses the callback for nested trial runs (``parent_run_id``, ``tags``).
+The search (:class:`SearchTracker`) makes one parent run per study and a nested child run
+per trial, each trial logged by an :class:`MlflowCallback`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -19,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -84,16 +89,56 @@ def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
         return exp.experiment_id
 
 
+def epoch_metrics(m) -> dict[str, float]:
+    """One epoch (:class:`~dpap.training.EpochMetrics`) as MLflow metrics, named so the
+    UI groups its charts into sections: ``train/``, ``test/``, ``val/``, ``pruning/`` and
+    ``layers/<i>_<type>/``."""
+    from .dynamics import kind_shares
+
+    out = {
+        "train/loss": m.train_loss,
+        "train/accuracy": m.train_accuracy,
+        "train/lr": m.lr,
+        "train/seconds": m.seconds,
+        "test/accuracy": m.test_accuracy,
+        "pruning/compression": m.compression,
+        "pruning/params_retained": m.params_retained,
+        "pruning/zero_weight_share": m.zero_weight_share,
+    }
+    if m.val_accuracy is not None:
+        out["val/accuracy"] = m.val_accuracy
+    if m.layers:
+        shares = kind_shares(m.layers)
+        out.update({f"pruning/{k}": v for k, v in vars(shares).items()})
+    for layer in m.layers:
+        name = f"layers/{layer['index']}_{layer['layer_type']}"
+        out[f"{name}/synapses_pruned"] = 1.0 - layer["synapses_alive"] / layer["synapses"] if layer["synapses"] else 0.0
+        out[f"{name}/units_alive"] = layer["units_alive"]
+        out[f"{name}/units_alive_share"] = layer["units_alive"] / layer["units"] if layer["units"] else 0.0
+        out[f"{name}/compression"] = layer["compression"]
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+STATUS_OF_TRIAL = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+"""The MLflow status a search trial's run ends with, by Optuna state."""
+
+
 class MlflowCallback:
-    """Log a :class:`dpap.training.TrainingRun` to MLflow, epoch by epoch.
+    """Log a :class:`dpap.training.TrainingRun` to MLflow, epoch by epoch: the one MLflow
+    writer of the project (the train stage, notebooks and every search trial use it).
 
     >>> cb = MlflowCallback(data_hash=data.meta["hash"])
     >>> run = fit(cfg, data, checkpoint="checkpoints/train.pt", callbacks=[cb])
     >>> cb.finish(run)
 
-    ``parent_run_id`` makes the run a nested child (Optuna trials); ``tags`` are added to
-    the run's tags. ``artifacts_every`` logs masks and survival histograms every k
-    epochs (0: never; the last epoch is always logged when k > 0)."""
+    Steps are epoch numbers (from 1) in every run; metric names come from
+    :func:`epoch_metrics`. Each epoch also logs, with ``log_image(key, step=epoch)`` so the
+    UI's step slider plays them, every layer's mask (``masks/layer<i>_<type>``) and survival
+    histogram (``survival/layer<i>_<type>_<units|synapses>``), and the masks as ``.npz``.
+    ``parent_run_id`` makes the run a nested child (search trials); ``tags`` and ``params``
+    are added to the run's; ``images_every`` logs the pictures every k epochs (0: never;
+    the last epoch always when k > 0). ``resume``: continue the MLflow run recorded in the
+    training checkpoint (``run.extra``); a search trial's retry starts a run of its own."""
 
     def __init__(
         self,
@@ -102,9 +147,14 @@ class MlflowCallback:
         run_name: Optional[str] = None,
         parent_run_id: Optional[str] = None,
         tags: Optional[Mapping[str, str]] = None,
+        params: Optional[Mapping[str, Any]] = None,
         data_hash: str = "",
-        artifacts_every: int = 1,
+        data_dir: Optional[str | Path] = None,
+        images_every: int = 1,
         log_model: bool = True,
+        resume: bool = True,
+        on_start: Optional[Callable[[str], None]] = None,
+        on_error: Optional[Callable[[Exception], None]] = None,
     ):
         from mlflow.tracking import MlflowClient
 
@@ -114,15 +164,22 @@ class MlflowCallback:
         self.run_name = run_name
         self.parent_run_id = parent_run_id
         self.tags = dict(tags or {})
+        self.params = dict(params or {})
         self.data_hash = data_hash
-        self.artifacts_every = artifacts_every
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.images_every = images_every
         self.log_model_enabled = log_model
+        self.resume = resume
+        self.on_start = on_start
+        self.on_error = on_error
         self.run_id: Optional[str] = None
         self._logged_through = 0  # epochs (1-based) MLflow already has
 
     # ------------------------------------------------------------------ the run
 
     def _tags(self, run) -> dict[str, str]:
+        import torch
+
         cfg = run.cfg
         tags = {
             "mlflow.source.name": "pipeline/train.py",
@@ -132,7 +189,10 @@ class MlflowCallback:
             "data.name": cfg.data.name,
             "data.hash": self.data_hash,
             "model.kind": cfg.model.kind,
-            "dpap.enabled": str(cfg.dpap.enabled).lower(),
+            "pruning.method": "dpap" if cfg.dpap.enabled else "none",
+            "torch.version": torch.__version__,
+            "torch.threads": str(torch.get_num_threads()),
+            "device": str(run.device) + (f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""),
         }
         commit = git_commit()
         if commit:
@@ -153,7 +213,7 @@ class MlflowCallback:
     def _find_unfinished(self, experiment_id: str, run) -> Optional[str]:
         """A run of this checkpoint that was killed before its first checkpoint recorded
         the run id (so a rerun adopts it instead of starting a duplicate)."""
-        if run.checkpoint is None:
+        if run.checkpoint is None or not self.resume:
             return None
         found = self.client.search_runs(
             [experiment_id],
@@ -168,7 +228,7 @@ class MlflowCallback:
         if self.run_id is not None:
             return self.run_id
         experiment_id = get_or_create_experiment(self.client, self.experiment, self.tracking_uri)
-        run_id = run.extra.get(RUN_ID_KEY)
+        run_id = run.extra.get(RUN_ID_KEY) if self.resume else None
         if run_id is not None:
             try:
                 self.client.get_run(run_id)
@@ -182,14 +242,19 @@ class MlflowCallback:
             run_id = mrun.info.run_id
             params = {k: ("None" if v is None else v) for k, v in flatten_dotted(run.cfg.to_dict(), keep=()).items()}
             params["data.hash"] = self.data_hash
+            params.update(self.params)
             self._log_params(run_id, params)
+            self.run_id = run_id
+            self._log_input(run)
         else:
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "dpap.resumed", "true")
-            hist = self.client.get_metric_history(run_id, "test_accuracy")
+            hist = self.client.get_metric_history(run_id, "test/accuracy")
             self._logged_through = max((m.step for m in hist), default=0)
         run.extra[RUN_ID_KEY] = run_id
         self.run_id = run_id
+        if self.on_start is not None:
+            self.on_start(run_id)
         return run_id
 
     def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -199,80 +264,163 @@ class MlflowCallback:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
+    def _log_input(self, run) -> None:
+        """The processed data set as the run's input: name, content digest, split sizes."""
+        import mlflow
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.types import Schema, TensorSpec
+
+        source_uri = str((self.data_dir or Path(run.cfg.data.processed_dir) / run.cfg.data.name).resolve())
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(source_uri)
+        x = run.train_split.x
+        schema = Schema([TensorSpec(np.dtype(str(x.dtype).removeprefix("torch.")), (-1, *x.shape[1:]), "x")])
+        dataset = MetaDataset(source, name=run.cfg.data.name, digest=(self.data_hash or "")[:36] or None, schema=schema)
+        sizes = {"train_size": len(run.train_split), "test_size": len(run.test_split)}
+        if run.val_split is not None:
+            sizes["val_size"] = len(run.val_split)
+        with self._active():
+            mlflow.log_input(dataset, context="training", tags={k: str(v) for k, v in sizes.items()})
+
+    def _active(self):
+        """The fluent API's run context for ``self.run_id`` (nested when another is active)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None)
+
     # --------------------------------------------------------------- per epoch
 
     def __call__(self, run, metrics) -> None:
+        if self.on_error is None:
+            return self.log_epoch(run, metrics)
+        try:
+            self.log_epoch(run, metrics)
+        except Exception as exc:  # noqa: BLE001 - handed to on_error (a search trial goes on)
+            self.on_error(exc)
+
+    def log_epoch(self, run, metrics) -> None:
+        """Log the epochs of ``run.history`` MLflow does not have, and the pictures of
+        the epoch ``metrics``."""
         from mlflow.entities import Metric
 
         run_id = self.start(run)
-        step = metrics.epoch + 1
-        if step <= self._logged_through:
-            return  # re-run of an epoch MLflow already has (killed before its checkpoint)
         now = int(time.time() * 1000)
-        values = [Metric(k, float(v), now, step) for k, v in metrics.flat().items() if v is not None]
-        for layer in metrics.layers:
-            i = layer["index"]
-            values.append(Metric(f"layer{i}_units_alive_share", layer["units_alive"] / layer["units"], now, step))
-        self.client.log_batch(run_id, metrics=values)
+        values = []
+        # every epoch MLflow does not have yet: a run resumed from a checkpoint in a new
+        # MLflow run (a search trial's retry) brings its earlier epochs along
+        for m in run.history:
+            step = m.epoch + 1
+            if step > self._logged_through:
+                values += [Metric(k, v, now, step) for k, v in epoch_metrics(m).items()]
+        if not values:
+            return  # re-run of an epoch MLflow already has (killed before its checkpoint)
+        for i in range(0, len(values), 500):
+            self.client.log_batch(run_id, metrics=values[i : i + 500])
+        step = metrics.epoch + 1
         last = step == run.cfg.train.epochs
-        if run.pruner is not None and self.artifacts_every > 0 and (step % self.artifacts_every == 0 or last):
-            self.log_epoch_artifacts(run, step)
+        if run.pruner is not None and self.images_every > 0 and (step % self.images_every == 0 or last):
+            self.log_pictures(run, step)
         self._logged_through = step
 
-    def log_epoch_artifacts(self, run, step: int) -> None:
-        """Masks (``masks/epoch_NNN.npz``) and survival values and histograms
-        (``survival/epoch_NNN.npz``, ``survival/epoch_NNN.png``)."""
-        from .plots import survival_histograms
+    def log_pictures(self, run, step: int) -> None:
+        """Each layer's mask and survival histogram as images at ``step``, and the masks
+        and survival values as ``masks/epoch_NNN.npz``, ``survival/epoch_NNN.npz``."""
+        from .plots import mask_image, survival_histogram
 
-        masks = {k.replace(".", "_"): v.numpy() for k, v in run.pruner.masks().items()}
-        survival = {k.replace(".", "_"): v.numpy() for k, v in run.pruner.survival_values().items()}
+        pruner = run.pruner
+        masks = pruner.masks()
+        survival = pruner.survival_values()
+        for info in pruner.layers:
+            name = f"layer{info.index}_{info.layer_type}"
+            units, syn = masks[f"layer{info.index}.units"].numpy(), masks[f"layer{info.index}.synapses"].numpy()
+            self.client.log_image(self.run_id, mask_image(name, info.layer_type, units, syn, step), key=f"masks/{name}", step=step)
+        for key, values in survival.items():
+            layer, kind, what = key.split(".")
+            self.client.log_image(self.run_id, survival_histogram(f"{layer} {kind} {what}", values.numpy(), step), key=f"survival/{layer}_{kind}_{what}", step=step)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            np.savez_compressed(tmp_path / f"epoch_{step:03d}.npz", **masks)
+            np.savez_compressed(tmp_path / f"epoch_{step:03d}.npz", **{k.replace(".", "_"): v.numpy() for k, v in masks.items()})
             self.client.log_artifact(self.run_id, str(tmp_path / f"epoch_{step:03d}.npz"), "masks")
-            sdir = tmp_path / "survival"
-            sdir.mkdir()
-            np.savez_compressed(sdir / f"epoch_{step:03d}.npz", **survival)
-            survival_histograms(run.pruner.survival_values(), sdir / f"epoch_{step:03d}.png", title=f"survival functions after epoch {step}")
-            self.client.log_artifacts(self.run_id, str(sdir), "survival")
+            (tmp_path / "survival").mkdir()
+            np.savez_compressed(tmp_path / "survival" / f"epoch_{step:03d}.npz", **{k.replace(".", "_"): v.numpy() for k, v in survival.items()})
+            self.client.log_artifact(self.run_id, str(tmp_path / "survival" / f"epoch_{step:03d}.npz"), "survival")
 
     # ------------------------------------------------------------------- end
 
-    def finish(self, run, model_file: Optional[str | Path] = None, status: str = "FINISHED") -> None:
-        """Log the final model (``mlflow.pytorch.log_model``, plus ``model_file`` as a
-        plain artifact) and set the run's status. Safe to call when no epoch was logged
-        (a run resumed after its last epoch): it then continues the recorded run."""
+    def finish(
+        self,
+        run,
+        model_file: Optional[str | Path] = None,
+        status: str = "FINISHED",
+        final: Optional[Mapping[str, float]] = None,
+        tags: Optional[Mapping[str, str]] = None,
+        example: Optional[Any] = None,
+    ) -> None:
+        """End the run: ``final`` metrics at the final step (the last epoch), ``tags``, and
+        for a FINISHED run the summary figure and the model (``mlflow.pytorch.log_model``
+        with a signature and, given ``example`` inputs, an input example; plus
+        ``model_file`` as a plain artifact). Safe to call when no epoch was logged (a run
+        resumed after its last epoch): it then continues the recorded run."""
+        from mlflow.entities import Metric, RunTag
+
         run_id = self.start(run)
         try:
+            step = len(run.history)
+            now = int(time.time() * 1000)
+            batch_tags = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
+            batch_metrics = [Metric(k, float(v), now, step) for k, v in (final or {}).items() if v is not None]
+            if batch_tags or batch_metrics:
+                self.client.log_batch(run_id, metrics=batch_metrics, tags=batch_tags)
             if status == "FINISHED":
+                if run.history:
+                    from .plots import run_summary_figure
+
+                    rows = [dataclasses.asdict(m) for m in run.history]
+                    self.client.log_image(run_id, run_summary_figure(rows), artifact_file="summary.png")
+                    last = run.history[-1]
+                    self.client.set_tag(run_id, "dpap.final_test_accuracy", f"{last.test_accuracy:.4f}")
+                    self.client.set_tag(run_id, "dpap.final_compression", f"{last.compression:.4f}")
                 if model_file is not None:
                     self.client.log_artifact(run_id, str(model_file), "model_file")
                 if self.log_model_enabled:
-                    self._log_pytorch_model(run)
-                last = run.history[-1] if run.history else None
-                if last is not None:
-                    self.client.set_tag(run_id, "dpap.final_test_accuracy", f"{last.test_accuracy:.4f}")
-                    self.client.set_tag(run_id, "dpap.final_compression", f"{last.compression:.4f}")
+                    self._log_pytorch_model(run, example)
         finally:
             self.client.set_terminated(run_id, status=status)
 
-    def _log_pytorch_model(self, run) -> None:
+    def _log_pytorch_model(self, run, example=None) -> None:
         import mlflow
         import mlflow.pytorch
         import torch
+        from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        nested = mlflow.active_run() is not None
         net = run.net.to("cpu") if next(run.net.parameters()).device.type != "cpu" else run.net
+        signature = input_example = None
+        if example is not None:
+            x = torch.as_tensor(example)[:2].float().cpu()
+            was_training = net.training
+            net.eval()
+            with torch.no_grad():
+                y = net(x)
+            net.train(was_training)
+            input_example = x.numpy()
+            signature = infer_signature(input_example, y.numpy())
         quiet = logging.getLogger("mlflow.pytorch")  # its pickle-format warning, every time
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            with mlflow.start_run(run_id=self.run_id, nested=nested):
+            with self._active():
                 mlflow.pytorch.log_model(
                     net,
                     name="model",
-                    serialization_format="pickle",  # pt2 would need an input example and tracing
+                    serialization_format="pickle",  # pt2 would need tracing
+                    signature=signature,
+                    input_example=input_example,
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 )
         finally:
@@ -286,10 +434,16 @@ def default_run_name(cfg) -> str:
     return f"{cfg.data.name}-{cfg.model.kind}-{what}"
 
 
+def evaluation_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The evaluate stage's scalar results as ``eval/<name>`` (per-layer values stay in
+    the ``evaluation/metrics.json`` artifact)."""
+    return {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def log_evaluation(run_id: str, metrics: Mapping[str, Any], files: Sequence[tuple[str, str | Path]] = (), step: int = 0, tracking_uri: Optional[str] = None) -> bool:
-    """Log the evaluate stage's scalar metrics (prefixed ``eval_``) and ``files``
-    (``(artifact folder, file)`` pairs) to an existing run. Returns False when the run is not in
-    the store (e.g. a model trained with MLflow off)."""
+    """Log the evaluate stage's scalar metrics (:func:`evaluation_metrics`, at ``step``: the
+    run's last epoch) and ``files`` (``(artifact folder, file)`` pairs) to an existing run.
+    Returns False when the run is not in the store (e.g. a model trained with MLflow off)."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -299,10 +453,152 @@ def log_evaluation(run_id: str, metrics: Mapping[str, Any], files: Sequence[tupl
     except Exception:
         return False
     now = int(time.time() * 1000)
-    flat = flatten_dotted(metrics, keep=())
-    values = [Metric(f"eval_{k}", float(v), now, step) for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    values = [Metric(k, v, now, step) for k, v in evaluation_metrics(metrics).items()]
     for i in range(0, len(values), 500):
         client.log_batch(run_id, metrics=values[i : i + 500])
     for folder, path in files:
         client.log_artifact(run_id, str(path), folder)
     return True
+
+
+# ----------------------------------------------------------------------- search
+
+SEARCH_EXPERIMENT = "dpap-search"
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+class SearchTracker:
+    """MLflow for ``dpap search``: one parent run per study (reused on resume), one nested
+    child run per trial, logged by an :class:`MlflowCallback` like any training run (same
+    metric names, steps = epochs). A trial's run ends FINISHED, KILLED (pruned) or FAILED,
+    with the Optuna state in the tag ``optuna.state``. Works through ``MlflowClient`` only,
+    so worker processes share nothing but the store; a tracking error never stops a trial
+    (one warning, then the search goes on)."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.parent_run_id = parent_run_id
+        self.experiment_id = experiment_id
+        self._warned = False
+
+    @classmethod
+    def for_study(cls, tracking_uri: str, study, params: Mapping[str, Any], storage: str) -> "SearchTracker":
+        """Reuse the study's parent run (``study.user_attrs["mlflow_parent_run_id"]``) or
+        create it, with ``params`` (the search settings)."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri)
+        exp_id = get_or_create_experiment(client, SEARCH_EXPERIMENT, tracking_uri)
+        run_id = study.user_attrs.get("mlflow_parent_run_id")
+        if run_id is not None:
+            try:
+                client.get_run(run_id)
+                client.update_run(run_id, status="RUNNING")
+            except MlflowException:
+                run_id = None  # another tracking store: start a new parent
+        if run_id is None:
+            tags = {"dpap.kind": "search", "optuna.study": study.study_name, "optuna.storage": storage}
+            commit = git_commit()
+            if commit:
+                tags["git.commit"] = commit
+            from mlflow.entities import Param
+
+            run = client.create_run(exp_id, run_name=study.study_name, tags=tags)
+            run_id = run.info.run_id
+            client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+            study.set_user_attr("mlflow_parent_run_id", run_id)
+        return cls(tracking_uri, run_id, exp_id)
+
+    def _safe(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must not kill a trial
+            if not self._warned:
+                import sys
+
+                print(f"warning: MLflow logging failed ({type(exc).__name__}: {exc}); the search goes on", file=sys.stderr, flush=True)
+                self._warned = True
+            return None
+
+    def trial_callback(self, trial, overrides: Mapping[str, Any], data_hash: str = "", epochs: int = 0) -> MlflowCallback:
+        """The :func:`dpap.training.fit` callback that logs one trial as a child run; the
+        run id goes to the trial's user attribute ``mlflow_run_id`` as soon as it exists."""
+        params = {"optuna.trial_number": trial.number, **{f"search.{k}": v for k, v in overrides.items()}}
+        if "retry_of" in trial.user_attrs:
+            params["optuna.retry_of"] = trial.user_attrs["retry_of"]
+        tags = {"optuna.trial": str(trial.number), "optuna.study": trial.study.study_name, "dpap.kind": "search-trial"}
+        cb = MlflowCallback(
+            experiment=SEARCH_EXPERIMENT, tracking_uri=self.uri, run_name=f"trial-{trial.number}", parent_run_id=self.parent_run_id,
+            tags=tags, params=params, data_hash=data_hash, images_every=max(1, epochs), log_model=False, resume=False,
+            on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+            on_error=lambda exc: self._safe(_raise, exc),
+        )
+        return cb
+
+    def end_trial(self, cb: MlflowCallback, run, trial, state: str, final: Mapping[str, float], reason: Optional[str] = None) -> None:
+        """End a trial's run: final values at its last epoch, status by Optuna ``state``
+        (COMPLETE, PRUNED or FAIL), the state and ``reason`` as tags. A trial that failed
+        before its first epoch gets a run too, so every trial has one."""
+
+        def end():
+            tags = {"optuna.state": state}
+            if reason:
+                tags["reason"] = reason
+            status = STATUS_OF_TRIAL[state]
+            if run is not None and cb.run_id is not None:
+                cb.finish(run, status=status, final=final, tags=tags)
+                return
+            from mlflow.entities import Param, RunTag
+
+            created = self.client.create_run(self.experiment_id, run_name=cb.run_name, tags={**cb.tags, "mlflow.parentRunId": self.parent_run_id})
+            run_id = created.info.run_id
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in cb.params.items()], tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+            self.client.set_terminated(run_id, status)
+            trial.set_user_attr("mlflow_run_id", run_id)
+
+        self._safe(end)
+
+    def kill_trial(self, run_id: Optional[str], reason: str) -> None:
+        """A trial left running by a dead worker: its run ends KILLED."""
+        if run_id is None:
+            return
+
+        def kill():
+            self.client.set_tag(run_id, "optuna.state", "FAIL")
+            self.client.set_tag(run_id, "reason", reason)
+            self.client.set_terminated(run_id, "KILLED")
+
+        self._safe(kill)
+
+    def finish(self, summary: Mapping[str, Any], artifacts: Sequence[Path], step: int = 0, figures: Optional[Mapping[str, Any]] = None, tags: Optional[Mapping[str, str]] = None) -> None:
+        """The parent run's summary metrics (``search/…`` at ``step``: the trials run),
+        ``artifacts`` (files), ``figures`` (name -> plotly or matplotlib figure: written as
+        HTML and/or PNG under ``figures/``) and ``tags``; then it ends FINISHED."""
+
+        def fin():
+            from mlflow.entities import Metric, RunTag
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(f"search/{k}", float(v), now, step) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None]
+            self.client.log_batch(self.parent_run_id, metrics=metrics, tags=[RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()])
+            for a in artifacts:
+                if Path(a).exists():
+                    self.client.log_artifact(self.parent_run_id, str(a))
+            with tempfile.TemporaryDirectory() as tmp:
+                for name, fig in (figures or {}).items():
+                    if hasattr(fig, "write_html"):  # plotly
+                        fig.write_html(Path(tmp) / f"{name}.html", include_plotlyjs=True)
+                    if hasattr(fig, "savefig"):  # matplotlib
+                        fig.savefig(Path(tmp) / f"{name}.png", dpi=90, bbox_inches="tight")
+                if any(Path(tmp).iterdir()):
+                    self.client.log_artifacts(self.parent_run_id, tmp, "figures")
+            self.client.set_terminated(self.parent_run_id, "FINISHED")
+
+        self._safe(fin)

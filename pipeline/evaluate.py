@@ -2,7 +2,8 @@
 
     python pipeline/evaluate.py [--params params.yaml] [--no-mlflow]
 
-Also logs the metrics (prefixed ``eval_``) and plot files to the model's MLflow run.
+Also logs the metrics (``eval/<name>``, at the run's last epoch) and plot files to the
+model's MLflow run, and names that run in ``metrics.json`` (``mlflow.run_id``).
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ def main(argv=None) -> int:
     data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)
     metrics = evaluate(model, data.test, data.val, cfg.train.baseline_accuracy)
     plot_files = write_plots(model.history, PLOTS)
+    run_id = model.mlflow_run_id
+    if _cli.mlflow_enabled(args) and run_id:  # metrics.json names the MLflow run it came from
+        from dpap.tracking import EXPERIMENT
+
+        metrics["mlflow"] = {"run_id": run_id, "experiment": EXPERIMENT}
     write_metrics(metrics, METRICS)
     print(
         f"test accuracy {metrics['test_accuracy']:.4f}, compression {metrics['compression']:.3f}, "
         f"{metrics['params_retained']} of {metrics['params_dense']} parameters, "
         f"{metrics['synaptic_ops_per_sample']:.3g} synaptic ops/sample ({metrics['energy_nj_per_sample']:.3g} nJ) -> {METRICS}"
     )
-    run_id = model.mlflow_run_id
     if _cli.mlflow_enabled(args) and run_id:
         from dpap.tracking import default_tracking_uri, log_evaluation
 

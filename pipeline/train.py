@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     if _cli.mlflow_enabled(args):
         from dpap.tracking import MlflowCallback
 
-        tracker = MlflowCallback(data_hash=data.meta.get("hash", ""))
+        tracker = MlflowCallback(data_hash=data.meta.get("hash", ""), data_dir=Path(cfg.data.processed_dir) / cfg.data.name)
         callbacks.append(tracker)
     try:
         run = fit(cfg, data, checkpoint=CHECKPOINT, callbacks=callbacks, progress=not args.no_progress)
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         tracker.start(run)  # a run resumed after its last epoch: continue its MLflow run
     save_model(MODEL, run, data.meta)
     if tracker is not None:
-        tracker.finish(run, model_file=MODEL)
+        tracker.finish(run, model_file=MODEL, example=data.test[0][:2])
     CHECKPOINT.unlink(missing_ok=True)
     last = run.history[-1]
     print(f"trained {len(run.history)} epochs: test accuracy {last.test_accuracy:.4f}, compression {last.compression:.3f} -> {MODEL}")

@@ -43,22 +43,36 @@ def test_mlflow_run_agrees_with_metrics(repro_repo):
     assert r.data.params["model.arch"] == "6C3-AP2-24FC-10FC"
     assert r.data.tags["data.hash"] and len(r.data.tags["git.commit"]) >= 40
     # per-epoch metrics, once per epoch
-    hist = client.get_metric_history(r.info.run_id, "test_accuracy")
+    hist = client.get_metric_history(r.info.run_id, "test/accuracy")
     assert sorted(x.step for x in hist) == [1, 2, 3]
     assert [x.value for x in sorted(hist, key=lambda x: x.step)] == pytest.approx([h["test_accuracy"] for h in model["history"]])
-    for key in ("train_loss", "train_accuracy", "compression", "layer1_synapses_pruned", "layer0_units_alive"):
+    for key in ("train/loss", "train/accuracy", "pruning/compression", "pruning/fc_synapses_pruned", "layers/1_fc/synapses_pruned", "layers/0_conv/units_alive"):
         assert len(client.get_metric_history(r.info.run_id, key)) == 3, key
-    # the evaluate stage's metrics on the same run
-    assert r.data.metrics["eval_test_accuracy"] == pytest.approx(metrics["test_accuracy"])
-    assert r.data.metrics["eval_compression"] == pytest.approx(metrics["compression"])
-    assert r.data.metrics["compression"] == pytest.approx(metrics["compression"])  # last epoch
+    sections = {k.split("/")[0] for k in r.data.metrics}
+    assert sections == {"train", "test", "pruning", "layers", "eval"}, sections  # every chart in a section
+    # the evaluate stage's metrics on the same run, at the final step (the last epoch)
+    assert r.data.metrics["eval/test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert r.data.metrics["eval/compression"] == pytest.approx(metrics["compression"])
+    assert [m.step for m in client.get_metric_history(r.info.run_id, "eval/compression")] == [3]
+    assert r.data.metrics["pruning/compression"] == pytest.approx(metrics["compression"])  # last epoch
+    assert metrics["mlflow"] == {"run_id": r.info.run_id, "experiment": "dpap"}
+    # the processed data set as the run's input
+    (inp,) = r.inputs.dataset_inputs
+    assert inp.dataset.name == "digits" and inp.dataset.digest and {t.key: t.value for t in inp.tags}["train_size"] == "120"
     # artifacts
     names = {a.path for a in client.list_artifacts(r.info.run_id)}
     assert {"masks", "survival", "model_file", "evaluation"} <= names
     masks = {a.path for a in client.list_artifacts(r.info.run_id, "masks")}
     assert masks == {f"masks/epoch_00{i}.npz" for i in (1, 2, 3)}
     surv = {a.path for a in client.list_artifacts(r.info.run_id, "survival")}
-    assert "survival/epoch_003.png" in surv and "survival/epoch_003.npz" in surv
+    assert "survival/epoch_003.npz" in surv
+    # pictures of pruning, one per layer and epoch, for the UI's step slider
+    images = {a.path for a in client.list_artifacts(r.info.run_id, "images")}
+    keys = {p.split("/")[1].split("+step+")[0] for p in images if p.endswith(".png")}  # MLflow writes "/" in a key as "~"
+    assert {"masks~layer0_conv", "masks~layer1_fc", "masks~layer2_fc", "survival~layer0_conv_units", "survival~layer1_fc_synapses"} <= keys, keys
+    steps = sorted(int(p.split("+step+")[1].split("+")[0]) for p in images if p.split("/")[1].startswith("masks~layer1_fc+") and p.endswith(".png"))
+    assert steps == [1, 2, 3], images
+    assert "summary.png" in names
     local = client.download_artifacts(r.info.run_id, "masks/epoch_003.npz", str(repro_repo / "dl"))
     with np.load(local) as z:
         assert np.array_equal(z["layer1_synapses"], model["synapse_masks"][1].numpy())
@@ -72,6 +86,8 @@ def test_mlflow_run_agrees_with_metrics(repro_repo):
     net = mlflow.pytorch.load_model(models[0].model_uri)
     w = net.blocks[2].synapse.weight.detach()
     assert torch.equal(w, model["state_dict"]["blocks.2.synapse.weight"])
+    info = mlflow.models.get_model_info(models[0].model_uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
 
 
 def test_second_repro_is_a_noop(repro_repo):

@@ -188,6 +188,25 @@ def test_two_workers_then_apply_best_reproduces(make_params, in_tmp, mlflow_uri,
     nested = [r for r in runs if r.data.tags.get("dpap.kind") == "search-trial"]
     assert sorted(int(r.data.tags["optuna.trial"]) for r in nested) == [0, 1, 2, 3]
     assert {t.user_attrs["mlflow_run_id"] for t in trials} == {r.info.run_id for r in nested}
+    # one writer, one scheme: a trial's run has the pipeline's metric names, steps = epochs,
+    # final values at the last epoch, and ends by its Optuna state
+    for t in trials:
+        r = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert r.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[t.state.name]
+        assert r.data.tags["optuna.state"] == t.state.name
+        epochs = sorted(m.step for m in client.get_metric_history(r.info.run_id, "test/accuracy"))
+        assert epochs == list(range(1, len(epochs) + 1)) and epochs, epochs
+        if t.state == TrialState.COMPLETE:
+            assert [m.step for m in client.get_metric_history(r.info.run_id, "search/accuracy")] == [epochs[-1]]
+            assert r.data.metrics["search/accuracy"] == pytest.approx(t.value)
+        # the dashboard reads the constraint from here (the sampler's constraints_func)
+        if t.state == TrialState.COMPLETE:
+            assert list(t.system_attrs["constraints"]) == [pytest.approx(t.constraints["compression"])]
+    parent = [r for r in runs if r.data.tags.get("dpap.kind") == "search"][0]
+    figures = {a.path for a in client.list_artifacts(parent.info.run_id, "figures")}
+    assert {"figures/optimization_history.html", "figures/optimization_history_png.png"} <= figures, figures
+    assert parent.data.tags["best.trial"] == str(_study(storage).best_trial.number)
+    assert not (in_tmp / "mlruns").exists() and not (Path.cwd() / "mlruns").exists()  # artifacts next to the store
     assert "target compression" in out and "trials" in out
     assert (in_tmp / "search" / "accuracy_vs_compression.png").stat().st_size > 1000
 
