@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .compression import count_parameters, live_synapses
-from .dynamics import pruning_dynamics
+from .dynamics import kind_shares, pruning_dynamics
 from .config import Config, config_from_dict
 from .encoding import encode
 from .networks import SpikingNetwork
@@ -267,7 +267,10 @@ def history_rows(history: Sequence[EpochMetrics]) -> dict[str, list[dict]]:
         if m.val_accuracy is not None:
             row["val_accuracy"] = m.val_accuracy
         acc.append(row)
-        params.append({"epoch": e, "params_retained": m.params_retained, "compression": m.compression, "train_loss": m.train_loss})
+        row = {"epoch": e, "params_retained": m.params_retained, "compression": m.compression, "train_loss": m.train_loss}
+        if m.layers:
+            row.update(vars(kind_shares(m.layers)))
+        params.append(row)
         for layer in m.layers:
             layers.append({
                 "epoch": e,
