@@ -106,10 +106,10 @@ def make_scheduler(cfg: Config, opt: torch.optim.Optimizer):
 
 
 def fingerprint(cfg: Config, data_hash: str = "") -> str:
-    """Hash of everything that determines a training run (not the search settings)."""
+    """Hash of everything that determines a training run (not the search settings; the
+    CPU thread count included: it changes float sums, hence pruning decisions)."""
     d = cfg.to_dict()
     d.pop("search", None)
-    d["train"].pop("threads", None)
     return hashlib.sha256((json.dumps(d, sort_keys=True) + data_hash).encode()).hexdigest()[:16]
 
 
