@@ -87,7 +87,7 @@ def cmd_search(args) -> int:
     print(S.format_summary(res))
     if res.plot_file:
         print(f"\nplot: {res.plot_file}")
-    print(f"dashboard: optuna-dashboard {cfg.search.storage}")
+    print(f"dashboard: dpap dashboard --storage {cfg.search.storage}")
     if res.best_params_file is None:
         print(f"error: no feasible trial yet (|compression - {cfg.search.target}| <= {cfg.search.tolerance}); raise --trials to continue this study, or widen --tolerance / search.ranges", file=sys.stderr)
         return 1
@@ -136,7 +136,47 @@ def cmd_apply_best(args) -> int:
 
 # --------------------------------------------------------------------------- main
 
-COMMANDS: list[Callable[[Any], None]] = [add_search, add_apply_best]
+# ----------------------------------------------------------------------- dashboard
+
+
+def add_dashboard(sub) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        help="optuna-dashboard for a search, with the best feasible trial as best",
+        description="Serve optuna-dashboard over the search's storage. Unlike plain `optuna-dashboard <storage>`, "
+        "whose Best Trial card ignores constraints, it names the most accurate trial within the target band.",
+    )
+    p.add_argument("--params", default="params.yaml", help="params file naming search.storage (default: params.yaml)")
+    p.add_argument("--storage", help="journal file or RDB URL (default: search.storage from --params)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    p.set_defaults(func=cmd_dashboard)
+
+
+def cmd_dashboard(args) -> int:
+    from pathlib import Path
+
+    from .config import ConfigError, load_params
+    from .search import is_rdb_url
+
+    storage = args.storage
+    if storage is None:
+        storage = load_params(args.params).search.storage
+    if not is_rdb_url(storage) and not Path(storage).is_file():
+        raise ConfigError(f"{storage}: no search storage there; run `dpap search` first or name one with --storage")
+    from .dashboard import serve
+
+    print(f"optuna-dashboard for {storage} on http://{args.host}:{args.port}/dashboard (best = best feasible trial); Ctrl-C stops it", flush=True)
+    try:
+        serve(storage, host=args.host, port=args.port)
+    except OSError as e:  # the port is taken, or the address is not ours
+        raise ConfigError(f"{args.host}:{args.port}: {e.strerror or e}; choose another --port / --host") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+COMMANDS: list[Callable[[Any], None]] = [add_search, add_apply_best, add_dashboard]
 """Subcommand registrars; append ``add_<name>(subparsers)`` functions to add commands."""
 
 

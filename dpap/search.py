@@ -268,9 +268,16 @@ def dashboard_constraints(trial: FrozenTrial) -> tuple[float]:
     """The trial's constraint as a sampler's ``constraints_func`` returns it: the sampler
     then records it under the system attribute ``constraints``, the form optuna-dashboard
     reads (it ignores ``trial.set_constraint``'s named key), so the dashboard's best trial
-    is a feasible one. A trial stopped before its compression was measured is infeasible."""
+    is a feasible one. A trial stopped before its compression was measured is infeasible,
+    by :data:`UNMEASURED_VIOLATION` (finite: the dashboard parses the trials as JSON, which
+    has no ``Infinity``, and a single infinite value blanks its whole study page)."""
     value = trial.constraints.get(CONSTRAINT)
-    return (float(value) if value is not None else float("inf"),)
+    return (float(value) if value is not None else UNMEASURED_VIOLATION,)
+
+
+# |compression − target| − tolerance is at most 1 for compressions in [0, 1]: 1 is worse
+# than every measured trial and still a plain JSON number.
+UNMEASURED_VIOLATION = 1.0
 
 
 def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:

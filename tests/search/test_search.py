@@ -229,3 +229,25 @@ def test_two_workers_then_apply_best_reproduces(make_params, in_tmp, mlflow_uri,
     run = fit(cfg, load_processed(Path(cfg.data.processed_dir) / cfg.data.name), progress=False)
     assert run.history[-1].compression == best.user_attrs["compression"]
     assert run.history[-1].test_accuracy == best.user_attrs["test_accuracy"]
+
+
+def test_dashboard_storage_names_the_best_feasible_trial(tmp_path):
+    """optuna-dashboard asks the storage for get_best_trial, which ignores constraints:
+    FeasibleBestStorage answers with Optuna's best feasible trial and passes the rest on."""
+    from dpap.dashboard import FeasibleBestStorage
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize", study_name="s")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for value, violation in ((0.70, -0.01), (0.95, 0.2), (0.80, 0.0), (0.99, 0.5), (0.75, -0.3)):
+        study.add_trial(optuna.trial.create_trial(value=value, params={"x": value}, distributions=dist, system_attrs={"constraints": [violation]}))
+    wrapped = FeasibleBestStorage(storage)
+    sid = wrapped.get_study_id_from_name("s")
+    assert storage.get_best_trial(sid).number == 3  # the plain answer: the most accurate, infeasible
+    assert wrapped.get_best_trial(sid).number == 2  # 0.80, violation 0.0: the best feasible
+    assert wrapped.get_best_trial(sid).number == optuna.load_study(study_name="s", storage=wrapped).best_trial.number
+    assert len(wrapped.get_all_trials(sid)) == 5 and wrapped.get_study_directions(sid) == [optuna.study.StudyDirection.MAXIMIZE]
+    # no feasible trial yet: the storage's own answer (the dashboard greys it as infeasible)
+    s2 = optuna.create_study(storage=storage, direction="maximize", study_name="s2")
+    s2.add_trial(optuna.trial.create_trial(value=0.9, params={"x": 0.9}, distributions=dist, system_attrs={"constraints": [0.3]}))
+    assert wrapped.get_best_trial(wrapped.get_study_id_from_name("s2")).value == 0.9
