@@ -61,12 +61,21 @@ def mlflow_enabled(args: argparse.Namespace) -> bool:
     return not args.no_mlflow and os.environ.get("DPAP_MLFLOW", "1") not in ("0", "false", "no")
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1."""
+    """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1.
+    SIGTERM is handled as Ctrl-C (``KeyboardInterrupt``): the stage ends what it must
+    (the train stage marks its MLflow run KILLED and keeps the checkpoint) and exits 130."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return int(fn(argv) or 0)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print("error: interrupted; the checkpoint is kept: run the stage (or `dvc repro`) again to resume", file=sys.stderr)
         return 130
     except user_errors() as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

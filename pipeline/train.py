@@ -3,8 +3,9 @@
     python pipeline/train.py [--params params.yaml] [--no-mlflow] [--no-progress]
 
 Checkpoints every epoch to ``checkpoints/train.pt``; a killed run resumes from it when
-the stage runs again (same parameters), continuing the same MLflow run. The checkpoint
-is removed once the model file is written.
+the stage runs again (same parameters), continuing the same MLflow run. Ctrl-C or SIGTERM
+ends the MLflow run as KILLED (exit 130) and keeps the checkpoint. The checkpoint is
+removed once the model file is written.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ def main(argv=None) -> int:
     except DivergedError:
         if tracker is not None and tracker.run_id is not None:
             tracker.client.set_terminated(tracker.run_id, status="FAILED")
+        raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: KILLED; the next run resumes it (RUNNING again)
+        if tracker is not None and tracker.run_id is not None:
+            tracker.client.set_terminated(tracker.run_id, status="KILLED")
         raise
     if tracker is not None:
         tracker.start(run)  # a run resumed after its last epoch: continue its MLflow run

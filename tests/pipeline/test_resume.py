@@ -101,3 +101,28 @@ def test_same_seed_same_metrics(repro_repo, tmp_path):
     assert "mlflow" in committed and "mlflow" not in json.loads((c / "metrics.json").read_text())  # no run, no run id
     committed.pop("mlflow")
     assert (c / "metrics.json").read_text() == json.dumps(committed, indent=2) + "\n"  # the rest byte for byte
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopped_training_is_killed_in_mlflow_and_resumes(repro_repo, tmp_path, sig):
+    """SIGTERM (what `kill` and schedulers send) and Ctrl-C: exit 130 with one line, the
+    MLflow run ended KILLED (not RUNNING for ever), the checkpoint kept; the next run
+    continues the same MLflow run to FINISHED."""
+    b = workdir(repro_repo, tmp_path / "b")
+    proc = subprocess.Popen([sys.executable, "pipeline/train.py", "--no-progress"], cwd=b, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = b / "checkpoints" / "train.pt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be stopped"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("error: interrupted") and "Traceback" not in err, err[-2000:]
+    assert ckpt.exists() and not (b / "models" / "model.pt").exists()
+    client, runs = one_run(b)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    run([sys.executable, "pipeline/train.py", "--no-progress"], b)
+    client, runs = one_run(b)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags.get("dpap.resumed") == "true"
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "test/accuracy")) == list(range(1, EPOCHS + 1))
