@@ -226,6 +226,9 @@ class TrainConfig:
     """torch CPU threads (0 = torch's default)."""
     baseline_accuracy: Optional[float] = None
     """Accuracy of a baseline run; the first epoch reaching it is the convergence epoch."""
+    stall_epochs: int = 5
+    """Stop with an error when train and test accuracy have stayed at chance level (at most
+    1.5 / classes) for this many epochs in a row: the network is not learning (0 = never)."""
 
 
 @dataclass
@@ -298,6 +301,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.step_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.threads": (lambda v: v >= 0, "an integer >= 0"),
+    "train.stall_epochs": (lambda v: v >= 0, "an integer >= 0 (0 = never stop)"),
     "train.baseline_accuracy": (lambda v: v is None or 0 <= v <= 1, "a number in [0, 1]"),
     "search.target": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "search.tolerance": (lambda v: v > 0, "a number > 0"),

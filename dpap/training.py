@@ -34,6 +34,19 @@ class DivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class NotLearningError(DivergedError):
+    """Accuracy stayed at chance level for ``train.stall_epochs`` epochs."""
+
+
+def at_chance(history: Sequence["EpochMetrics"], num_classes: int, window: int) -> bool:
+    """Whether the last ``window`` epochs all had train and test accuracy at most 1.5× the
+    chance level 1 / ``num_classes`` (False for ``window`` 0 or a shorter history)."""
+    if window <= 0 or len(history) < window:
+        return False
+    limit = 1.5 / max(num_classes, 1)
+    return all(m.train_accuracy <= limit and m.test_accuracy <= limit for m in history[-window:])
+
+
 @dataclass
 class Split:
     """Samples and labels of one split, as tensors (``x`` float32, ``y`` int64)."""
@@ -264,6 +277,13 @@ class TrainingRun:
                 print(f"epoch {epoch + 1:3d}: loss {loss:.4f} train {acc:.4f} test {m.test_accuracy:.4f}{v} compression {m.compression:.3f} ({m.seconds:.1f}s)", flush=True)
             for cb in self.callbacks:
                 cb(self, m)
+            if at_chance(self.history, self.num_classes, self.cfg.train.stall_epochs):
+                t = self.cfg.train
+                raise NotLearningError(
+                    f"accuracy has stayed at chance level ({1 / self.num_classes:.3f}) for {t.stall_epochs} epochs "
+                    f"(train {m.train_accuracy:.3f}, test {m.test_accuracy:.3f}): the network is not learning; "
+                    f"lower train.lr (now {t.lr:g}) or check the data (train.stall_epochs: 0 turns this check off)"
+                )
             self.save_checkpoint()
         return self.history
 

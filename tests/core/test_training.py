@@ -98,3 +98,16 @@ def test_convergence_epoch():
     assert convergence_epoch(ms, 0.9) == 2
     assert convergence_epoch(ms, 0.99) is None
     assert convergence_epoch(ms, None) is None
+
+
+def test_at_chance_needs_the_whole_window_at_chance():
+    from types import SimpleNamespace as M
+
+    from dpap.training import at_chance
+
+    h = [M(train_accuracy=a, test_accuracy=b) for a, b in ((0.12, 0.10), (0.149, 0.15), (0.10, 0.11))]
+    assert at_chance(h, 10, 3)  # 1.5 / 10 = 0.15: every epoch at or under it
+    assert not at_chance(h, 10, 4)  # fewer epochs than the window
+    assert not at_chance(h, 10, 0)  # 0 = never
+    assert not at_chance(h + [M(train_accuracy=0.16, test_accuracy=0.10)], 10, 3)  # train left chance
+    assert not at_chance(h, 20, 3)  # 20 classes: chance limit 0.075

@@ -61,3 +61,25 @@ def test_bad_params_under_dvc_repro_keep_outputs(repro_repo):
     finally:
         params.write_text(good)
     assert "up to date" in run(["dvc", "status"], repro_repo).stdout
+
+
+def test_training_that_does_not_learn_fails_and_keeps_outputs(repro_repo):
+    """lr 1000: no NaN, but accuracy at chance. The stage stops after train.stall_epochs
+    epochs with one line naming train.lr, exit 1, and the earlier outputs intact."""
+    params = repro_repo / "params.yaml"
+    good = params.read_text()
+    before = digests(repro_repo)
+    try:
+        bad = good.replace("  lr: 0.01", "  lr: 1000.0", 1).replace("  epochs: 3", "  epochs: 8", 1)
+        bad = bad.replace("  stall_epochs: 5", "  stall_epochs: 3", 1)
+        assert bad.count("1000.0") == 1 and "epochs: 8" in bad and "stall_epochs: 3" in bad
+        params.write_text(bad)
+        p = run([sys.executable, "pipeline/train.py", "--no-progress", "--no-mlflow"], repro_repo, check=False)
+        assert p.returncode == 1, p.stdout + p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: accuracy has stayed at chance level"), p.stderr
+        assert "for 3 epochs" in lines[0] and "lower train.lr (now 1000)" in lines[0], lines[0]
+        assert digests(repro_repo) == before
+    finally:
+        params.write_text(good)
+        (repro_repo / "checkpoints" / "train.pt").unlink(missing_ok=True)
