@@ -83,3 +83,22 @@ def test_training_that_does_not_learn_fails_and_keeps_outputs(repro_repo):
     finally:
         params.write_text(good)
         (repro_repo / "checkpoints" / "train.pt").unlink(missing_ok=True)
+
+
+def test_a_typo_no_stage_tracks_fails_dvc_repro(repro_repo):
+    """`train.lrr` changes no param a stage tracks, yet `dvc repro` must not say 'up to
+    date': the params stage validates the whole file."""
+    params = repro_repo / "params.yaml"
+    good = params.read_text()
+    before = digests(repro_repo)
+    try:
+        params.write_text(good.replace("train:\n", "train:\n  lrr: 0.1\n", 1))
+        p = run(["dvc", "repro"], repro_repo, check=False)
+        assert p.returncode != 0, p.stdout + p.stderr
+        assert "error: params.yaml: train.lrr" in p.stdout + p.stderr, p.stdout + p.stderr
+        assert digests(repro_repo) == before
+    finally:
+        params.write_text(good)
+    p = run(["dvc", "repro"], repro_repo)  # the good file again: its check is recorded, nothing reruns
+    assert "Running stage" not in p.stdout, p.stdout
+    assert "up to date" in run(["dvc", "status"], repro_repo).stdout
