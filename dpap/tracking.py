@@ -61,6 +61,22 @@ def default_artifact_location(tracking_uri: str) -> Optional[str]:
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; else :func:`platform.processor`) and
+    core count: with the thread count and torch version, what float sums depend on."""
+    import platform
+
+    name = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name or platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
 def git_commit(root: Optional[Path] = None) -> Optional[str]:
     """``HEAD`` of the repository at ``root`` (with ``-dirty`` when tracked files differ)."""
     root = root or project_root()
@@ -192,6 +208,7 @@ class MlflowCallback:
             "pruning.method": "dpap" if cfg.dpap.enabled else "none",
             "torch.version": torch.__version__,
             "torch.threads": str(torch.get_num_threads()),
+            "cpu": cpu_model(),
             "device": str(run.device) + (f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""),
         }
         commit = git_commit()
