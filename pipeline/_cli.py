@@ -68,10 +68,13 @@ def _sigterm_as_interrupt(signum, frame):
 def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1.
     SIGTERM is handled as Ctrl-C (``KeyboardInterrupt``): the stage ends what it must
-    (the train stage marks its MLflow run KILLED and keeps the checkpoint) and exits 130."""
+    (the train stage marks its MLflow run KILLED and keeps the checkpoint) and exits 130.
+    SIGINT gets Python's own handler even when the parent ignored it (a shell does that to
+    commands it starts in the background with ``&``)."""
     import signal
 
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(fn(argv) or 0)
     except KeyboardInterrupt:
