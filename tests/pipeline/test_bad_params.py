@@ -3,6 +3,7 @@ on stderr naming the key, outputs as they were."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 
@@ -46,59 +47,58 @@ def test_bad_params_stop_the_stages(repro_repo, what, edit, needle):
         params.write_text(good)
 
 
+@contextlib.contextmanager
+def edited_params(repo, edit):
+    """params.yaml replaced by ``edit(text)`` for the block; the outputs must come out of
+    it unchanged; the file is restored (and a checkpoint the block left is removed)."""
+    params = repo / "params.yaml"
+    good = params.read_text()
+    before = digests(repo)
+    bad = edit(good)
+    assert bad != good
+    try:
+        params.write_text(bad)
+        yield
+        assert digests(repo) == before
+    finally:
+        params.write_text(good)
+        (repo / "checkpoints" / "train.pt").unlink(missing_ok=True)
+
+
 def test_bad_params_under_dvc_repro_keep_outputs(repro_repo):
     """DVC reruns only the stage whose params changed; the outputs are `persist`, so DVC
     does not delete them first, and the stage fails before writing."""
-    params = repro_repo / "params.yaml"
-    good = params.read_text()
-    before = digests(repro_repo)
-    try:
-        params.write_text(good.replace("eta: 10.0", "eta: 0.0", 1))
+    with edited_params(repro_repo, lambda t: t.replace("eta: 10.0", "eta: 0.0", 1)):
         p = run(["dvc", "repro"], repro_repo, check=False)
         assert p.returncode != 0
         assert "error: params.yaml: dpap.fc.eta" in p.stdout + p.stderr, p.stdout + p.stderr
-        assert digests(repro_repo) == before
-    finally:
-        params.write_text(good)
     assert "up to date" in run(["dvc", "status"], repro_repo).stdout
 
 
 def test_training_that_does_not_learn_fails_and_keeps_outputs(repro_repo):
     """lr 1000: no NaN, but accuracy at chance. The stage stops after train.stall_epochs
     epochs with one line naming train.lr, exit 1, and the earlier outputs intact."""
-    params = repro_repo / "params.yaml"
-    good = params.read_text()
-    before = digests(repro_repo)
-    try:
-        bad = good.replace("  lr: 0.01", "  lr: 1000.0", 1).replace("  epochs: 3", "  epochs: 8", 1)
-        bad = bad.replace("  stall_epochs: 5", "  stall_epochs: 3", 1)
+
+    def edit(t):
+        bad = t.replace("  lr: 0.01", "  lr: 1000.0", 1).replace("  epochs: 3", "  epochs: 8", 1).replace("  stall_epochs: 5", "  stall_epochs: 3", 1)
         assert bad.count("1000.0") == 1 and "epochs: 8" in bad and "stall_epochs: 3" in bad
-        params.write_text(bad)
+        return bad
+
+    with edited_params(repro_repo, edit):
         p = run([sys.executable, "pipeline/train.py", "--no-progress", "--no-mlflow"], repro_repo, check=False)
         assert p.returncode == 1, p.stdout + p.stderr
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: accuracy has stayed at chance level"), p.stderr
         assert "for 3 epochs" in lines[0] and "lower train.lr (now 1000)" in lines[0], lines[0]
-        assert digests(repro_repo) == before
-    finally:
-        params.write_text(good)
-        (repro_repo / "checkpoints" / "train.pt").unlink(missing_ok=True)
 
 
 def test_a_typo_no_stage_tracks_fails_dvc_repro(repro_repo):
     """`train.lrr` changes no param a stage tracks, yet `dvc repro` must not say 'up to
     date': the params stage validates the whole file."""
-    params = repro_repo / "params.yaml"
-    good = params.read_text()
-    before = digests(repro_repo)
-    try:
-        params.write_text(good.replace("train:\n", "train:\n  lrr: 0.1\n", 1))
+    with edited_params(repro_repo, lambda t: t.replace("train:\n", "train:\n  lrr: 0.1\n", 1)):
         p = run(["dvc", "repro"], repro_repo, check=False)
         assert p.returncode != 0, p.stdout + p.stderr
         assert "error: params.yaml: train.lrr" in p.stdout + p.stderr, p.stdout + p.stderr
-        assert digests(repro_repo) == before
-    finally:
-        params.write_text(good)
     p = run(["dvc", "repro"], repro_repo)  # the good file again: its check is recorded, nothing reruns
     assert "Running stage" not in p.stdout, p.stdout
     assert "up to date" in run(["dvc", "status"], repro_repo).stdout
