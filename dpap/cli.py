@@ -207,6 +207,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         errors.append(DataError)
     except ImportError:  # pragma: no cover
         pass
+    try:
+        from .tracking import TrackingStoreError
+
+        errors.append(TrackingStoreError)
+    except ImportError:  # pragma: no cover
+        pass
     return tuple(errors)
 
 

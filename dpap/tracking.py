@@ -34,6 +34,27 @@ from .params_file import flatten_dotted
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 EXPERIMENT = "dpap"
+
+
+class TrackingStoreError(RuntimeError):
+    """The MLflow store cannot be used (not a database, locked, unreachable, unwritable)."""
+
+
+def open_store(tracking_uri: str):
+    """An :class:`~mlflow.tracking.MlflowClient` for ``tracking_uri``, after one cheap query
+    that proves the store works; else :class:`TrackingStoreError` with one line saying
+    what to do."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri)
+        client.search_experiments(max_results=1)
+        return client
+    except Exception as exc:  # sqlalchemy, sqlite3, MlflowException, OSError, requests ...
+        reason = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
+        where = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else tracking_uri
+        hint = (f"move it aside (mv {where} {where}.broken) and run again for a fresh store, " if tracking_uri.startswith("sqlite:///") else "check that the server is up, ")
+        raise TrackingStoreError(f"MLflow store {where}: {reason[:200]}; {hint}or set MLFLOW_TRACKING_URI, or pass --no-mlflow") from None
 RUN_ID_KEY = "mlflow_run_id"
 
 
@@ -172,10 +193,8 @@ class MlflowCallback:
         on_start: Optional[Callable[[str], None]] = None,
         on_error: Optional[Callable[[Exception], None]] = None,
     ):
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri or default_tracking_uri()
-        self.client = MlflowClient(self.tracking_uri)
+        self.client = open_store(self.tracking_uri)
         self.experiment = experiment
         self.run_name = run_name
         self.parent_run_id = parent_run_id
@@ -462,9 +481,8 @@ def log_evaluation(run_id: str, metrics: Mapping[str, Any], files: Sequence[tupl
     run's last epoch) and ``files`` (``(artifact folder, file)`` pairs) to an existing run.
     Returns False when the run is not in the store (e.g. a model trained with MLflow off)."""
     from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri or default_tracking_uri())
+    client = open_store(tracking_uri or default_tracking_uri())
     try:
         client.get_run(run_id)
     except Exception:
@@ -509,9 +527,8 @@ class SearchTracker:
         """Reuse the study's parent run (``study.user_attrs["mlflow_parent_run_id"]``) or
         create it, with ``params`` (the search settings)."""
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = open_store(tracking_uri)
         exp_id = get_or_create_experiment(client, SEARCH_EXPERIMENT, tracking_uri)
         run_id = study.user_attrs.get("mlflow_parent_run_id")
         if run_id is not None:

@@ -40,6 +40,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
         errors.append(ModelFileError)
     except ImportError:  # pragma: no cover
         pass
+    try:
+        from dpap.tracking import TrackingStoreError
+
+        errors.append(TrackingStoreError)
+    except ImportError:  # pragma: no cover
+        pass
     return tuple(errors)
 
 

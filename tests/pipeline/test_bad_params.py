@@ -102,3 +102,25 @@ def test_a_typo_no_stage_tracks_fails_dvc_repro(repro_repo):
     p = run(["dvc", "repro"], repro_repo)  # the good file again: its check is recorded, nothing reruns
     assert "Running stage" not in p.stdout, p.stdout
     assert "up to date" in run(["dvc", "status"], repro_repo).stdout
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a database\n" * 40, b""], ids=["corrupt", "empty"])
+def test_a_broken_mlflow_store_is_one_line(repro_repo, tmp_path, content):
+    """A corrupt mlflow.db: exit 1 and one line naming the file and how to move it aside,
+    not a 74-line traceback; the outputs stay as they were."""
+    import shutil
+
+    work = tmp_path / "w"
+    for d in ("pipeline", "dpap", "data/processed"):
+        shutil.copytree(repro_repo / d, work / d)
+    shutil.copy(repro_repo / "params.yaml", work / "params.yaml")
+    (work / "mlflow.db").write_bytes(content)
+    p = run([sys.executable, "pipeline/train.py", "--no-progress"], work, check=False)
+    if not content:  # an empty file is a valid new sqlite database: MLflow fills it
+        assert p.returncode == 0, p.stderr[-2000:]
+        return
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = [l for l in p.stderr.strip().splitlines() if not l.startswith("20")]  # MLflow's own INFO log lines
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert lines[0].startswith("error: MLflow store") and "mlflow.db" in lines[0] and "move it aside" in lines[0], lines[0]
+    assert not (work / "models" / "model.pt").exists()
