@@ -104,10 +104,62 @@ class LayerTypeConfig:
 
 
 @dataclass
+class SDSNNConfig:
+    """SD-SNN (``../shared/spec/SDSNN.md``): synaptic constraint by dendritic-spine ranges,
+    structured neuron pruning at "neurotrophic" rates, synaptic regeneration. Defaults are
+    the authors' constants (spec §2.1). Epoch counts are in the authors' 600-epoch
+    schedule; a shorter run compresses that schedule (:func:`dpap.pruning.sdsnn.schedule`)."""
+
+    protocol: Literal["fixed", "reference"] = "fixed"
+    """``fixed`` (default): ranges adapt in every layer, stable ties, masks enforced every
+    step, pruned units silent, regrowth by magnitude. ``reference``: the authors' code
+    point by point (spec §3, Q1-Q6)."""
+    spines: int = 18
+    """K: consecutive epochs before a range adapts (>= K+1) or a site regrows (> K+1);
+    clipping starts at epoch K+1, pruning at 2K+1."""
+    schedule_epochs: Optional[int] = 600
+    """The run length the constants are written for. A run of E < this many epochs uses
+    K' = max(2, round(K·E/schedule_epochs)) and counts each epoch as (K+2)/(K'+2) of the
+    authors' epochs in the rate and percentile schedules. null = never scale (the authors'
+    schedule as written)."""
+    shrink: float = 0.75
+    """Factor both bounds of a range shrink by when a weight's magnitude kept falling."""
+    conv_rate: float = 0.5
+    """Initial cumulative pruning rate p of a conv layer, in percent of its channels."""
+    fc_rate: float = 2.0
+    """Initial cumulative pruning rate p of a hidden FC layer, in percent of its neurons."""
+    conv_rate_tau: float = 5.0
+    """Time constant of a conv layer's rate increment e^{-t/τ}·ratio."""
+    fc_rate_gain: float = 0.5
+    """α's scale for FC layers (α = gain·e^{-t/τ}): the knob that sets how many neurons die."""
+    fc_rate_tau: float = 1.0
+    fc_rate_late: float = 0.0005
+    """α once ``fc_rate_switch`` schedule epochs of pruning have passed."""
+    fc_rate_switch: int = 23
+    """Schedule epochs after pruning starts at which α switches to ``fc_rate_late`` (the
+    authors' epoch 60 = 2K+1 + 23)."""
+    conv_dead: int = 20
+    """A conv channel with fewer living weights than this counts as dead for the rates."""
+    fc_dead: int = 50
+    """An FC neuron with fewer living weights than this counts as dead for the rates."""
+    conv_percentile: float = 65.0
+    """Regeneration percentile offset of conv layers: q = min(cap, offset + base^t)."""
+    fc_percentile: float = 60.0
+    growth_base: float = 1.1
+    percentile_cap: float = 99.0
+    regenerate: bool = True
+    """Synaptic regeneration on (false: pruning only)."""
+
+
+@dataclass
 class DPAPConfig:
-    """Developmental plasticity-inspired adaptive pruning."""
+    """Developmental plasticity-inspired adaptive pruning, and the pruning switch."""
 
     enabled: bool = True
+    """false = no pruning at all (the unpruned baseline), whatever ``method``."""
+    method: Literal["dpap", "sdsnn"] = "dpap"
+    """Which pruning method decides: ``dpap`` (this group's knobs) or ``sdsnn``
+    (``dpap.sdsnn``: SD-SNN, with synaptic regeneration)."""
     protocol: Literal["gradual", "paper", "reference"] = "gradual"
     """``gradual`` (default): the paper's equations with rank normalisation, survival
     bounded by β and a cap on deaths per epoch, so units die gradually in order of
@@ -139,6 +191,7 @@ class DPAPConfig:
     """Also prune synapses of the output layer (its neurons are never pruned)."""
     conv: LayerTypeConfig = field(default_factory=LayerTypeConfig)
     fc: LayerTypeConfig = field(default_factory=LayerTypeConfig)
+    sdsnn: SDSNNConfig = field(default_factory=SDSNNConfig)
 
     def resolved(self, layer_type: str) -> LayerTypeConfig:
         """The knobs of ``layer_type`` (``conv``/``fc``) with protocol defaults filled in."""
@@ -308,6 +361,27 @@ _RULES: dict[str, tuple[Any, str]] = {
     "search.trials": (lambda v: v >= 1, "an integer >= 1"),
     "search.epochs": (lambda v: v is None or v >= 1, "an integer >= 1"),
 }
+_RULES.update({
+    "dpap.sdsnn.spines": (lambda v: v >= 1, "an integer >= 1"),
+    "dpap.sdsnn.schedule_epochs": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "dpap.sdsnn.shrink": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "dpap.sdsnn.conv_rate": (lambda v: 0 <= v <= 100, "a percentage in [0, 100]"),
+    "dpap.sdsnn.fc_rate": (lambda v: 0 <= v <= 100, "a percentage in [0, 100]"),
+    "dpap.sdsnn.conv_rate_tau": (lambda v: v > 0, "a number > 0"),
+    "dpap.sdsnn.fc_rate_gain": (lambda v: v >= 0, "a number >= 0"),
+    "dpap.sdsnn.fc_rate_tau": (lambda v: v > 0, "a number > 0"),
+    "dpap.sdsnn.fc_rate_late": (lambda v: v >= 0, "a number >= 0"),
+    "dpap.sdsnn.fc_rate_switch": (lambda v: v >= 0, "an integer >= 0"),
+    "dpap.sdsnn.conv_dead": (lambda v: v >= 0, "an integer >= 0"),
+    "dpap.sdsnn.fc_dead": (lambda v: v >= 0, "an integer >= 0"),
+    "dpap.sdsnn.conv_percentile": (lambda v: 0 <= v <= 100, "a percentile in [0, 100]"),
+    "dpap.sdsnn.fc_percentile": (lambda v: 0 <= v <= 100, "a percentile in [0, 100]"),
+    "dpap.sdsnn.growth_base": (lambda v: v > 1, "a number > 1"),
+    "dpap.sdsnn.percentile_cap": (lambda v: 0 < v <= 100, "a percentile in (0, 100]"),
+})
+SDSNN_KNOBS = ("spines", "shrink", "conv_rate", "fc_rate", "conv_rate_tau", "fc_rate_gain", "fc_rate_tau", "fc_rate_late",
+               "conv_percentile", "fc_percentile", "growth_base")
+"""SD-SNN knobs a search may tune (``search.ranges``: ``sdsnn.fc_rate_gain``)."""
 for _t in ("conv", "fc"):
     _RULES[f"dpap.{_t}.beta"] = (lambda v: v is None or v > 0, "a number > 0")
     _RULES[f"dpap.{_t}.epsilon"] = (lambda v: v is None or 0 <= v <= 2, "a number in [0, 2]")
@@ -407,13 +481,16 @@ def _check_ranges(cfg: Config) -> None:
     for name, rng in cfg.search.ranges.items():
         key = f"search.ranges.{name}"
         group, _, knob = name.rpartition(".")
-        if not ((group in ("conv", "fc") and knob in ("beta", "epsilon", "eta", "protect")) or name == "epsilon"):
-            raise ConfigError(f"{key}: unknown knob; expected epsilon, or conv|fc . beta|epsilon|eta|protect")
+        if group == "sdsnn":
+            if knob not in SDSNN_KNOBS:
+                raise ConfigError(f"{key}: unknown knob; SD-SNN knobs: {', '.join('sdsnn.' + k for k in SDSNN_KNOBS)}")
+        elif not ((group in ("conv", "fc") and knob in ("beta", "epsilon", "eta", "protect")) or name == "epsilon"):
+            raise ConfigError(f"{key}: unknown knob; expected epsilon, conv|fc . beta|epsilon|eta|protect, or sdsnn.<knob>")
         if not rng.low < rng.high:
             raise ConfigError(f"{key}: empty range [{rng.low}, {rng.high}]; low must be < high")
         if rng.log and rng.low <= 0:
             raise ConfigError(f"{key}: a log range needs low > 0, got {rng.low}")
-        if (knob in ("beta", "eta") and rng.low <= 0) or rng.low < 0:
+        if group != "sdsnn" and ((knob in ("beta", "eta") and rng.low <= 0) or rng.low < 0):
             raise ConfigError(f"{key}: low must be > 0 for {knob}, got {rng.low}")
     control = cfg.search.control
     if control is not None and control not in cfg.search.ranges:

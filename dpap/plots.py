@@ -70,19 +70,24 @@ def mask_image(name: str, layer_type: str, units: np.ndarray, synapses: np.ndarr
     return _to_array(fig)
 
 
-def survival_histogram(name: str, values: np.ndarray, epoch: Optional[int] = None, bins: int = 40) -> np.ndarray:
+def survival_histogram(
+    name: str, values: np.ndarray, epoch: Optional[int] = None, bins: int = 40, value_name: str = "survival"
+) -> np.ndarray:
     """Histogram of the survival values of one layer's living units or synapses: log
-    counts (the tail that is about to die stays visible), the death line F = 0."""
+    counts (the tail that is about to die stays visible), the death line F = 0. With
+    ``value_name="range_width"``: SD-SNN's range widths r⁺ + |r⁻| (no death line)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    survival = value_name == "survival"
     if v.size:
-        lo, hi = min(float(v.min()), -0.5), max(float(v.max()), 0.5)
+        lo, hi = (min(float(v.min()), -0.5), max(float(v.max()), 0.5)) if survival else (float(v.min()), float(v.max()) + 1e-12)
         ax.hist(v, bins=np.linspace(lo, hi, bins + 1), color="tab:blue", log=True)
-    ax.axvline(0.0, color="tab:red", linestyle="--", linewidth=1.0, label="F = 0: pruned below")
-    ax.set(xlabel="survival value F", ylabel="count (log)")
+    if survival:
+        ax.axvline(0.0, color="tab:red", linestyle="--", linewidth=1.0, label="F = 0: pruned below")
+        ax.legend(fontsize=7, loc="upper left")
+    ax.set(xlabel="survival value F" if survival else "range width r+ + |r-|", ylabel="count (log)")
     when = f", epoch {epoch}" if epoch is not None else ""
     ax.set_title(f"{name}: {v.size:,} alive{when}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _to_array(fig)
 

@@ -153,6 +153,11 @@ def epoch_metrics(m) -> dict[str, float]:
         out[f"{name}/units_alive"] = layer["units_alive"]
         out[f"{name}/units_alive_share"] = layer["units_alive"] / layer["units"] if layer["units"] else 0.0
         out[f"{name}/compression"] = layer["compression"]
+        for key in ("units_died", "regenerated", "rate"):  # what the method did this epoch
+            if key in layer:
+                out[f"{name}/{key}"] = layer[key]
+    if any("regenerated" in layer for layer in m.layers):
+        out["pruning/regenerated"] = sum(layer.get("regenerated", 0) for layer in m.layers)
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
@@ -376,16 +381,18 @@ class MlflowCallback:
             name = f"layer{info.index}_{info.layer_type}"
             units, syn = masks[f"layer{info.index}.units"].numpy(), masks[f"layer{info.index}.synapses"].numpy()
             self.client.log_image(self.run_id, mask_image(name, info.layer_type, units, syn, step), key=f"masks/{name}", step=step)
+        value_name = pruner.method.value_name  # survival (DPAP) | range_width (SD-SNN)
         for key, values in survival.items():
             layer, kind, what = key.split(".")
-            self.client.log_image(self.run_id, survival_histogram(f"{layer} {kind} {what}", values.numpy(), step), key=f"survival/{layer}_{kind}_{what}", step=step)
+            image = survival_histogram(f"{layer} {kind} {what}", values.numpy(), step, value_name=value_name)
+            self.client.log_image(self.run_id, image, key=f"{value_name}/{layer}_{kind}_{what}", step=step)
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             np.savez_compressed(tmp_path / f"epoch_{step:03d}.npz", **{k.replace(".", "_"): v.numpy() for k, v in masks.items()})
             self.client.log_artifact(self.run_id, str(tmp_path / f"epoch_{step:03d}.npz"), "masks")
-            (tmp_path / "survival").mkdir()
-            np.savez_compressed(tmp_path / "survival" / f"epoch_{step:03d}.npz", **{k.replace(".", "_"): v.numpy() for k, v in survival.items()})
-            self.client.log_artifact(self.run_id, str(tmp_path / "survival" / f"epoch_{step:03d}.npz"), "survival")
+            (tmp_path / value_name).mkdir()
+            np.savez_compressed(tmp_path / value_name / f"epoch_{step:03d}.npz", **{k.replace(".", "_"): v.numpy() for k, v in survival.items()})
+            self.client.log_artifact(self.run_id, str(tmp_path / value_name / f"epoch_{step:03d}.npz"), value_name)
 
     # ------------------------------------------------------------------- end
 

@@ -245,6 +245,20 @@ class TrainingRun:
         bar.close()
         return total_loss / seen, correct / seen
 
+    def _layer_rows(self, report) -> list[dict]:
+        """Per-layer rows of an epoch: the compression report's counts, what the pruner
+        did this epoch (``units_died``, ``regenerated``) and the method's own scalars
+        (SD-SNN's rate ``p``)."""
+        rows = report.as_dict()["layers"]
+        if self.pruner is None:
+            return rows
+        stats = self.pruner.method.layer_stats(self.pruner)
+        for row, rep in zip(rows, self.pruner.last_reports or [None] * len(rows)):
+            if rep is not None:
+                row.update(units_died=rep.died_units, regenerated=rep.restored_synapses)
+            row.update(stats.get(row["index"], {}))
+        return rows
+
     def run(self) -> list[EpochMetrics]:
         """Train up to ``train.epochs`` epochs (resuming where a checkpoint left off)."""
         while self.epoch < self.cfg.train.epochs:
@@ -268,7 +282,7 @@ class TrainingRun:
                 zero_weight_share=report.zero_weight_share,
                 lr=lr,
                 seconds=time.perf_counter() - t0,
-                layers=report.as_dict()["layers"],
+                layers=self._layer_rows(report),
             )
             self.history.append(m)
             self.epoch = epoch + 1

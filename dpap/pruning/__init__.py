@@ -4,7 +4,9 @@ decide which units and synapses to prune or restore.
 - :mod:`dpap.pruning.mechanics`: :class:`Pruner`, the masks, the one definition of a
   living synapse, applying masks to weights and gradients, device, state;
 - :mod:`dpap.pruning.method`: :class:`PruningMethod`, what a method provides;
-- :mod:`dpap.pruning.dpap`: :class:`DPAPMethod`, DPAP with its protocols.
+- :mod:`dpap.pruning.dpap`: :class:`DPAPMethod`, DPAP with its protocols;
+- :mod:`dpap.pruning.sdsnn`: :class:`SDSNNMethod`, SD-SNN (ranges, neuron pruning,
+  regeneration) with its ``fixed`` and ``reference`` protocols.
 
 >>> pruner = make_pruner(net, cfg)              # the method named by params.yaml
 >>> pruner = DPAPPruner(net, cfg.dpap)          # the same for DPAP, from its config
@@ -17,6 +19,7 @@ from ..networks import SpikingNetwork
 from .dpap import DPAPMethod
 from .mechanics import LayerInfo, LayerReport, Pruner
 from .method import PruningMethod
+from .sdsnn import SDSNNMethod
 
 
 class DPAPPruner(Pruner):
@@ -31,7 +34,9 @@ def make_pruner(net: SpikingNetwork, cfg: Config) -> Pruner | None:
     """The pruner ``cfg`` asks for, attached to ``net``; None for the unpruned baseline."""
     if not cfg.dpap.enabled:
         return None
+    if cfg.dpap.method == "sdsnn":
+        return Pruner(net, SDSNNMethod(cfg.dpap.sdsnn, cfg.train.epochs))
     return DPAPPruner(net, cfg.dpap)
 
 
-__all__ = ["DPAPMethod", "DPAPPruner", "LayerInfo", "LayerReport", "Pruner", "PruningMethod", "make_pruner"]
+__all__ = ["DPAPMethod", "DPAPPruner", "SDSNNMethod", "LayerInfo", "LayerReport", "Pruner", "PruningMethod", "make_pruner"]

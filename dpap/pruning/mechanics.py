@@ -92,6 +92,7 @@ class Pruner:
         self._died_units = [0] * len(self.layers)
         self._died_synapses = [0] * len(self.layers)
         self._restored = [0] * len(self.layers)
+        self.last_reports: list[LayerReport] = []
         method.attach(self)
         self._remove = net.observe(self._observe)
         self.refresh_masks()
@@ -138,8 +139,9 @@ class Pruner:
         self._restored = [0] * len(self.layers)
         self.method.end_epoch(self, epoch)
         self.refresh_masks()
-        self.apply_masks()
-        return [self._report(l) for l in self.layers]
+        self._apply_masks()
+        self.last_reports = [self._report(l) for l in self.layers]
+        return self.last_reports
 
     def kill_units(self, index: int, died: Tensor) -> None:
         """Prune the units ``died`` (bool ``[units]``) of block ``index``."""
@@ -206,8 +208,15 @@ class Pruner:
         return out
 
     def survival_values(self) -> dict[str, Tensor]:
-        """The method's per-unit/per-synapse values of living entries, for histograms."""
+        """The method's per-unit/per-synapse values of living entries, for histograms
+        (what they are: ``method.value_name``)."""
         return self.method.values(self)
+
+    def weight_mask(self, index: int) -> Tensor:
+        """:meth:`synapse_mask` broadcast to the shape of block ``index``'s weight."""
+        w = self.net.blocks[index].synapse.weight
+        m = self.synapse_mask(index).to(w.device)
+        return m.view(*m.shape, *([1] * (w.dim() - 2))).expand_as(w)
 
     def refresh_masks(self) -> None:
         """Rebuild the float masks applied to the weights from ``units``/``synapses``
@@ -228,7 +237,7 @@ class Pruner:
             if wmask is None:
                 continue
             yield block.synapse.weight, wmask
-            if unit is None:
+            if unit is None or not self.method.silence_units:
                 continue
             if block.synapse.bias is not None:
                 yield block.synapse.bias, unit
@@ -238,7 +247,13 @@ class Pruner:
 
     @torch.no_grad()
     def apply_masks(self) -> None:
-        """Zero every pruned weight, bias and BN affine term (once per optimizer step)."""
+        """Zero every pruned weight, bias and BN affine term (once per optimizer step; a
+        no-op for a method that masks only at the end of an epoch)."""
+        if self.method.masks_every_step:
+            self._apply_masks()
+
+    @torch.no_grad()
+    def _apply_masks(self) -> None:
         self._follow()
         for p, m in self._params_and_masks():
             p.mul_(m)
@@ -247,6 +262,8 @@ class Pruner:
     def mask_gradients(self) -> None:
         """Zero the gradients of pruned parameters (before the optimizer step), so
         momentum and adaptive moments of pruned entries do not build up."""
+        if not self.method.masks_every_step:
+            return
         self._follow()
         for p, m in self._params_and_masks():
             if p.grad is not None:
@@ -273,4 +290,4 @@ class Pruner:
         self.method.load_state_dict(state["state"])
         self.method.to(self.device)
         self.refresh_masks()
-        self.apply_masks()
+        self._apply_masks()

@@ -22,6 +22,14 @@ class PruningMethod:
     """Base class of the pruning methods. ``name`` identifies the method's state."""
 
     name = "none"
+    masks_every_step = True
+    """The pruner applies the masks after every optimizer step and masks gradients (False:
+    only at the end of an epoch, so pruned weights train as shadow weights in between:
+    SD-SNN's ``reference`` protocol)."""
+    silence_units = True
+    """A pruned unit's bias and BatchNorm affine terms are zeroed too, so it never fires."""
+    value_name = "survival"
+    """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
 
     def attach(self, pruner: "Pruner") -> None:
         """Called once by the pruner, with the network's geometry in ``pruner.layers``."""
@@ -35,6 +43,10 @@ class PruningMethod:
 
     def values(self, pruner: "Pruner") -> dict[str, Tensor]:
         """Per-entry values worth a histogram (e.g. survival functions), living entries only."""
+        return {}
+
+    def layer_stats(self, pruner: "Pruner") -> dict[int, dict[str, float]]:
+        """Per-block scalars worth a chart each epoch (e.g. SD-SNN's rate ``p``)."""
         return {}
 
     def can_still_prune(self, pruner: "Pruner", epochs_left: range) -> bool:

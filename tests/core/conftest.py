@@ -1,0 +1,18 @@
+"""Shared fixtures of the core tests."""
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from dpap.training import Split
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    """scikit-learn's digits as (train, test) :class:`Split` s, 360 test images."""
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(d.target)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=360, random_state=0, stratify=y)
+    return Split(xtr, ytr), Split(xte, yte)
