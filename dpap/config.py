@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class DataConfig:
     """Store static images standardised (mean 0, std 1) instead of scaled to [0, 1]."""
     limit: int = 0
     """Keep at most this many samples per split (0 = all); for quick checks."""
+    checksums: dict[str, str] = field(default_factory=dict)
+    """Your own checksums of raw files (file name -> sha256 or md5 hex, of the file or of its
+    decompressed content), trusted instead of the published ones, with a warning; for data
+    from another source (docs/pipeline.md, "How raw data is verified")."""
 
 
 # ---------------------------------------------------------------------------- model
@@ -471,6 +476,9 @@ def _check_ranges(cfg: Config) -> None:
             obj = getattr(obj, part)
         if not pred(obj):
             raise ConfigError(f"{key}: got {obj!r}, expected {allowed}")
+    for name, checksum in cfg.data.checksums.items():
+        if not re.fullmatch(r"(md5:|sha256:)?([0-9a-fA-F]{32}|[0-9a-fA-F]{64})", checksum):
+            raise ConfigError(f"data.checksums.{name}: got {checksum!r}, expected a sha256 (64 hex digits) or md5 (32 hex digits)")
     if cfg.model.kind == "dnn" and cfg.model.encoding == "poisson":
         raise ConfigError("model.encoding: 'poisson' needs model.kind 'snn'; a DNN takes 'direct'")
     if cfg.dpap.importance == "stdp" and cfg.model.kind == "dnn":

@@ -123,6 +123,7 @@ def fingerprint(cfg: Config, data_hash: str = "") -> str:
     CPU thread count included: it changes float sums, hence pruning decisions)."""
     d = cfg.to_dict()
     d.pop("search", None)
+    d["data"].pop("checksums", None)  # which files were trusted, not what they hold (data_hash)
     return hashlib.sha256((json.dumps(d, sort_keys=True) + data_hash).encode()).hexdigest()[:16]
 
 

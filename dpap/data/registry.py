@@ -5,6 +5,29 @@ specs take URLs and published md5 checksums from the torchvision / tonic classes
 read the data, so the checksums are the real published ones; a spec is built on first
 access (importing torchvision or tonic costs seconds).
 
+A file is verified by its *content* (:mod:`dpap.data.checksums`: the decompressed bytes
+of a ``.gz``/``.bz2``/``.xz``, the members of a ``.zip``) and accepted in every form its
+reader can use (:attr:`RawFile.forms`): ``X.gz`` also as ``X`` (uncompressed, what
+torchvision reads), ``X.bz2`` or ``X.xz``, compressed with any settings. Its accepted
+checksums are, besides any you name (``data.checksums``): the published md5 (of the
+bytes as published), the content checksums *recorded* here, and a content sha256
+*learnt* on first verified use and kept in ``MANIFEST.json``:
+
+=============  ==========================================================================
+data set       content checksums
+=============  ==========================================================================
+digits         none (generated from scikit-learn's copy and compared with it)
+mnist          learnt: the published md5s are of the ``.gz`` bytes, so the content
+               sha256 is learnt from a ``.gz`` that matches its published md5
+fashion-mnist  recorded: sha256 of the IDX files (:data:`FASHION_MNIST_CONTENT_SHA256`)
+cifar10        recorded: the published md5s of the members are of uncompressed files;
+               the tarball (any compression) is only a container, each member read from
+               it is checked against its own md5
+nmnist         learnt, from a ``train.zip`` / ``test.zip`` that matches its published md5
+dvs-gesture    learnt, from a ``.tar.gz`` that matches its published md5 (content: the
+               ``.tar``)
+=============  ==========================================================================
+
 Layout of ``<raw_dir>/<name>/`` (the ``root`` the torchvision/tonic class is given):
 
 =============  ==========================================================================
@@ -23,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
+from .checksums import forms_of
 from .errors import DataError
 
 
@@ -31,11 +55,14 @@ class RawFile:
     """One file the data set needs, relative to ``<raw_dir>/<name>/``."""
 
     path: str
+    """The published file (``MNIST/raw/train-images-idx3-ubyte.gz``)."""
     md5: Optional[str]
-    """Published checksum (md5, or ``sha256:<hex>``); None for files generated locally."""
+    """Published checksum of the bytes as published (md5, or ``sha256:<hex>``); None for
+    files generated locally."""
     urls: tuple[str, ...] = ()
-    also_accept: tuple[str, ...] = ()
-    """Other published checksums of the same content (e.g. a Debian repack)."""
+    content: tuple[str, ...] = ()
+    """Recorded checksums of the content (see the module docstring); empty: learnt on
+    first verified use."""
     extract_to: Optional[str] = None
     """For an archive: the folder (relative) it is extracted into once verified."""
 
@@ -43,16 +70,30 @@ class RawFile:
     def basename(self) -> str:
         return self.path.rsplit("/", 1)[-1]
 
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """Paths it is accepted under, the published one first (:func:`forms_of`)."""
+        return forms_of(self.path)
+
 
 @dataclass(frozen=True)
 class Archive:
-    """A published archive that contains some of the required files."""
+    """A published archive that contains some of the required files: a container only,
+    accepted in any form; the files taken from it are each checked on their own."""
 
     path: str
     md5: str
+    """Published md5 of the archive, checked when it is downloaded."""
     urls: tuple[str, ...]
-    extract_to: str
     provides: tuple[str, ...]
+
+    @property
+    def basename(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        return forms_of(self.path)
 
 
 @dataclass(frozen=True)
@@ -96,19 +137,20 @@ def _digits() -> DatasetSpec:
     )
 
 
-# Debian's dataset-fashion-mnist (0.0~git20200523.55506a9-1) ships the upstream IDX files
-# recompressed (no file name in the gzip header), so their md5s differ from torchvision's;
-# these are the md5s of the Debian package's files (/var/lib/dpkg/info/*.md5sums).
-_DEBIAN_FASHION_MD5 = {
-    "train-images-idx3-ubyte.gz": "cf8536b0aa1a6ac5fa3f23001093305c",
-    "train-labels-idx1-ubyte.gz": "10bea18fdb374794d4bb42e356e600c9",
-    "t10k-images-idx3-ubyte.gz": "f78720b4224f21cce2f2ccf2d7a94c9a",
-    "t10k-labels-idx1-ubyte.gz": "0d30e22e447f3c33dab9ed536400ac01",
+# sha256 of the decompressed IDX files (47040016, 60008, 7840016 and 10008 bytes), computed
+# from Debian's dataset-fashion-mnist (0.0~git20200523.55506a9-1), which ships the upstream
+# files recompressed (no file name in the gzip header: its .gz md5s differ from the
+# published ones, the content is the same).
+FASHION_MNIST_CONTENT_SHA256 = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-def _idx(name: str, cls_name: str, offline_dirs: tuple[str, ...] = (), alt: dict | None = None) -> DatasetSpec:
+def _idx(name: str, cls_name: str, offline_dirs: tuple[str, ...] = (), content: dict | None = None) -> DatasetSpec:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
@@ -118,7 +160,7 @@ def _idx(name: str, cls_name: str, offline_dirs: tuple[str, ...] = (), alt: dict
             f"{folder}/{fname}",
             md5,
             urls=tuple(m + fname for m in cls.mirrors),
-            also_accept=tuple(v for k, v in (alt or {}).items() if k == fname),
+            content=tuple(f"sha256:{v}" for k, v in (content or {}).items() if k == fname),
             extract_to=folder,
         )
         for fname, md5 in cls.resources
@@ -141,7 +183,7 @@ def _mnist() -> DatasetSpec:
 
 
 def _fashion() -> DatasetSpec:
-    return _idx("fashion-mnist", "FashionMNIST", (DEBIAN_FASHION_MNIST_DIR,), _DEBIAN_FASHION_MD5)
+    return _idx("fashion-mnist", "FashionMNIST", (DEBIAN_FASHION_MNIST_DIR,), FASHION_MNIST_CONTENT_SHA256)
 
 
 def _cifar10() -> DatasetSpec:
@@ -149,8 +191,9 @@ def _cifar10() -> DatasetSpec:
 
     base = C.base_folder
     members = [(f, m) for f, m in C.train_list + C.test_list] + [(C.meta["filename"], C.meta["md5"])]
-    files = tuple(RawFile(f"{base}/{f}", md5) for f, md5 in members)
-    archive = Archive(C.filename, C.tgz_md5, (C.url,), ".", tuple(f.path for f in files))
+    # The members are published uncompressed: their md5s are content checksums.
+    files = tuple(RawFile(f"{base}/{f}", md5, content=(md5,)) for f, md5 in members)
+    archive = Archive(C.filename, C.tgz_md5, (C.url,), tuple(f.path for f in files))
     return DatasetSpec(
         name="cifar10",
         kind="static",

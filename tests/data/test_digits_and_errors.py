@@ -14,7 +14,7 @@ import torch
 
 from dpap.data import DATASETS, DataError, download, load_processed, preprocess
 from dpap.data.download import _Fetcher
-from dpap.data.registry import get_spec
+from dpap.data.registry import RawFile, get_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,7 +126,7 @@ def test_failed_download_is_fast_and_reported(cfg_for, tmp_path):
     fetcher = _Fetcher(spec, Path(cfg.raw_dir) / "mnist", {}, offline=False, progress=False, log=lambda s: None)
     t0 = time.perf_counter()
     # Port 9 (discard) on localhost: connection refused at once, no internet needed.
-    assert not fetcher.place("MNIST/raw/x.gz", "0" * 32, (), ("http://127.0.0.1:9/x.gz",))
+    assert not fetcher.place(RawFile("MNIST/raw/x.gz", "0" * 32, ("http://127.0.0.1:9/x.gz",)), network=True)
     assert time.perf_counter() - t0 < 10
     assert fetcher.network_error and "127.0.0.1" in fetcher.network_error
     msg = fetcher._no_source_message(list(spec.files))
