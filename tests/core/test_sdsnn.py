@@ -375,3 +375,23 @@ def test_params_choose_the_method_and_check_its_knobs():
         config_from_dict({"search": {"ranges": {"sdsnn.nope": {"low": 0.1, "high": 1.0}}, "control": None}})
     ok = config_from_dict({"search": {"ranges": {"sdsnn.fc_rate_gain": {"low": 0.1, "high": 1.0}}, "control": "sdsnn.fc_rate_gain"}})
     assert "sdsnn.fc_rate_gain" in ok.search.ranges
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("protocol", ["fixed", "reference"])
+def test_sdsnn_trains_prunes_and_regrows_on_cuda(digits_splits, protocol):
+    from dpap.training import TrainingRun
+
+    train, test = digits_splits
+    cfg = Config()
+    cfg.dpap.method = "sdsnn"
+    cfg.dpap.sdsnn.protocol = protocol
+    cfg.train.epochs = 12
+    cfg.train.device = "cuda"
+    run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
+    history = run.run()
+    assert run.pruner.method.layers[0].r_plus.device.type == "cuda"
+    assert history[-1].compression > 0 and history[-1].test_accuracy > 0.5
+    for i in range(len(run.net.blocks)):
+        w = run.net.blocks[i].synapse.weight
+        assert torch.all(w[~run.pruner.weight_mask(i)] == 0)
