@@ -62,7 +62,7 @@ def run_one(job: dict) -> dict:
         preprocess(cfg.data, progress=False, log=lambda *a: None)
     data = load_processed(root)
     out = Path(job["out"])
-    tag = f"{job['setting']}-{job['method']}"
+    tag = f"{job['setting']}-{job['method']}{job.get('label', '')}"
     path = out / f"{tag}.json"
 
     def save(run, m) -> None:
@@ -116,7 +116,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores / jobs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "method_comparison"))
     ap.add_argument("--report-only", action="store_true", help="print the table from the histories in --out")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override for every run, e.g. dpap.sdsnn.fc_rate_gain=2")
+    ap.add_argument("--label", default="", help="appended to each run's name (runs with other -S values side by side)")
     args = ap.parse_args(argv)
+    import yaml
+
+    extra = {}
+    for kv in args.set:
+        if "=" not in kv:
+            print(f"error: -S {kv!r}: expected KEY=VALUE", file=sys.stderr)
+            return 2
+        k, v = kv.split("=", 1)
+        extra[k.strip()] = yaml.safe_load(v)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -126,8 +137,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
-        jobs = [{"setting": args.setting, "method": m, "params": args.params, "extra": {}, "epochs": args.epochs,
-                 "out": str(out), "threads": threads} for m in methods]
+        jobs = [{"setting": args.setting, "method": m, "params": args.params, "extra": extra, "epochs": args.epochs,
+                 "out": str(out), "threads": threads, "label": args.label} for m in methods]
         if args.jobs > 1:
             with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
                 pool.map(run_one, jobs, chunksize=1)
@@ -136,9 +147,9 @@ def main(argv=None) -> int:
                 run_one(j)
     rows = {}
     for m in methods:
-        path = out / f"{args.setting}-{m}.json"
+        path = out / f"{args.setting}-{m}{args.label}.json"
         if path.exists():
-            rows[m] = summary(json.loads(path.read_text())["history"])
+            rows[m + args.label] = summary(json.loads(path.read_text())["history"])
     print(table(args.setting, rows))
     keys = [f"{m.replace('-', '_')}_{k}={v:.4f}" if isinstance(v, float) else f"{m.replace('-', '_')}_{k}={v}"
             for m, r in rows.items() for k, v in r.items() if k in ("accuracy", "compression", "regenerated", "epochs")]
