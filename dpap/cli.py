@@ -50,7 +50,8 @@ def add_search(sub) -> None:
     p.add_argument("--storage", help="journal file or RDB URL, e.g. sqlite:///search/optuna.db (search.storage)")
     p.add_argument("--study-name", help="study name (search.study_name)")
     p.add_argument("--seed", type=int, help="sampler seed (search.seed)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the trial budget (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the trial budget (default 1); "
+                   "other `dpap search` started on the same storage share it too")
     p.add_argument("--out", default="search", help="folder for best_params.yaml, the plot and summary.json (default: search)")
     p.add_argument("--set", "-S", dest="set", action="append", metavar="KEY=VALUE", help="override any param (repeatable), e.g. -S train.lr=0.01")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")

@@ -18,9 +18,10 @@ Library use (a notebook)::
     best_overrides(study.best_trial)   # {"dpap.conv.beta": ..., ...}
 
 The command line (``dpap search``) runs :func:`run_search`: a resumable study in a
-journal file (or any RDB URL), N worker processes sharing one trial budget, one MLflow
-parent run per study with a nested run per trial, ``best_params.yaml``, a scatter plot and
-a summary table.
+journal file (or any RDB URL), N worker processes sharing one trial budget (and any other
+``dpap search`` started on the same storage: each worker seeds its sampler apart), one
+MLflow parent run per study with a nested run per trial, ``best_params.yaml``, a scatter
+plot and a summary table, written whole from the finished study.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from .config import Config, ConfigError, SearchConfig, config_from_dict, set_dotted
+from .file_lock import file_lock
 from .params_file import flatten_dotted, merge_into_params
 from .target_sampler import TargetSampler
 from .training import DivergedError, EpochMetrics, TrainingRun, fingerprint, fit
@@ -327,10 +329,11 @@ def make_objective(
         logger = None
         if tracker is not None:  # logs each epoch before the monitor may stop the trial
             logger = tracker.trial_callback(trial, overrides, data_hash=getattr(data, "meta", {}).get("hash", ""), epochs=search_epochs(cfg))
-            callbacks.insert(0, logger)
+            if logger is not None:  # None: the store failed (one warning); the trial goes on untracked
+                callbacks.insert(0, logger)
 
         def end(state: str, final: dict[str, float], reason: Optional[str] = None) -> None:
-            if tracker is not None:
+            if logger is not None:
                 tracker.end_trial(logger, monitor.run, trial, state, final, reason)
 
         ckpt = None
@@ -428,21 +431,91 @@ def is_rdb_url(storage: str) -> bool:
 def make_storage(storage: str) -> optuna.storages.BaseStorage:
     """A journal file (``search/optuna.journal``, safe for several processes on one machine)
     or an RDB URL (``sqlite:///...``, ``postgresql://...``, with a heartbeat so a trial of a
-    dead worker on another machine is failed)."""
-    if is_rdb_url(storage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                storage,
-                heartbeat_interval=60,
-                grace_period=180,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            )
-    path = Path(storage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend
+    dead worker on another machine is failed). A storage that cannot be created, written or
+    reached is a :class:`SearchError` (:func:`storage_error`)."""
+    with storage_errors(storage):
+        if is_rdb_url(storage):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage,
+                    heartbeat_interval=60,
+                    grace_period=180,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                )
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def shown_storage(storage: str) -> str:
+    """``storage`` as messages and MLflow tags show it: a URL's password masked."""
+    if not is_rdb_url(storage):
+        return storage
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL sqlalchemy can parse: the RDB storage says so
+        return storage
+
+
+def storage_key(storage: str) -> str:
+    """One name per storage, whatever the working directory: a journal file's or SQLite
+    file's absolute path, any other URL without its password. Tags the study's MLflow
+    parent run (``optuna.storage``), so every process of the study finds the same one."""
+    if not is_rdb_url(storage):
+        return str(Path(storage).resolve())
+    if storage.startswith("sqlite:///"):
+        return "sqlite:///" + str(Path(storage[len("sqlite:///"):]).resolve())
+    return shown_storage(storage)
+
+
+def _storage_error_types() -> tuple[type[BaseException], ...]:
+    types: list[type[BaseException]] = [OSError, ImportError, optuna.exceptions.StorageInternalError]
+    try:
+        import sqlalchemy.exc
+
+        types.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:  # pragma: no cover - journal storages only
+        pass
+    return tuple(types)
+
+
+def storage_error(storage: str, exc: BaseException) -> SearchError:
+    """One line for a storage that cannot be used: which, why, and what to do."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename and str(exc.filename) != storage else ""
+        reason = f"{exc.strerror}{where}"
+    else:
+        reason = " ".join(str(exc).strip().split("\n")[0].split())[:200] or type(exc).__name__
+    missing = next((e.name for e in (exc, exc.__cause__, exc.__context__) if isinstance(e, ImportError) and e.name), None)
+    if missing:
+        reason = f"its database driver, Python module {missing!r}, is not installed"
+    if isinstance(exc, ImportError):
+        hint = "install the driver (e.g. pip install 'psycopg[binary]' for postgresql+psycopg://), or use a journal file: --storage search/optuna.journal"
+    elif not is_rdb_url(storage):
+        hint = "pass a file in a writable folder with --storage (search.storage), e.g. --storage search/optuna.journal"
+    elif storage.startswith("sqlite"):
+        hint = "check that its folder exists and is writable, or pass another --storage (search.storage)"
+    else:
+        hint = "check that the database server is up and the URL's host, port, user and database are right, or use a journal file: --storage search/optuna.journal"
+    return SearchError(f"search storage {shown_storage(storage)}: cannot open it ({reason}); {hint}")
+
+
+@contextlib.contextmanager
+def storage_errors(storage: str):
+    """Turn the errors of a storage that cannot be created, written or reached (a read-only
+    folder, a file where a folder should be, a server nobody listens for, a missing
+    database driver) into one :class:`SearchError`."""
+    try:
+        yield
+    except SearchError:
+        raise
+    except _storage_error_types() as exc:
+        raise storage_error(storage, exc) from None
 
 
 def _lock_path(storage: str, out_dir: Path, study_name: str) -> Path:
@@ -454,20 +527,18 @@ def _lock_path(storage: str, out_dir: Path, study_name: str) -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive lock between the worker processes of this machine (``fcntl.flock``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def study_lock(storage: str, out_dir: Path, study_name: str):
+    """The study's lock file (next to a journal or SQLite file, else in ``out_dir``), held
+    for the ``with`` block: the processes of this machine ask for trials, open the study
+    and its MLflow parent run, and write the outputs one at a time. A lock file that
+    cannot be made is a :class:`SearchError` naming the storage."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(file_lock(_lock_path(storage, Path(out_dir), study_name)))
+    except OSError as exc:
+        raise storage_error(storage, exc) from None
+    with stack:
+        yield
 
 
 # ------------------------------------------------------------------ worker liveness
@@ -591,7 +662,10 @@ def _say(job: WorkerJob, msg: str) -> None:
 def run_worker(job: WorkerJob) -> int:
     """Ask, train, tell until the study's budget (``search.trials``) is used; returns the
     number of trials this worker ran. Asking is serialised by a file lock, so several
-    processes never overshoot the budget together."""
+    processes never overshoot the budget together. Each worker seeds its sampler with its
+    own slot in the study (:func:`join_study`), so concurrent workers, in one ``dpap
+    search`` or in several, never draw the same knobs; a lone worker has slot 0, the seed
+    of a single-worker search."""
     if job.threads:
         import torch
 
@@ -599,28 +673,71 @@ def run_worker(job: WorkerJob) -> int:
     cfg = job.cfg
     data = _load_data(job.data)
     storage = make_storage(job.storage)
+    out = Path(job.out_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        salt = job.index * 7919 + len(optuna.load_study(study_name=job.study_name, storage=storage).trials) * 104729
+        with study_lock(job.storage, out, job.study_name):
+            plain = optuna.load_study(study_name=job.study_name, storage=storage)
+            slot = join_study(plain)
+            salt = worker_salt(slot, len(plain.trials))
         study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(cfg, salt), pruner=make_pruner(cfg))
-    tracker = None
-    if job.tracking_uri and job.parent_run_id:
-        from .tracking import SearchTracker
+    try:
+        tracker = None
+        if job.tracking_uri and job.parent_run_id:
+            from .tracking import SearchTracker
 
-        tracker = SearchTracker(job.tracking_uri, job.parent_run_id, job.experiment_id)
-    objective = make_objective(cfg, data, tracker=tracker, checkpoint_dir=Path(job.out_dir) / "checkpoints" / job.study_name)
-    lock = _lock_path(job.storage, Path(job.out_dir), job.study_name)
-    ran = 0
-    while True:
-        with _file_lock(lock):
-            recover_stale_trials(study, tracker)
-            if budget_used(study.get_trials(deepcopy=False)) >= cfg.search.trials:
-                break
-            trial = study.ask()
-            trial.set_user_attr("worker", _owner())
-        ran += 1
-        _run_trial(job, study, trial, objective)
-    return ran
+            tracker = SearchTracker(job.tracking_uri, job.parent_run_id, job.experiment_id)
+        objective = make_objective(cfg, data, tracker=tracker, checkpoint_dir=out / "checkpoints" / job.study_name)
+        ran = 0
+        while True:
+            with study_lock(job.storage, out, job.study_name):
+                recover_stale_trials(study, tracker)
+                if budget_used(study.get_trials(deepcopy=False)) >= cfg.search.trials:
+                    break
+                trial = study.ask()
+                trial.set_user_attr("worker", _owner())
+            ran += 1
+            _run_trial(job, study, trial, objective)
+        return ran
+    finally:
+        with study_lock(job.storage, out, job.study_name):
+            leave_study(study, slot)
+
+
+def worker_salt(slot: int, trials_before: int) -> int:
+    """The sampler seed's salt (:func:`make_sampler`) of the worker in ``slot`` that joined a
+    study holding ``trials_before`` trials: distinct for the workers of one session (the
+    slots differ; 7919 and 104729 are primes, so no two pairs collide), and new for each
+    resumed session."""
+    return slot * 7919 + trials_before * 104729
+
+
+WORKERS_ATTR = "workers"
+"""Study user attribute: the live workers by slot (``{"0": {"host", "pid", "start"}}``)."""
+
+
+def join_study(study: optuna.Study) -> int:
+    """Take the smallest worker slot no live worker of the study holds (a worker whose
+    process is gone frees its slot) and record this process in it. Call under
+    :func:`study_lock`."""
+    held = study.user_attrs.get(WORKERS_ATTR) or {}
+    live = {k: o for k, o in held.items() if isinstance(o, dict) and _owner_alive(o) is not False}
+    slot = 0
+    while str(slot) in live:
+        slot += 1
+    live[str(slot)] = _owner()
+    study.set_user_attr(WORKERS_ATTR, live)
+    return slot
+
+
+def leave_study(study: optuna.Study, slot: int) -> None:
+    """Free ``slot`` (:func:`join_study`) when this process holds it. Call under
+    :func:`study_lock`."""
+    held = dict(study.user_attrs.get(WORKERS_ATTR) or {})
+    owner = held.get(str(slot))
+    if isinstance(owner, dict) and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        del held[str(slot)]
+        study.set_user_attr(WORKERS_ATTR, held)
 
 
 def _run_trial(job: WorkerJob, study: optuna.Study, trial: optuna.Trial, objective) -> None:
@@ -727,9 +844,21 @@ def run_search(
     MLflow store (None: no tracking). ``overrides``: the dotted settings the user changed on
     top of params.yaml (written into ``best_params.yaml`` so applying it reproduces the
     trial). Writes ``best_params.yaml``, ``accuracy_vs_compression.png`` and
-    ``summary.json`` into ``out_dir``."""
+    ``summary.json`` into ``out_dir``.
+
+    Several processes may run the same study at once (``dpap search`` started twice, on
+    one storage): they share one trial budget and one MLflow parent run, their samplers are
+    seeded apart, and each, when the budget is used, waits for the trials still running in
+    the others, then writes the outputs from the finished study, one process at a time,
+    each file replaced whole. A store or storage that cannot be used fails first, with one
+    line (:class:`~dpap.tracking.TrackingStoreError`, :class:`SearchError`)."""
     check_search(cfg, workers)
     s = cfg.search
+    if tracking_uri:
+        from .tracking import open_store
+
+        open_store(tracking_uri)  # locked, corrupt, unreachable: one line, before anything is made
+    make_storage(s.storage)  # unwritable, unreachable: one line
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load_data(data)
@@ -738,21 +867,21 @@ def run_search(
 
     make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(cfg, s.storage, s.study_name, data_hash)
     tracker = None
-    if tracking_uri:
-        from .tracking import SearchTracker
+    with study_lock(s.storage, out, s.study_name):  # one process at a time creates the study and its parent run
+        with storage_errors(s.storage):
+            study = open_study(cfg, s.storage, s.study_name, data_hash)
+        if tracking_uri:
+            from .tracking import SearchTracker
 
-        tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), s.storage)
-
-    with _file_lock(_lock_path(s.storage, out, s.study_name)):
+            tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), storage_key(s.storage))
         lost = recover_stale_trials(study, tracker)
     if lost and not quiet:
         print(f"note: trial(s) {', '.join(map(str, lost))} were left running by a dead worker: failed and queued again", flush=True)
     before = budget_used(study.get_trials(deepcopy=False))
     if not quiet:
         left = max(0, s.trials - before)
-        print(f"study {s.study_name!r} in {s.storage}: {before} trial(s) so far, {left} to run (target {s.target} ± {s.tolerance}, {search_epochs(cfg)} epochs each, {workers} worker(s))", flush=True)
+        print(f"study {s.study_name!r} in {shown_storage(s.storage)}: {before} trial(s) so far, {left} to run (target {s.target} ± {s.tolerance}, {search_epochs(cfg)} epochs each, {workers} worker(s))", flush=True)
 
     job = WorkerJob(
         cfg=cfg,
@@ -776,13 +905,51 @@ def run_search(
             except KeyboardInterrupt:
                 pool.terminate()
                 raise
-    study = optuna.load_study(study_name=s.study_name, storage=make_storage(s.storage))
+    wait_for_other_workers(study, tracker, s.storage, out, quiet=quiet)
+    with study_lock(s.storage, out, s.study_name):  # one writer at a time; the last one writes the finished study
+        study = optuna.load_study(study_name=s.study_name, storage=make_storage(s.storage))
+        return write_outputs(study, cfg, out, tracker, overrides or {})
+
+
+def wait_for_other_workers(study: optuna.Study, tracker: Optional["SearchTracker"], storage: str, out: Path, *, quiet: bool = False, poll: float = 1.0) -> None:
+    """Wait until the trials running now (in other processes of the study: this one's
+    workers are done) are finished, so the outputs describe the whole budget. A trial
+    whose worker died meanwhile is failed and queued again (:func:`recover_stale_trials`),
+    so the wait ends; trials those others start afterwards are not waited for."""
+    waiting: Optional[set[int]] = None
+    while True:
+        with study_lock(storage, out, study.study_name):
+            recover_stale_trials(study, tracker)
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        if waiting is None:
+            waiting = running
+            if waiting and not quiet:
+                print(f"waiting for trial(s) {', '.join(map(str, sorted(waiting)))}, still running in other processes of the study", flush=True)
+        waiting &= running
+        if not waiting:
+            return
+        time.sleep(poll)
+
+
+def study_state_key(study: optuna.Study) -> str:
+    """A short digest of every trial's number and state: equal keys, equal summaries."""
+    import hashlib
+
+    text = ",".join(f"{t.number}:{t.state.name}" for t in study.get_trials(deepcopy=False))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def write_outputs(study: optuna.Study, cfg: Config, out: Path, tracker: Optional["SearchTracker"], overrides: dict[str, Any]) -> SearchResult:
+    """``best_params.yaml``, ``accuracy_vs_compression.png`` and ``summary.json`` from the
+    study's state, each file written whole (temporary file, then ``os.replace``), and the
+    MLflow parent run's summary, figures and end, once per state of the study and only
+    when no trial is running. Call under :func:`study_lock`."""
     result = summarize(study, cfg)
     result.mlflow_parent_run_id = tracker.parent_run_id if tracker else None
     artifacts = []
     best_file = out / "best_params.yaml"
     if result.best_number is not None:
-        write_best_params(best_file, study, cfg, overrides or {})
+        write_best_params(best_file, study, cfg, overrides)
         result.best_params_file = str(best_file)
         artifacts.append(best_file)
     plot = out / "accuracy_vs_compression.png"
@@ -793,14 +960,18 @@ def run_search(
     summary_file = out / "summary.json"
     import json
 
-    summary_file.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n")
+    atomic_write(summary_file, lambda tmp: tmp.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n"))
     artifacts.append(summary_file)
-    if tracker is not None:
-        tags = {}
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    key = study_state_key(study)
+    if tracker is not None and not running and not tracker.summarised(key):
+        from .tracking import SUMMARY_TAG
+
+        tags = {SUMMARY_TAG: key}
         if result.best_number is not None:
             best = study.best_trial
-            tags = {"best.trial": str(best.number), "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", ""),
-                    **{f"best.{k}": f"{v:.6g}" for k, v in best.params.items()}}
+            tags.update({"best.trial": str(best.number), "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", ""),
+                         **{f"best.{k}": f"{v:.6g}" for k, v in best.params.items()}})
         figures = {}
         with contextlib.suppress(Exception):
             figures = study_figures(study, cfg)
@@ -813,6 +984,23 @@ def run_search(
 
         plt.close("all")
     return result
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write ``path`` whole: ``write(tmp)`` fills a temporary file in the same folder (same
+    suffix, so writers that go by it pick the format), which then replaces ``path`` in one
+    step (``os.replace``). Readers, and other processes writing the same file, never see a
+    partial one."""
+    import secrets
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{path.suffix}")  # created by write(), usual mode
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def summarize(study: optuna.Study, cfg: Config) -> SearchResult:
@@ -874,9 +1062,8 @@ def write_best_params(path: Path, study: optuna.Study, cfg: Config, overrides: d
         f" at {acc_name} accuracy {best.value:.4f}, seed {cfg.train.seed}, {search_epochs(cfg)} epochs.\n"
         f"# Apply with `dpap apply-best` (merges into params.yaml) or the printed `dvc exp run -S` line.\n"
     )
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + yaml.safe_dump(best_params_overlay(study, cfg, overrides), sort_keys=True))
-    os.replace(tmp, path)
+    text = header + yaml.safe_dump(best_params_overlay(study, cfg, overrides), sort_keys=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def dvc_exp_command(overlay: dict[str, Any]) -> str:
@@ -939,8 +1126,10 @@ def plot_trials(study: optuna.Study, cfg: Config, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, fig.savefig)
+    finally:
+        plt.close(fig)
 
 
 def format_summary(res: SearchResult, epochs: Optional[int] = None) -> str:

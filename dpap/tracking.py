@@ -40,21 +40,125 @@ class TrackingStoreError(RuntimeError):
     """The MLflow store cannot be used (not a database, locked, unreachable, unwritable)."""
 
 
+LOCK_TIMEOUT_ENV = "DPAP_MLFLOW_LOCK_TIMEOUT"
+"""Seconds to wait for a SQLite store another process holds locked before giving up with
+one line (default :data:`LOCK_TIMEOUT`)."""
+LOCK_TIMEOUT = 10.0
+
+
+def sqlite_file(tracking_uri: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` URI (None for any other store)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///") :])
+    return None
+
+
+def lock_timeout() -> float:
+    """:data:`LOCK_TIMEOUT_ENV` as seconds (default :data:`LOCK_TIMEOUT`)."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise TrackingStoreError(f"{LOCK_TIMEOUT_ENV}={raw!r}: expected seconds >= 0, e.g. {LOCK_TIMEOUT_ENV}=10")
+    return value
+
+
+def _locked_message(db: Path, timeout: float) -> str:
+    return (f"MLflow store {db}: locked by another process (still locked after {timeout:g} s; {LOCK_TIMEOUT_ENV}=SECONDS waits longer); "
+            f"let that process finish or stop it (`fuser {db}` names it), or set MLFLOW_TRACKING_URI to another store, or pass --no-mlflow")
+
+
+def check_not_locked(db: Path, timeout: Optional[float] = None) -> None:
+    """Raise :class:`TrackingStoreError` when another process holds the SQLite store ``db``
+    locked for longer than ``timeout`` seconds (default :func:`lock_timeout`).
+
+    MLflow itself would wait 20 s per query (its ``busy_timeout``) and then log a traceback;
+    this asks once, with the standard library, for the lock a writer needs (``BEGIN
+    IMMEDIATE``, rolled back at once). A missing file or one that is not a database passes:
+    MLflow creates the one and :func:`open_store` reports the other."""
+    import sqlite3
+
+    if not db.is_file():
+        return
+    timeout = lock_timeout() if timeout is None else timeout
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):  # "database is locked" (SQLITE_BUSY), "database table is locked"
+            raise TrackingStoreError(_locked_message(db, timeout)) from None
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()
+
+
+def creation_lock_path(db: Path) -> Path:
+    """The lock file that serialises the first opening of the SQLite store ``db`` among the
+    processes of this machine (in the temporary folder, keyed by the file's absolute path,
+    so nothing is added next to the store)."""
+    key = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"dpap-mlflow-store-{key}.lock"
+
+
 def open_store(tracking_uri: str):
     """An :class:`~mlflow.tracking.MlflowClient` for ``tracking_uri``, after one cheap query
     that proves the store works; else :class:`TrackingStoreError` with one line saying
-    what to do."""
+    what to do.
+
+    For a SQLite store: first :func:`check_not_locked`; then the first query, which makes
+    MLflow create (or check) its tables, runs under a file lock, so several processes
+    starting on a fresh ``mlflow.db`` at once do not race to create the same tables (MLflow
+    would fail in all but one with ``table ... already exists``). MLflow's own log lines
+    are held back meanwhile; the error, if any, is the one line."""
+    from contextlib import nullcontext
+
     from mlflow.tracking import MlflowClient
 
+    db = sqlite_file(tracking_uri)
+    if db is not None:
+        check_not_locked(db)
+    mlflow_log = logging.getLogger("mlflow")
+    level = mlflow_log.level
+    mlflow_log.setLevel(logging.CRITICAL)
     try:
-        client = MlflowClient(tracking_uri)
-        client.search_experiments(max_results=1)
+        with creation_lock(db) if db is not None else nullcontext():
+            client = MlflowClient(tracking_uri)
+            client.search_experiments(max_results=1)
         return client
+    except TrackingStoreError:
+        raise
     except Exception as exc:  # sqlalchemy, sqlite3, MlflowException, OSError, requests ...
         reason = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
-        where = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else tracking_uri
-        hint = (f"move it aside (mv {where} {where}.broken) and run again for a fresh store, " if tracking_uri.startswith("sqlite:///") else "check that the server is up, ")
+        if db is not None and "database is locked" in reason:
+            raise TrackingStoreError(_locked_message(db, 20)) from None
+        where = str(db) if db is not None else tracking_uri
+        if db is None:
+            hint = "check that the server is up, "
+        elif db.is_file():
+            hint = f"move it aside (mv {where} {where}.broken) and run again for a fresh store, "
+        else:
+            hint = "check that its folder can be created and written, "
         raise TrackingStoreError(f"MLflow store {where}: {reason[:200]}; {hint}or set MLFLOW_TRACKING_URI, or pass --no-mlflow") from None
+    finally:
+        mlflow_log.setLevel(level)
+
+
+def creation_lock(db: Path):
+    """:func:`dpap.file_lock.file_lock` on :func:`creation_lock_path`."""
+    from .file_lock import file_lock
+
+    return file_lock(creation_lock_path(db))
+
+
 RUN_ID_KEY = "mlflow_run_id"
 
 
@@ -506,10 +610,29 @@ def log_evaluation(run_id: str, metrics: Mapping[str, Any], files: Sequence[tupl
 # ----------------------------------------------------------------------- search
 
 SEARCH_EXPERIMENT = "dpap-search"
+SUMMARY_TAG = "dpap.summary_of"
+"""Tag of a search's parent run: which state of the study its summary describes."""
 
 
 def _raise(exc: Exception) -> None:
     raise exc
+
+
+def find_parent_run(client, experiment_id: str, study_name: str, storage: str) -> Optional[str]:
+    """The oldest live parent run of the study ``study_name`` in ``storage`` (by its tags
+    ``dpap.kind = search``, ``optuna.study``, ``optuna.storage``), or None. The names are
+    compared here, not in the filter, so any characters in them are fine."""
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string="tags.`dpap.kind` = 'search'", max_results=500,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        for run in page:
+            tags = run.data.tags
+            if tags.get("optuna.study") == study_name and tags.get("optuna.storage") == storage:
+                return run.info.run_id
+        token = page.token
+        if not token:
+            return None
 
 
 class SearchTracker:
@@ -521,18 +644,22 @@ class SearchTracker:
     (one warning, then the search goes on)."""
 
     def __init__(self, tracking_uri: str, parent_run_id: str, experiment_id: str):
-        from mlflow.tracking import MlflowClient
-
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_store(tracking_uri)
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
         self._warned = False
 
     @classmethod
     def for_study(cls, tracking_uri: str, study, params: Mapping[str, Any], storage: str) -> "SearchTracker":
-        """Reuse the study's parent run (``study.user_attrs["mlflow_parent_run_id"]``) or
-        create it, with ``params`` (the search settings)."""
+        """The study's one parent run: the one recorded in
+        ``study.user_attrs["mlflow_parent_run_id"]`` when this store has it, else the one
+        tagged with the study's name and ``storage`` (``optuna.study``, ``optuna.storage``;
+        oldest first), else a new one with ``params`` (the search settings).
+
+        Several processes of one study must call this one at a time (``dpap search`` holds
+        the study's lock file), so they share one parent run; its id is recorded in the
+        study for the next."""
         from mlflow.exceptions import MlflowException
 
         client = open_store(tracking_uri)
@@ -540,10 +667,12 @@ class SearchTracker:
         run_id = study.user_attrs.get("mlflow_parent_run_id")
         if run_id is not None:
             try:
-                client.get_run(run_id)
-                client.update_run(run_id, status="RUNNING")
+                if client.get_run(run_id).info.lifecycle_stage == "deleted":
+                    run_id = None
             except MlflowException:
-                run_id = None  # another tracking store: start a new parent
+                run_id = None  # another tracking store: find or start its parent
+        if run_id is None:
+            run_id = find_parent_run(client, exp_id, study.study_name, storage)
         if run_id is None:
             tags = {"dpap.kind": "search", "optuna.study": study.study_name, "optuna.storage": storage}
             commit = git_commit()
@@ -554,8 +683,18 @@ class SearchTracker:
             run = client.create_run(exp_id, run_name=study.study_name, tags=tags)
             run_id = run.info.run_id
             client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        if study.user_attrs.get("mlflow_parent_run_id") != run_id:
             study.set_user_attr("mlflow_parent_run_id", run_id)
+        if client.get_run(run_id).info.status != "RUNNING":
+            client.update_run(run_id, status="RUNNING")
         return cls(tracking_uri, run_id, exp_id)
+
+    def summarised(self, key: str) -> bool:
+        """Whether the parent run already ended with the summary of the study state ``key``
+        (:data:`SUMMARY_TAG`; written by another process of the study that finished at the
+        same time): :meth:`finish` would log the same values again."""
+        run = self._safe(self.client.get_run, self.parent_run_id)
+        return run is not None and run.info.status == "FINISHED" and run.data.tags.get(SUMMARY_TAG) == key
 
     def _safe(self, fn, *args, **kwargs):
         try:
@@ -568,14 +707,17 @@ class SearchTracker:
                 self._warned = True
             return None
 
-    def trial_callback(self, trial, overrides: Mapping[str, Any], data_hash: str = "", epochs: int = 0) -> MlflowCallback:
+    def trial_callback(self, trial, overrides: Mapping[str, Any], data_hash: str = "", epochs: int = 0) -> Optional[MlflowCallback]:
         """The :func:`dpap.training.fit` callback that logs one trial as a child run; the
-        run id goes to the trial's user attribute ``mlflow_run_id`` as soon as it exists."""
+        run id goes to the trial's user attribute ``mlflow_run_id`` as soon as it exists.
+        None when the store cannot be opened now (e.g. locked by another program for
+        longer than :func:`lock_timeout`): one warning, and the trial runs untracked."""
         params = {"optuna.trial_number": trial.number, **{f"search.{k}": v for k, v in overrides.items()}}
         if "retry_of" in trial.user_attrs:
             params["optuna.retry_of"] = trial.user_attrs["retry_of"]
         tags = {"optuna.trial": str(trial.number), "optuna.study": trial.study.study_name, "dpap.kind": "search-trial"}
-        cb = MlflowCallback(
+        cb = self._safe(
+            MlflowCallback,
             experiment=SEARCH_EXPERIMENT, tracking_uri=self.uri, run_name=f"trial-{trial.number}", parent_run_id=self.parent_run_id,
             tags=tags, params=params, data_hash=data_hash, images_every=max(1, epochs), log_model=False, resume=False,
             on_start=lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
