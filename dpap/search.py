@@ -1,4 +1,5 @@
-"""Optuna search for the survival-function knobs that hit a chosen compression (issue 5).
+"""Optuna search for the pruning knobs that hit a chosen compression (issue 5): DPAP's
+survival-function knobs, or SD-SNN's (``sdsnn.fc_rate_gain``, ...) with ``dpap.method: sdsnn``.
 
 The search tunes β, ε, η and C (``dpap.epsilon``, ``dpap.conv.*``, ``dpap.fc.*``; ranges
 in ``search.ranges``) to maximise accuracy (validation when there is a split, else test)
@@ -111,6 +112,8 @@ def knob_value(cfg: Config, name: str) -> float:
         own = getattr(cfg.dpap, name)
         return own if own is not None else getattr(cfg.dpap.resolved("fc"), name)
     group, knob = name.split(".")
+    if group == "sdsnn":  # SD-SNN's knobs (dpap.sdsnn.*) have no protocol defaults
+        return getattr(cfg.dpap.sdsnn, knob)
     return getattr(cfg.dpap.resolved(group), knob)
 
 
@@ -146,8 +149,9 @@ def search_fingerprint(cfg: Config, data_hash: str = "") -> dict[str, Any]:
     The searched knobs are blanked, so applying the best params to params.yaml and re-running
     the same command still resumes the study."""
     raw = cfg.to_dict()
-    for name in cfg.search.ranges:
-        set_dotted(raw, f"dpap.{name}", None)
+    blank = Config().to_dict()
+    for name in cfg.search.ranges:  # DPAP knobs blank to None, SD-SNN's to their defaults
+        set_dotted(raw, f"dpap.{name}", blank["dpap"]["sdsnn"][name.split(".")[1]] if name.startswith("sdsnn.") else None)
     raw["train"]["epochs"] = search_epochs(cfg)
     base = config_from_dict(raw)
     return {
@@ -207,7 +211,7 @@ class TrialMonitor:
         c = m.compression
         t = self.trial
         high = self.target + self.tolerance
-        if c > high:
+        if c > high and (run.pruner is None or run.pruner.method.permanent):  # SD-SNN regrows: it may come back
             self._prune(c, f"compression {c:.3f} > target + tolerance {high:.3f} after epoch {m.epoch + 1}; pruning is permanent, so it cannot come back")
         low = self.target - self.tolerance
         if c < low and run.epoch < self.epochs and not can_still_prune(run, self.epochs):

@@ -28,6 +28,9 @@ class PruningMethod:
     SD-SNN's ``reference`` protocol)."""
     silence_units = True
     """A pruned unit's bias and BatchNorm affine terms are zeroed too, so it never fires."""
+    permanent = True
+    """Nothing pruned comes back, so compression never falls (a search may stop a trial
+    as soon as it overshoots its target)."""
     value_name = "survival"
     """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
 

@@ -220,6 +220,7 @@ class SDSNNMethod(PruningMethod):
         self.reference = cfg.protocol == "reference"
         self.masks_every_step = not self.reference  # Q3
         self.silence_units = not self.reference  # Q4
+        self.permanent = not cfg.regenerate
         self.schedule = schedule(cfg, epochs)
         self.layers: list[LayerState] = []
 

@@ -275,7 +275,9 @@ def test_regeneration_restores_only_pruned_sites_never_before_k_plus_2_epochs(pr
     assert bool(pruner.units[0][0])  # the neuron lives again, with one synapse
     assert int(pruner.weight_mask(0)[0].sum()) == 1
     if protocol == "fixed":
-        assert value == pytest.approx(shadow) and shadow == pytest.approx(5.0)  # the value it had when pruned
+        # the value it had when pruned, × shrink (0.75) every K+1 epochs it stayed pruned
+        assert shadow == pytest.approx(5.0)
+        assert value == pytest.approx(5.0 * 0.75 ** ((grown_at - pruned_at) / (K + 1)), rel=1e-5)
     else:
         assert value == pytest.approx(5.0)  # its current shadow weight
     for e in range(grown_at + 1, grown_at + 6):  # a restored site is never masked again
@@ -317,7 +319,8 @@ def test_conv_regeneration_restores_a_whole_kernel():
             assert not bool(pruner.units[1][0]) and torch.all(w[0] == 0)
     assert bool(pruner.units[1][0])
     assert bool(pruner.synapses[1][0, 0]) and int(pruner.synapses[1][0].sum()) == 1
-    assert torch.all(w[0, 0] == 3.0)  # all 9 entries back, at their values when pruned
+    # all 9 entries back, at their values when pruned × 0.75 per K+1 = 3 epochs pruned (4 here)
+    assert torch.allclose(w[0, 0], torch.full((3, 3), 3.0 * 0.75 ** (4 / 3)))
     assert torch.all(w[0, 1] == 0.0)
 
 
