@@ -239,6 +239,9 @@ def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tupl
         out.update({k: v for k, v in pruning_dynamics(history).as_dict().items() if k != "max_jump_epoch"})
     if val is not None:
         out["val_accuracy"] = accuracy(model, *val)
+    regrown = regenerated_per_layer(history)
+    if regrown is not None:  # synapses (FC) or kernels (conv) that grew back over the run (SD-SNN)
+        out["regenerated"] = sum(regrown.values())
     out["layers"] = {
         f"layer{c.index}": {
             "type": c.layer_type,
@@ -248,9 +251,22 @@ def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tupl
             "units_alive": c.units_alive,
             "units": c.units,
             "synaptic_ops_per_sample": ops.per_layer[c.index]["acs"] + ops.per_layer[c.index]["macs"],
+            **({"regenerated": regrown[c.index]} if regrown is not None else {}),
         }
         for c in report.layers
     }
+    return out
+
+
+def regenerated_per_layer(history: Sequence[EpochMetrics]) -> Optional[dict[int, int]]:
+    """Sites (FC synapses, conv kernels) regrown per layer over the whole run; None for a
+    history without pruning records (the unpruned baseline, or a run from before they were kept)."""
+    rows = [layer for m in history for layer in m.layers if "regenerated" in layer]
+    if not rows:
+        return None
+    out: dict[int, int] = {}
+    for layer in rows:
+        out[layer["index"]] = out.get(layer["index"], 0) + int(layer["regenerated"])
     return out
 
 
