@@ -18,10 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--offline", action="store_true", help="never touch the network (same as DPAP_OFFLINE=1)")
     args = ap.parse_args(argv)
     from dpap.config import load_params
-    from dpap.data import download
+    from dpap.data import download, raw_root
+    from dpap.outputs import is_output_fault, output_error
 
     cfg = load_params(args.params).data  # validated before anything is touched
-    root = download(cfg, offline=True if args.offline else None, progress=True, log=print)
+    try:
+        root = download(cfg, offline=True if args.offline else None, progress=True, log=print)
+    except OSError as exc:  # a full or read-only disk, a file where a folder should be
+        if not is_output_fault(exc):
+            raise
+        raise output_error(exc, exc.filename or raw_root(cfg)) from None
     print(f"download: {cfg.name} ready in {root}")
     return 0
 

@@ -18,6 +18,7 @@ names any truncated or altered file.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import tarfile
@@ -30,6 +31,7 @@ from typing import Callable, Iterable, Mapping, Optional
 import numpy as np
 
 from ..config import DataConfig
+from ..outputs import atomic_write_bytes
 from .checksums import MANIFEST_NAME, matches, read_manifest, verify_manifest, write_manifest
 from .errors import DataError
 from .registry import Archive, DatasetSpec, RawFile, get_spec
@@ -123,10 +125,9 @@ def _fetch_digits(root: Path, log: Log) -> None:
         if not same:
             raise DataError(f"checksum error: {path} differs from scikit-learn's bundled digits; delete it and run again")
         return
-    tmp = root / ".dpap-digits.npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, images=images, labels=labels)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, images=images, labels=labels)
+    atomic_write_bytes(path, buf.getvalue(), temp_name=".dpap-digits.npz.tmp")  # OutputError: nothing left
 
 
 # ------------------------------------------------------------------------------ others
