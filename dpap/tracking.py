@@ -40,12 +40,33 @@ class TrackingStoreError(RuntimeError):
     """The MLflow store cannot be used (not a database, locked, unreachable, unwritable)."""
 
 
+def _check_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """For an ``http(s)://`` store: one TCP connection, so a server that is down is one
+    line within seconds (MLflow's own client retries for minutes before it gives up)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(tracking_uri)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise TrackingStoreError(
+            f"MLflow store {tracking_uri}: cannot connect ({reason}); check that the server is up, "
+            f"or set MLFLOW_TRACKING_URI, or pass --no-mlflow"
+        ) from None
+
+
 def open_store(tracking_uri: str):
     """An :class:`~mlflow.tracking.MlflowClient` for ``tracking_uri``, after one cheap query
     that proves the store works; else :class:`TrackingStoreError` with one line saying
     what to do."""
     from mlflow.tracking import MlflowClient
 
+    _check_server(tracking_uri)
     try:
         client = MlflowClient(tracking_uri)
         client.search_experiments(max_results=1)

@@ -26,17 +26,6 @@ STAGES = {"train": ["pipeline/train.py", "--no-progress", "--no-mlflow"], "evalu
 KEPT = ("models/model.pt", "metrics.json", "plots/accuracy.csv", "plots/layers.png", "data/processed/digits/train.pt", "data/raw/digits/digits.npz")
 
 
-@pytest.fixture
-def work(repro_repo, tmp_path) -> Path:
-    """A copy of the repository after `dvc repro`: scripts, data, model, metrics, plots."""
-    w = tmp_path / "w"
-    for d in ("pipeline", "dpap", "data", "models", "plots"):
-        shutil.copytree(repro_repo / d, w / d, ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("params.yaml", "metrics.json"):
-        shutil.copy(repro_repo / f, w / f)
-    return w
-
-
 def digests(w: Path) -> dict[str, str]:
     return {f: hashlib.sha256((w / f).read_bytes()).hexdigest() for f in KEPT}
 
