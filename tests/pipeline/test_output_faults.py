@@ -63,17 +63,17 @@ def unprivileged(probe: Path) -> list[str]:
 
 
 READ_ONLY = [
-    # (id, folder made read-only, stage, the error line's start)
-    ("models", "models", "train", "error: cannot write models/model.pt: models/ is not writable (permission denied); make it writable (chmod u+w models)"),
-    ("checkpoints", "checkpoints", "train", "error: cannot write checkpoints/train.pt: checkpoints/ is not writable (permission denied)"),
-    ("plots", "plots", "evaluate", "error: cannot write plots/accuracy.csv: plots/ is not writable (permission denied)"),
-    ("metrics-folder", ".", "evaluate", "error: cannot write metrics.json: the current folder is not writable (permission denied); make it writable (chmod u+w .)"),
-    ("processed", "data/processed", "preprocess", "error: cannot write data/processed/digits: data/processed/ is not writable (permission denied)"),
+    # (id, folder made read-only, stage, the error line)
+    ("models", "models", "train", "error: cannot write models/model.pt: models/ is not writable (permission denied); make it writable (chmod u+w models) and run again (models/model.pt is unchanged)"),
+    ("checkpoints", "checkpoints", "train", "error: cannot write checkpoints/train.pt: checkpoints/ is not writable (permission denied); make it writable (chmod u+w checkpoints) and run again"),
+    ("plots", "plots", "evaluate", "error: cannot write plots/accuracy.csv: plots/ is not writable (permission denied); make it writable (chmod u+w plots) and run again (plots/accuracy.csv is unchanged)"),
+    ("metrics-folder", ".", "evaluate", "error: cannot write metrics.json: the current folder is not writable (permission denied); make it writable (chmod u+w .) and run again (metrics.json is unchanged)"),
+    ("processed", "data/processed", "preprocess", "error: cannot write data/processed/digits: data/processed/ is not writable (permission denied); make it writable (chmod u+w data/processed) and run again (data/processed/digits is unchanged)"),
 ]
 
 
-@pytest.mark.parametrize("folder,stage,start", [r[1:] for r in READ_ONLY], ids=[r[0] for r in READ_ONLY])
-def test_read_only_output_folder(work, tmp_path, folder, stage, start):
+@pytest.mark.parametrize("folder,stage,expected", [r[1:] for r in READ_ONLY], ids=[r[0] for r in READ_ONLY])
+def test_read_only_output_folder(work, tmp_path, folder, stage, expected):
     """chmod 555: one line naming the file, exit 1, before any training or evaluation
     (no epoch ran), earlier results intact, nothing left behind."""
     prefix = unprivileged(tmp_path / "probe")
@@ -86,8 +86,7 @@ def test_read_only_output_folder(work, tmp_path, folder, stage, start):
         p = run(prefix + [sys.executable, *cmd], work, check=False, timeout=300)
     finally:
         target.chmod(0o755)
-    line = one_error_line(p)
-    assert line.startswith(start), line
+    assert one_error_line(p) == expected
     assert "test accuracy" not in p.stdout, p.stdout
     assert not (work / "checkpoints" / "train.pt").exists()  # train stopped before its first epoch
     assert digests(work) == before
@@ -181,3 +180,19 @@ def test_full_disk(work, tmp_path, folder, stage, files, expected):
         p = run([sys.executable, "pipeline/train.py", "--no-mlflow"], work, timeout=300)
         assert "resuming from checkpoint checkpoints/train.pt after epoch 3" in p.stdout and "epoch   1:" not in p.stdout, p.stdout
         assert (work / "models" / "model.pt").exists() and not (work / "checkpoints" / "train.pt").exists()
+
+
+def test_read_only_file_system(work, tmp_path):
+    """``models/`` on a file system mounted read-only (a read-only bind mount of itself, in
+    a private mount namespace): one line, before training; the model unchanged."""
+    ns = mount_namespace(tmp_path / "probe")
+    before = digests(work)
+    models = shlex.quote(str(work / "models"))
+    script = f'mount --bind {models} {models} && mount -o remount,bind,ro {models} || exit 99\nexec "$@"\n'
+    p = subprocess.run(ns + ["sh", "-c", script, "sh", sys.executable, *STAGES["train"]], cwd=work, env=env(), capture_output=True, text=True, timeout=300)
+    assert one_error_line(p) == (
+        "error: cannot write models/model.pt: models/ is on a read-only file system; "
+        "remount it read-write or run from a writable copy (models/model.pt is unchanged)"
+    )
+    assert not (work / "checkpoints" / "train.pt").exists()  # stopped before its first epoch
+    assert digests(work) == before and temporaries(work) == []
