@@ -435,6 +435,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: got {value!r}, expected an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads `1e-3` (no dot) as text; it means a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: got {value!r}, expected a number")
         if not math.isfinite(value):
@@ -445,6 +447,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: got {value!r}, expected a string")
         return value
     raise TypeError(f"unsupported annotation {tp!r} for {key}")  # pragma: no cover
+
+
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 5E4, -2.5e+1
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:

@@ -2,7 +2,7 @@
 
 - :func:`save_model` / :func:`load_model`: ``models/model.pt`` holds the final network
   state, the pruning masks, the configuration and the training history, written
-  atomically. No MLflow or DVC involved; usable from a notebook.
+  atomically (:mod:`dpap.outputs`: a failed write leaves the old file and one line). No MLflow or DVC involved; usable from a notebook.
 - :func:`synaptic_operations`: operations per sample on a data split, counted with
   :meth:`SpikingNetwork.observe`. A layer whose input is a spike train costs one
   accumulate (AC, 0.9 pJ) per input event (non-zero input) and retained outgoing
@@ -19,7 +19,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -33,6 +32,7 @@ from .dynamics import kind_shares, pruning_dynamics
 from .config import Config, config_from_dict
 from .encoding import encode
 from .networks import SpikingNetwork
+from .outputs import atomic_write_bytes, atomic_write_text
 from .training import EpochMetrics, TrainingRun, _epoch_seed, convergence_epoch, make_network
 
 FORMAT = 1
@@ -45,21 +45,6 @@ class ModelFileError(RuntimeError):
 
 
 # ------------------------------------------------------------------- the model file
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def save_model(path: str | Path, run: TrainingRun, data_meta: Optional[dict] = None) -> Path:

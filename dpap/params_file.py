@@ -8,13 +8,13 @@ result is validated before anything is written, and written atomically.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
 from .config import config_from_dict
+from .outputs import atomic_write_text
 
 
 def flatten_dotted(d: Mapping[str, Any], prefix: str = "", keep: tuple[str, ...] = ("search.ranges",)) -> dict[str, Any]:
@@ -60,7 +60,5 @@ def merge_into_params(params: str | Path, changes: Mapping[str, Any], *, dry_run
     ry.dump(doc, buf)
     config_from_dict(yaml.safe_load(buf.getvalue()))  # what we write reads back valid
     if not dry_run:
-        tmp = params.with_name(f".{params.name}.{os.getpid()}.tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, params)
+        atomic_write_text(params, buf.getvalue())  # OutputError: params.yaml as it was
     return diff

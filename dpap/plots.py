@@ -15,7 +15,7 @@ takes) or written to files.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -27,12 +27,16 @@ import numpy as np  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` atomically (:func:`dpap.outputs.atomic_write_bytes`)."""
+    from .outputs import atomic_write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=90)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _to_array(fig) -> np.ndarray:

@@ -109,6 +109,26 @@ def creation_lock_path(db: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"dpap-mlflow-store-{key}.lock"
 
 
+def _check_server(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """For an ``http(s)://`` store: one TCP connection, so a server that is down is one
+    line within seconds (MLflow's own client retries for minutes before it gives up)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(tracking_uri)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise TrackingStoreError(
+            f"MLflow store {tracking_uri}: cannot connect ({reason}); check that the server is up, "
+            f"or set MLFLOW_TRACKING_URI, or pass --no-mlflow"
+        ) from None
+
+
 def open_store(tracking_uri: str):
     """An :class:`~mlflow.tracking.MlflowClient` for ``tracking_uri``, after one cheap query
     that proves the store works; else :class:`TrackingStoreError` with one line saying
@@ -123,6 +143,7 @@ def open_store(tracking_uri: str):
 
     from mlflow.tracking import MlflowClient
 
+    _check_server(tracking_uri)
     db = sqlite_file(tracking_uri)
     if db is not None:
         check_not_locked(db)

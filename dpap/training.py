@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from .config import Config, ConfigError
 from .encoding import encode
 from .networks import SpikingNetwork, build_network
 from .neurons import firing_rate_mse
+from .outputs import atomic_write_bytes
 from .pruning import make_pruner
 
 
@@ -330,10 +331,9 @@ class TrainingRun:
     def save_checkpoint(self) -> None:
         if self.checkpoint is None:
             return
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, self.checkpoint)
+        buf = io.BytesIO()
+        torch.save(self.state_dict(), buf)
+        atomic_write_bytes(self.checkpoint, buf.getvalue())  # OutputError: the old checkpoint stays
 
     def _load_checkpoint(self) -> None:
         try:

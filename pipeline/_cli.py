@@ -41,6 +41,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     try:
+        from dpap.outputs import OutputError
+
+        errors.append(OutputError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         from dpap.tracking import TrackingStoreError
 
         errors.append(TrackingStoreError)
@@ -72,7 +78,8 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1.
+    """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1 (also
+    a write that a full or read-only disk refuses).
     SIGTERM is handled as Ctrl-C (``KeyboardInterrupt``): the stage ends what it must
     (the train stage marks its MLflow run KILLED and keeps the checkpoint) and exits 130.
     SIGINT gets Python's own handler even when the parent ignored it (a shell does that to
@@ -88,4 +95,13 @@ def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         return 130
     except user_errors() as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a full or read-only disk under a write the library did not wrap
+        import errno
+
+        from dpap.outputs import FULL, output_error
+
+        if exc.errno not in (*FULL, errno.EROFS) or not exc.filename:
+            raise
+        print(f"error: {one_line(output_error(exc, exc.filename))}", file=sys.stderr)
         return 1

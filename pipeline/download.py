@@ -24,13 +24,19 @@ def main(argv: list[str] | None = None) -> int:
                          "of the published ones for the files they name (over data.checksums)")
     args = ap.parse_args(argv)
     from dpap.config import load_params
-    from dpap.data import download
+    from dpap.data import download, raw_root
     from dpap.data.checksums import read_checksum_file
+    from dpap.outputs import is_output_fault, output_error
 
     cfg = load_params(args.params).data  # validated before anything is touched
     own = read_checksum_file(args.checksums) if args.checksums else None
-    root = download(cfg, checksums=own, checksums_from=args.checksums or "checksums=",
-                    offline=True if args.offline else None, progress=True, log=print)
+    try:
+        root = download(cfg, checksums=own, checksums_from=args.checksums or "checksums=",
+                        offline=True if args.offline else None, progress=True, log=print)
+    except OSError as exc:  # a full or read-only disk, a file where a folder should be
+        if not is_output_fault(exc):
+            raise
+        raise output_error(exc, exc.filename or raw_root(cfg)) from None
     print(f"download: {cfg.name} ready in {root}")
     return 0
 

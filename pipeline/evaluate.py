@@ -26,7 +26,9 @@ def main(argv=None) -> int:
 
     from dpap.data import load_processed
     from dpap.evaluation import evaluate, load_model, write_metrics, write_plots
+    from dpap.outputs import check_writable
 
+    check_writable(METRICS, PLOTS / "accuracy.csv")  # before the evaluation, not after it
     model = load_model(MODEL)
     data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)
     metrics = evaluate(model, data.test, data.val, cfg.train.baseline_accuracy)

@@ -18,10 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="processes for event binning (default: CPUs, max 8)")
     args = ap.parse_args(argv)
     from dpap.config import load_params
-    from dpap.data import preprocess
+    from dpap.data import preprocess, processed_root
+    from dpap.outputs import is_output_fault, output_error
 
     cfg = load_params(args.params).data  # validated before anything is touched
-    out = preprocess(cfg, progress=True, log=print, workers=args.workers)
+    try:
+        out = preprocess(cfg, progress=True, log=print, workers=args.workers)
+    except OSError as exc:  # a full or read-only disk, a file where a folder should be
+        if not is_output_fault(exc):
+            raise
+        raise output_error(exc, exc.filename or processed_root(cfg)) from None
     print(f"preprocess: {cfg.name} written to {out}")
     return 0
 

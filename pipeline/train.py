@@ -5,7 +5,9 @@
 Checkpoints every epoch to ``checkpoints/train.pt``; a killed run resumes from it when
 the stage runs again (same parameters), continuing the same MLflow run. Ctrl-C or SIGTERM
 ends the MLflow run as KILLED (exit 130) and keeps the checkpoint. The checkpoint is
-removed once the model file is written.
+removed once the model file is written. A read-only ``models/`` or ``checkpoints/`` stops
+the stage before training; a full disk stops it with one line naming the file, the
+previous model and checkpoint intact (exit 1).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ def main(argv=None) -> int:
 
     from dpap.data import load_processed
     from dpap.evaluation import save_model
+    from dpap.outputs import OutputError, check_writable
     from dpap.training import DivergedError, fit
 
+    check_writable(MODEL, CHECKPOINT)  # a read-only models/ stops here, not after the last epoch
     data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)
     callbacks = []
     tracker = None
@@ -43,13 +47,16 @@ def main(argv=None) -> int:
         if tracker is not None and tracker.run_id is not None:
             tracker.client.set_terminated(tracker.run_id, status="FAILED")
         raise
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: KILLED; the next run resumes it (RUNNING again)
-        if tracker is not None and tracker.run_id is not None:
-            tracker.client.set_terminated(tracker.run_id, status="KILLED")
+    except (KeyboardInterrupt, OutputError):  # Ctrl-C, SIGTERM, a checkpoint the disk refused:
+        _killed(tracker)  # KILLED; the next run resumes it (RUNNING again)
         raise
     if tracker is not None:
         tracker.start(run)  # a run resumed after its last epoch: continue its MLflow run
-    save_model(MODEL, run, data.meta)
+    try:
+        save_model(MODEL, run, data.meta)
+    except OutputError:  # e.g. a full disk: the checkpoint after the last epoch is kept
+        _killed(tracker)
+        raise
     if tracker is not None:
         tracker.finish(run, model_file=MODEL, example=data.test[0][:2])
     CHECKPOINT.unlink(missing_ok=True)
@@ -58,6 +65,15 @@ def main(argv=None) -> int:
     if tracker is not None:
         print(f"mlflow run {tracker.run_id} ({tracker.tracking_uri})")
     return 0
+
+
+def _killed(tracker) -> None:
+    """End the MLflow run as KILLED (best effort: the store may sit on the same full disk)."""
+    if tracker is not None and tracker.run_id is not None:
+        try:
+            tracker.client.set_terminated(tracker.run_id, status="KILLED")
+        except Exception:  # noqa: BLE001 - the error being raised matters more
+            pass
 
 
 if __name__ == "__main__":

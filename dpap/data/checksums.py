@@ -36,6 +36,7 @@ from typing import Container, Iterable, Optional
 
 import numpy as np
 
+from ..outputs import atomic_write_text
 from .errors import DataError
 
 MANIFEST_NAME = "MANIFEST.json"
@@ -256,9 +257,7 @@ def write_manifest(root: Path, name: str, source: str, progress: bool = False,
     manifest = {"name": name, "source": source, "files": entries}
     if content:
         manifest["content"] = content
-    tmp = root / f".dpap-{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, root / MANIFEST_NAME)
+    atomic_write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n", temp_name=f".dpap-{MANIFEST_NAME}.tmp")
     return manifest
 
 

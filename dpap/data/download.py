@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import os
 import shutil
@@ -41,6 +42,7 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 import numpy as np
 
 from ..config import DataConfig
+from ..outputs import atomic_write_bytes
 from .checksums import (
     MANIFEST_NAME,
     SINGLE_FILE_COMPRESSIONS,
@@ -207,10 +209,9 @@ def _fetch_digits(root: Path, log: Log) -> None:
         if not same:
             raise DataError(f"checksum error: {path} differs from scikit-learn's bundled digits; delete it and run again")
         return
-    tmp = root / ".dpap-digits.npz.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, images=images, labels=labels)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.savez(buf, images=images, labels=labels)
+    atomic_write_bytes(path, buf.getvalue(), temp_name=".dpap-digits.npz.tmp")  # OutputError: nothing left
 
 
 # ------------------------------------------------------------------------------ others

@@ -8,6 +8,7 @@ images, ``(x * scale - mean[c]) / std[c]``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -60,13 +61,18 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
 
     On any error the previous contents of ``out_dir`` are untouched."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise _refused(exc, out_dir) from None
     try:
         for s in SPLITS:
             if s in splits:
                 x, y = splits[s]
-                torch.save({"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y.astype(np.int64))}, tmp / f"{s}.pt")
+                buf = io.BytesIO()  # bytes first: torch's own file writer hides the OSError
+                torch.save({"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y.astype(np.int64))}, buf)
+                (tmp / f"{s}.pt").write_bytes(buf.getvalue())
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
         old = None
         if out_dir.exists():
@@ -75,12 +81,21 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
                 shutil.rmtree(old)
             os.replace(out_dir, old)
         os.replace(tmp, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _refused(exc, out_dir) from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+def _refused(exc: OSError, out_dir: Path) -> BaseException:
+    """A write the file system refused (full, read-only, ...) as a one-line error."""
+    from ..outputs import is_output_fault, output_error
+
+    return output_error(exc, out_dir) if is_output_fault(exc) else exc
 
 
 def _to_float(x: torch.Tensor, storage: dict) -> torch.Tensor:

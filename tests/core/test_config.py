@@ -1,6 +1,9 @@
 """params.yaml validation: one-line errors naming the key and what is allowed."""
 
+import re
+
 import pytest
+import yaml
 
 from dpap.config import Config, ConfigError, config_from_dict, load_params
 
@@ -64,3 +67,16 @@ def test_load_params_file_errors(tmp_path):
     assert load_params(p, {"dpap.fc.eta": 7, "train.epochs": 3}).dpap.fc.eta == 7.0
     with pytest.raises(ConfigError, match=r"dpap.fc.eta: got -1"):
         load_params(p, {"dpap.fc.eta": -1})
+
+
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads `1e-3` as text; in a number field it means 0.001, not a type error."""
+    p = tmp_path / "params.yaml"
+    p.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
+    assert yaml.safe_load(p.read_text())["train"]["lr"] == "1e-3"  # what the YAML parser gives
+    t = load_params(p).train
+    assert t.lr == 0.001 and t.weight_decay == 0.0005
+    for text, msg in [("lr: 1e", "train.lr: got '1e', expected a number"), ("lr: e5", "train.lr: got 'e5', expected a number"), ("epochs: 1e3", "train.epochs: got '1e3', expected an integer")]:
+        p.write_text(f"train:\n  {text}\n")
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            load_params(p)

@@ -79,3 +79,15 @@ def repro_repo(tmp_path_factory) -> Path:
     p = run(["dvc", "repro"], repo, timeout=400)
     (repo / "repro.log").write_text(p.stdout + p.stderr)
     return repo
+
+
+@pytest.fixture
+def work(repro_repo, tmp_path) -> Path:
+    """A throw-away copy of ``repro_repo`` (scripts, presets, data, model, metrics, plots,
+    params) to break things in: each test gets its own."""
+    w = tmp_path / "w"
+    for d in ("pipeline", "dpap", "presets", "data", "models", "plots"):
+        shutil.copytree(repro_repo / d, w / d, ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("params.yaml", "metrics.json"):
+        shutil.copy(repro_repo / f, w / f)
+    return w

@@ -103,7 +103,7 @@ def test_same_seed_same_metrics(repro_repo, tmp_path):
     assert (c / "metrics.json").read_text() == json.dumps(committed, indent=2) + "\n"  # the rest byte for byte
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stopped_training_is_killed_in_mlflow_and_resumes(repro_repo, tmp_path, sig):
     """SIGTERM (what `kill` and schedulers send) and Ctrl-C: exit 130 with one line, the
     MLflow run ended KILLED (not RUNNING for ever), the checkpoint kept; the next run
