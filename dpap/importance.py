@@ -9,6 +9,8 @@ channels of a conv layer). A synapse matrix is ``[post_units, pre_units]``.
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import functools
 
 import torch
@@ -125,11 +127,19 @@ class SlidingThreshold:
         self.value = torch.zeros(units, device=device, dtype=torch.float64)
         self.count = 0
 
-    def update(self, post: Tensor) -> Tensor:
-        """Fold the traces ``[N, units]`` of one batch in; returns θ (in ``post``'s dtype)."""
+    def update(self, post: Tensor, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+        """Fold the traces ``[N, units]`` of one batch in; returns θ (in ``post``'s dtype).
+        ``reduce`` (data-parallel training: a sum over ranks) folds in every rank's share of
+        the batch, so θ is that of the whole batch on every rank."""
+        sums = post.sum(0).to(self.value.dtype)
         n = post.shape[0]
+        if reduce is not None:
+            packed = reduce(torch.cat([sums, sums.new_tensor([float(n)])]))
+            sums, n = packed[:-1], int(round(float(packed[-1])))
         total = self.count + n
-        self.value = (self.value * self.count + post.sum(0).to(self.value.dtype)) / total
+        if total == 0:
+            return self.value.to(post.dtype)
+        self.value = (self.value * self.count + sums) / total
         self.count = total
         return self.value.to(post.dtype)
 

@@ -28,6 +28,7 @@ from .encoding import encode
 from .networks import SpikingNetwork, build_network
 from .neurons import firing_rate_mse
 from .outputs import atomic_write_bytes
+from .distributed import Distributed
 from .pruning import make_pruner
 
 
@@ -150,8 +151,13 @@ class TrainingRun:
         checkpoint: Optional[str | Path] = None,
         callbacks: Sequence[Callable[["TrainingRun", EpochMetrics], None]] = (),
         progress: bool = True,
+        distributed: Optional[Distributed] = None,
     ):
         self.cfg = cfg
+        self.dist = distributed
+        """Data-parallel training (:mod:`dpap.distributed`): this rank's share of every
+        batch, gradients and pruner statistics summed over ranks; checkpoints from rank 0."""
+        progress = progress and (distributed is None or distributed.is_main)
         self.device = resolve_device(cfg.train.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -175,6 +181,8 @@ class TrainingRun:
         if self.encoding == "events":
             self.net.time_steps = self.T
         self.pruner = make_pruner(self.net, cfg)
+        if self.pruner is not None and distributed is not None:
+            self.pruner.reduce = distributed.all_reduce
         self.optimizer = make_optimizer(cfg, self.net.parameters())
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.epoch = 0  # next epoch to run
@@ -223,29 +231,64 @@ class TrainingRun:
         torch.manual_seed(seed)  # dropout: the same at every (re)run of this epoch
         g = torch.Generator().manual_seed(seed)
         total_loss = 0.0
-        correct = seen = 0
+        correct = seen = mine = 0
         n_batches = math.ceil(len(self.train_split) / self.cfg.train.batch_size)
         bar = _progress(n_batches, f"epoch {epoch + 1}/{self.cfg.train.epochs}", self.progress)
         for b, (x, y) in enumerate(self._batches(self.train_split, True, g)):
-            out = self._output(x, g)
-            loss = self._loss(out, y)
-            if not torch.isfinite(loss):
-                bar.close()
-                raise DivergedError(f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}; lower train.lr or check the data")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.dist is not None:
+                loss, out, y, batch = self._shared_step(x, y, g, epoch, b, bar)
+            else:
+                out = self._output(x, g)
+                loss = self._loss(out, y)
+                if not torch.isfinite(loss):
+                    bar.close()
+                    raise DivergedError(f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}; lower train.lr or check the data")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                batch = len(y)
             if self.pruner is not None:
                 self.pruner.mask_gradients()
             self.optimizer.step()
             if self.pruner is not None:
                 self.pruner.apply_masks()
-            total_loss += float(loss.detach()) * len(y)
-            correct += int((out.detach().sum(0).argmax(1) == y).sum())
-            seen += len(y)
+            total_loss += float(loss.detach()) * batch
+            if out is not None:
+                correct += int((out.detach().sum(0).argmax(1) == y).sum())
+            seen += batch
+            mine += len(y)  # this rank's share (all of it in one process)
             bar.update(1)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / max(mine, 1):.3f}")
         bar.close()
+        if self.dist is not None:  # correct predictions of every rank's shares
+            correct = int(self.dist.all_reduce(torch.tensor([float(correct)], dtype=torch.float64, device=self.device)).item())
         return total_loss / seen, correct / seen
+
+    def _shared_step(self, x: Tensor, y: Tensor, g, epoch: int, b: int, bar):
+        """Forward and backward of this rank's share of a batch; returns the whole batch's
+        mean loss, this share's output and labels, and the batch size. The gradients end up
+        those of the whole batch's mean loss on every rank."""
+        n = len(y)
+        share = self.dist.share(n)
+        x, y = x[share], y[share]
+        self.optimizer.zero_grad(set_to_none=False)
+        if len(y):
+            out = self._output(x, g)
+            local = self._loss(out, y)
+            local_sum = local.detach().double() * len(y)
+        else:  # a last batch smaller than the number of ranks
+            out, local = None, None
+            local_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        loss = self.dist.all_reduce(local_sum.reshape(1).clone())[0] / n
+        if not torch.isfinite(loss):
+            bar.close()
+            raise DivergedError(f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}; lower train.lr or check the data")
+        for p in self.net.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if local is not None:
+            local.backward()
+        self.dist.average_gradients(self.net.parameters(), len(y) / n)
+        return loss, out, y, n
 
     def _layer_rows(self, report) -> list[dict]:
         """Per-layer rows of an epoch: the compression report's counts, what the pruner
@@ -329,7 +372,7 @@ class TrainingRun:
         self.extra = dict(state.get("extra", {}))
 
     def save_checkpoint(self) -> None:
-        if self.checkpoint is None:
+        if self.checkpoint is None or (self.dist is not None and not self.dist.is_main):
             return
         buf = io.BytesIO()
         torch.save(self.state_dict(), buf)
@@ -373,6 +416,7 @@ def fit(
     checkpoint: Optional[str | Path] = None,
     callbacks: Sequence[Callable[[TrainingRun, EpochMetrics], None]] = (),
     progress: bool = True,
+    distributed: Optional[Distributed] = None,
 ) -> TrainingRun:
     """Train on a :class:`dpap.data.ProcessedData` (``train``/``test``/``val`` as
     ``(x, y)`` tuples and ``meta`` with ``input_shape``, ``num_classes``, ``hash``).
@@ -391,6 +435,7 @@ def fit(
         checkpoint=checkpoint,
         callbacks=callbacks,
         progress=progress,
+        distributed=distributed,
     )
     run.run()
     return run

@@ -3,7 +3,9 @@
     python pipeline/train.py [--params params.yaml] [--no-mlflow] [--no-progress]
 
 Checkpoints every epoch to ``checkpoints/train.pt``; a killed run resumes from it when
-the stage runs again (same parameters), continuing the same MLflow run. Ctrl-C or SIGTERM
+the stage runs again (same parameters), continuing the same MLflow run. Data-parallel:
+``torchrun --nproc-per-node N pipeline/train.py`` (gloo on CPU, NCCL on GPU; rank 0 writes
+the checkpoint, the model and the MLflow run; README "Data-parallel training"). Ctrl-C or SIGTERM
 ends the MLflow run as KILLED (exit 130) and keeps the checkpoint. The checkpoint is
 removed once the model file is written. A read-only ``models/`` or ``checkpoints/`` stops
 the stage before training; a full disk stops it with one line naming the file, the
@@ -32,8 +34,15 @@ def main(argv=None) -> int:
     from dpap.outputs import OutputError, check_writable
     from dpap.training import DivergedError, fit
 
+    from dpap.distributed import Distributed
+
     check_writable(MODEL, CHECKPOINT)  # a read-only models/ stops here, not after the last epoch
     data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)
+    dist = Distributed.from_env()  # under torchrun: this rank's place; else None
+    if dist is not None and not dist.is_main:
+        fit(cfg, data, checkpoint=CHECKPOINT, progress=False, distributed=dist)  # rank 0 writes everything
+        dist.close()
+        return 0
     callbacks = []
     tracker = None
     if _cli.mlflow_enabled(args):
@@ -42,7 +51,7 @@ def main(argv=None) -> int:
         tracker = MlflowCallback(data_hash=data.meta.get("hash", ""), data_dir=Path(cfg.data.processed_dir) / cfg.data.name)
         callbacks.append(tracker)
     try:
-        run = fit(cfg, data, checkpoint=CHECKPOINT, callbacks=callbacks, progress=not args.no_progress)
+        run = fit(cfg, data, checkpoint=CHECKPOINT, callbacks=callbacks, progress=not args.no_progress, distributed=dist)
     except DivergedError:
         if tracker is not None and tracker.run_id is not None:
             tracker.client.set_terminated(tracker.run_id, status="FAILED")
@@ -60,6 +69,8 @@ def main(argv=None) -> int:
     if tracker is not None:
         tracker.finish(run, model_file=MODEL, example=data.test[0][:2])
     CHECKPOINT.unlink(missing_ok=True)
+    if dist is not None:
+        dist.close()
     last = run.history[-1]
     print(f"trained {len(run.history)} epochs: test accuracy {last.test_accuracy:.4f}, compression {last.compression:.3f} -> {MODEL}")
     if tracker is not None:

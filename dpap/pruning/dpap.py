@@ -150,7 +150,7 @@ class DPAPMethod(PruningMethod):
         if rule == "hebb":
             layer.importance += hebb(pre_tr, post_tr).to(torch.float64)
         else:
-            theta = layer.theta.update(post_tr)
+            theta = layer.theta.update(post_tr, reduce=pruner.reduce)
             layer.importance += bcm(pre_tr, post_tr, theta)
 
     # -------------------------------------------------------------------- decision
@@ -222,6 +222,13 @@ class DPAPMethod(PruningMethod):
                     pruner.kill_synapses(i, cap_deaths(sf.values, sf.candidates(live), most))
         for layer in self.layers:
             layer.reset_epoch()
+
+    def reduce_statistics(self, pruner: "Pruner", reduce) -> None:
+        """Importance and post-synaptic sums are sums over samples: add the ranks' (θ is
+        already the whole batches', :meth:`SlidingThreshold.update`)."""
+        for layer in self.layers:
+            reduce(layer.importance)
+            reduce(layer.post_sum)
 
     def can_still_prune(self, pruner: "Pruner", epochs_left: range) -> bool:
         """Whether any living synapse or unit can still die in ``epochs_left`` (Eq. 12-17).

@@ -93,6 +93,9 @@ class Pruner:
         self._died_synapses = [0] * len(self.layers)
         self._restored = [0] * len(self.layers)
         self.last_reports: list[LayerReport] = []
+        self.reduce = None
+        """Data-parallel training: an in-place sum over the ranks (:mod:`dpap.distributed`);
+        the method's statistics go through it, so every rank decides the same."""
         method.attach(self)
         self._remove = net.observe(self._observe)
         self.refresh_masks()
@@ -137,6 +140,8 @@ class Pruner:
         self._died_units = [0] * len(self.layers)
         self._died_synapses = [0] * len(self.layers)
         self._restored = [0] * len(self.layers)
+        if self.reduce is not None:
+            self.method.reduce_statistics(self, self.reduce)
         self.method.end_epoch(self, epoch)
         self.refresh_masks()
         self._apply_masks()

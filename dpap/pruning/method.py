@@ -48,6 +48,10 @@ class PruningMethod:
         """Per-entry values worth a histogram (e.g. survival functions), living entries only."""
         return {}
 
+    def reduce_statistics(self, pruner: "Pruner", reduce) -> None:
+        """Data-parallel training: sum the epoch's per-rank statistics over the ranks
+        (``reduce``: an in-place sum) before :meth:`end_epoch` uses them."""
+
     def layer_stats(self, pruner: "Pruner") -> dict[int, dict[str, float]]:
         """Per-block scalars worth a chart each epoch (e.g. SD-SNN's rate ``p``)."""
         return {}
