@@ -41,6 +41,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     try:
+        from dpap.neurobench_metrics import NeuroBenchError
+
+        errors.append(NeuroBenchError)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         from dpap.tracking import TrackingStoreError
 
         errors.append(TrackingStoreError)
