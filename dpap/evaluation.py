@@ -9,7 +9,11 @@
   synapse; a layer fed real values (the first layer under direct encoding, which runs
   once per sample; every DNN layer) costs one multiply-accumulate (MAC, 4.6 pJ) per
   retained weight use. 45 nm figures (Horowitz 2014), as SNN papers usually quote.
-- :func:`evaluate`: ``metrics.json`` content; :func:`history_rows` and
+  ``effective_macs`` counts only the MACs whose input is non-zero (NeuroBench's
+  "effective" MACs); a weight that reads a dead unit (a pruned channel or neuron of the
+  previous layer) never counts, whatever the unit outputs.
+- :func:`evaluate`: ``metrics.json`` content, including NeuroBench's own metrics
+  (:mod:`dpap.neurobench_metrics`) under ``neurobench``; :func:`history_rows` and
   :func:`write_plots`: the DVC plot files.
 """
 
@@ -142,9 +146,14 @@ def _weight_mask(block, live: Tensor) -> Tensor:
 
 @dataclass
 class SynOps:
+    """Per sample: ``acs`` (spike-driven accumulates), ``macs`` (every weight use of a
+    real-valued input) and ``effective_macs`` (those with a non-zero input); ``per_layer``
+    the same per block."""
+
     acs: float
     macs: float
     per_layer: list[dict]
+    effective_macs: float = 0.0
 
     @property
     def energy_pj(self) -> float:
@@ -160,6 +169,7 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: int = 256) ->
     masks = [_weight_mask(b, live[i]) for i, b in enumerate(net.blocks)]
     acs = [0.0] * n
     macs = [0.0] * n
+    effective = [0.0] * n
 
     def op(block, inp: Tensor, mask: Tensor) -> Tensor:
         if isinstance(block.synapse, nn.Conv2d):
@@ -177,6 +187,7 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: int = 256) ->
         else:  # a static input: the direct-encoded first layer runs once per sample
             inp = pre
         macs[index] += float(op(block, torch.ones_like(inp), mask).sum())
+        effective[index] += float(op(block, (inp != 0).to(mask.dtype), mask).sum())
 
     g = torch.Generator().manual_seed(_epoch_seed(cfg.train.seed, 10**6))
     remove = net.observe(observe)
@@ -188,10 +199,10 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: int = 256) ->
         remove()
     count = max(len(x), 1)
     per_layer = [
-        {"index": i, "layer_type": b.layer_type, "acs": acs[i] / count, "macs": macs[i] / count}
+        {"index": i, "layer_type": b.layer_type, "acs": acs[i] / count, "macs": macs[i] / count, "effective_macs": effective[i] / count}
         for i, b in enumerate(net.blocks)
     ]
-    return SynOps(sum(acs) / count, sum(macs) / count, per_layer)
+    return SynOps(sum(acs) / count, sum(macs) / count, per_layer, sum(effective) / count)
 
 
 def _time_major(pre: Tensor, block) -> bool:
@@ -200,8 +211,9 @@ def _time_major(pre: Tensor, block) -> bool:
     return pre.dim() == (5 if isinstance(block.synapse, nn.Conv2d) else 3)
 
 
-def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tuple[Tensor, Tensor]] = None, baseline_accuracy: Optional[float] = None) -> dict[str, Any]:
-    """The content of ``metrics.json`` for a trained model on the test split."""
+def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tuple[Tensor, Tensor]] = None, baseline_accuracy: Optional[float] = None, neurobench: bool = True) -> dict[str, Any]:
+    """The content of ``metrics.json`` for a trained model on the test split; with
+    ``neurobench``, NeuroBench's metrics on the same split under ``"neurobench"``."""
     net = model.net
     report = count_parameters(net, model.unit_masks, model.synapse_masks)
     ops = synaptic_operations(model, test[0])
@@ -218,8 +230,13 @@ def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tupl
         "synaptic_ops_per_sample": ops.acs + ops.macs,
         "acs_per_sample": ops.acs,
         "macs_per_sample": ops.macs,
+        "effective_macs_per_sample": ops.effective_macs,
         "energy_nj_per_sample": ops.energy_pj / 1000.0,
     }
+    if neurobench:  # the field's benchmark harness on the same split, beside our own counter
+        from .neurobench_metrics import neurobench_metrics
+
+        out["neurobench"] = neurobench_metrics(model, *test)
     if history:  # how it pruned: the largest one-epoch jump, the first epoch, per layer kind
         out.update({k: v for k, v in pruning_dynamics(history).as_dict().items() if k != "max_jump_epoch"})
     if val is not None:

@@ -603,9 +603,17 @@ def default_run_name(cfg) -> str:
 
 
 def evaluation_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The evaluate stage's scalar results as ``eval/<name>`` (per-layer values stay in
-    the ``evaluation/metrics.json`` artifact)."""
-    return {f"eval/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    """The evaluate stage's scalar results as ``eval/<name>``, and NeuroBench's as
+    ``eval/neurobench/<name>`` (per-layer values stay in the ``evaluation/metrics.json``
+    artifact)."""
+
+    def scalars(d: Mapping[str, Any], prefix: str) -> dict[str, float]:
+        return {f"{prefix}{k}": float(v) for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    out = scalars(metrics, "eval/")
+    if isinstance(metrics.get("neurobench"), Mapping):
+        out.update(scalars(metrics["neurobench"], "eval/neurobench/"))
+    return out
 
 
 def log_evaluation(run_id: str, metrics: Mapping[str, Any], files: Sequence[tuple[str, str | Path]] = (), step: int = 0, tracking_uri: Optional[str] = None) -> bool:

@@ -1,9 +1,12 @@
-"""Evaluate stage: models/model.pt + test data -> metrics.json and plots/ (DVC plots).
+"""Evaluate stage: models/model.pt + test data -> metrics.json, plots/ (DVC plots) and models/export/.
 
     python pipeline/evaluate.py [--params params.yaml] [--no-mlflow]
 
-Also logs the metrics (``eval/<name>``, at the run's last epoch) and plot files to the
-model's MLflow run, and names that run in ``metrics.json`` (``mlflow.run_id``).
+``metrics.json`` holds our counts and NeuroBench's (``neurobench``). ``models/export/``
+holds the network for other tools: ``model.nir`` (SNN) or ``model.onnx`` (DNN) and
+``export.json`` (how to run it; or why the format cannot hold this network).
+Also logs the metrics (``eval/<name>``, at the run's last epoch), the plot files and the
+export to the model's MLflow run, and names that run in ``metrics.json`` (``mlflow.run_id``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import _cli
 MODEL = Path("models/model.pt")
 METRICS = Path("metrics.json")
 PLOTS = Path("plots")
+EXPORT = Path("models/export")
 
 
 def main(argv=None) -> int:
@@ -26,6 +30,7 @@ def main(argv=None) -> int:
 
     from dpap.data import load_processed
     from dpap.evaluation import evaluate, load_model, write_metrics, write_plots
+    from dpap.export import export_model
     from dpap.outputs import check_writable
 
     check_writable(METRICS, PLOTS / "accuracy.csv")  # before the evaluation, not after it
@@ -33,6 +38,7 @@ def main(argv=None) -> int:
     data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)
     metrics = evaluate(model, data.test, data.val, cfg.train.baseline_accuracy)
     plot_files = write_plots(model.history, PLOTS)
+    exported = export_model(model, EXPORT)
     run_id = model.mlflow_run_id
     if _cli.mlflow_enabled(args) and run_id:  # metrics.json names the MLflow run it came from
         from dpap.tracking import EXPERIMENT
@@ -44,10 +50,14 @@ def main(argv=None) -> int:
         f"{metrics['params_retained']} of {metrics['params_dense']} parameters, "
         f"{metrics['synaptic_ops_per_sample']:.3g} synaptic ops/sample ({metrics['energy_nj_per_sample']:.3g} nJ) -> {METRICS}"
     )
+    if exported.path is not None:
+        print(f"exported {exported.format.upper()} -> {exported.path}")
+    else:
+        print(f"note: no {exported.format.upper()} export ({exported.reason}); see {exported.manifest}")
     if _cli.mlflow_enabled(args) and run_id:
         from dpap.tracking import default_tracking_uri, log_evaluation
 
-        files = [("evaluation", METRICS)] + [("evaluation/plots", p) for p in plot_files]
+        files = [("evaluation", METRICS)] + [("evaluation/plots", p) for p in plot_files] + [("export", p) for p in exported.files]
         if log_evaluation(run_id, metrics, files, step=len(model.history)):
             print(f"logged to mlflow run {run_id}")
         else:

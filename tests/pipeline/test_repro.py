@@ -26,6 +26,15 @@ def test_repro_writes_every_output(repro_repo):
     lines = (repro_repo / "plots/accuracy.csv").read_text().splitlines()
     assert lines[0].startswith("epoch,") and len(lines) == 1 + 3
     assert not (repro_repo / "checkpoints/train.pt").exists()  # removed once the model is saved
+    # NeuroBench's own metrics beside ours: the same operations in total
+    nb = m["neurobench"]
+    assert set(nb) >= {"footprint_bytes", "connection_sparsity", "activation_sparsity", "effective_macs_per_sample", "effective_acs_per_sample"}
+    ours = m["acs_per_sample"] + m["effective_macs_per_sample"]
+    assert abs(nb["effective_acs_per_sample"] + nb["effective_macs_per_sample"] - ours) <= 0.01 * ours
+    # the SNN as a NIR graph, with its manifest
+    export = json.loads((repro_repo / "models/export/export.json").read_text())
+    assert export["format"] == "nir" and export["file"] == "model.nir" and export["time_steps"] == 3
+    assert (repro_repo / "models/export/model.nir").stat().st_size > 0
 
 
 def test_mlflow_run_agrees_with_metrics(repro_repo):
@@ -62,7 +71,9 @@ def test_mlflow_run_agrees_with_metrics(repro_repo):
     assert inp.dataset.name == "digits" and inp.dataset.digest and {t.key: t.value for t in inp.tags}["train_size"] == "120"
     # artifacts
     names = {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert {"masks", "survival", "model_file", "evaluation"} <= names
+    assert {"masks", "survival", "model_file", "evaluation", "export"} <= names
+    assert {a.path for a in client.list_artifacts(r.info.run_id, "export")} == {"export/model.nir", "export/export.json"}
+    assert r.data.metrics["eval/neurobench/footprint_bytes"] == metrics["neurobench"]["footprint_bytes"]
     masks = {a.path for a in client.list_artifacts(r.info.run_id, "masks")}
     assert masks == {f"masks/epoch_00{i}.npz" for i in (1, 2, 3)}
     surv = {a.path for a in client.list_artifacts(r.info.run_id, "survival")}

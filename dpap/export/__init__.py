@@ -1,0 +1,105 @@
+"""Exporting a trained network for other tools: an SNN as a NIR graph, a DNN as ONNX.
+
+:func:`export_model` writes, into one folder (the evaluate stage's ``models/export/``):
+
+- ``model.nir`` (SNN, :mod:`dpap.export.to_nir`) or ``model.onnx`` (DNN,
+  :mod:`dpap.export.to_onnx`), pruned weights as zeros;
+- ``export.json``: what was written and how to run it (format, file, time steps,
+  encoding, input shape, classes, the LIF parameter mapping), or why nothing was (a
+  layer the format cannot express, e.g. max pooling in an SNN: NIR has none).
+
+Both files are replaced atomically; a model file from an earlier export that no longer
+applies (an SNN's ``model.onnx`` after the kind changed) is removed, so the folder always
+describes the current model. No MLflow or DVC involved.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from torch import Tensor
+
+MANIFEST = "export.json"
+FILES = {"nir": "model.nir", "onnx": "model.onnx"}
+
+
+class ExportError(ValueError):
+    """A network the export format cannot express (the message says which layer and why)."""
+
+
+@dataclass
+class ExportResult:
+    """``path``: the model file written (None when the format cannot express the
+    network; then ``reason`` says why); ``manifest``: ``export.json``."""
+
+    format: str
+    path: Optional[Path]
+    manifest: Path
+    reason: Optional[str] = None
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.path, self.manifest) if p is not None]
+
+
+def export_network(net, folder: str | Path, live: Optional[Sequence[Tensor]] = None, encoding: str = "direct") -> ExportResult:
+    """Write ``net`` (a :class:`~dpap.networks.SpikingNetwork`) into ``folder`` as NIR
+    (SNN) or ONNX (DNN), with ``export.json``. ``live[i]``: block i's living synapses
+    (:func:`~dpap.compression.live_synapses`); the rest is written as zero weights.
+    A network the format cannot express gives ``path=None`` and the reason in the
+    manifest (no exception): evaluating a model does not depend on exporting it."""
+    from ..evaluation import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fmt = "nir" if net.kind == "snn" else "onnx"
+    target = folder / FILES[fmt]
+    manifest = {
+        "format": fmt,
+        "file": FILES[fmt],
+        "kind": net.kind,
+        "arch": net.arch,
+        "input_shape": list(net.input_shape),
+        "num_classes": int(net.num_classes),
+        "time_steps": int(net.time_steps),
+        "encoding": encoding,
+    }
+    reason = None
+    try:
+        if fmt == "nir":
+            from .to_nir import DT, nir_graph, write_nir
+
+            write_nir(nir_graph(net, live, metadata={"encoding": encoding}), target)
+            manifest["dt"] = DT
+            manifest["lif"] = "tau = dt/(1 - decay), r = tau/dt, v_leak = 0, v_threshold = threshold, v_reset = 0 (IF with r = 1/dt when decay = 1)"
+            manifest["decoding"] = "argmax of the output layer's spike counts over time_steps; input at every step: the sample (direct) or that step's frame"
+        else:
+            from .to_onnx import write_onnx
+
+            write_onnx(net, target, live)
+            manifest["inputs"] = {"input": ["batch", *net.input_shape]}
+            manifest["outputs"] = {"logits": ["batch", int(net.num_classes)]}
+    except ExportError as exc:
+        reason = str(exc)
+        manifest["file"] = None
+        manifest["reason"] = reason
+        target.unlink(missing_ok=True)
+    for other in FILES.values():  # a model file of the other format is from an older model
+        if other != FILES[fmt]:
+            (folder / other).unlink(missing_ok=True)
+    path = folder / MANIFEST
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    return ExportResult(fmt, None if reason else target, path, reason)
+
+
+def export_model(model, folder: str | Path) -> ExportResult:
+    """:func:`export_network` of a saved model (:func:`~dpap.evaluation.load_model`),
+    its masks applied. A compacted network (dead units removed) exports the same way:
+    ``export_network(compact.net, folder, compact.synapse_masks, encoding)``."""
+    from ..compression import live_synapses
+
+    live = live_synapses(model.net, model.unit_masks, model.synapse_masks) if model.unit_masks is not None else None
+    return export_network(model.net, folder, live, model.cfg.model.encoding)
