@@ -41,15 +41,15 @@ def user_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover
         pass
     try:
-<<<<<<< HEAD
         from dpap.outputs import OutputError
 
         errors.append(OutputError)
-=======
+    except ImportError:  # pragma: no cover
+        pass
+    try:
         from dpap.neurobench_metrics import NeuroBenchError
 
         errors.append(NeuroBenchError)
->>>>>>> wt-nir
     except ImportError:  # pragma: no cover
         pass
     try:
