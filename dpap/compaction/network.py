@@ -17,7 +17,8 @@ Synapses pruned on their own inside living rows and columns (FC synapses, conv k
 cannot be cut out of a dense matrix: they stay, as zeros, and :class:`CompactNetwork`
 keeps their masks (``synapse_masks``, in the compact shapes). :meth:`CompactNetwork.pruner`
 attaches a :class:`~dpap.pruning.Pruner` holding those masks, so that training the
-compact network further keeps them at zero.
+compact network further keeps them at zero. :func:`expand` puts a compact network back
+into the larger shapes (zeros where units were removed).
 
 Parameters. :func:`~dpap.compression.count_parameters` counts as *retained* the living
 synapses (times the kernel size) plus bias and BN affine terms of living units. The
@@ -45,13 +46,14 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
-from .compression import count_parameters, live_synapses
-from .networks import AvgPool2d, Block, SpikingNetwork
+from ..compression import count_parameters, live_synapses
+from ..networks import AvgPool2d, Block, SpikingNetwork
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .evaluation import LoadedModel
-    from .pruning import Pruner, PruningMethod
+    from ..evaluation import LoadedModel
+    from ..pruning import Pruner, PruningMethod
 
 
 class CompactionError(ValueError):
@@ -90,7 +92,7 @@ class CompactNetwork:
         default with a method that never prunes): call ``mask_gradients`` /
         ``apply_masks`` around each optimizer step, as the training loop does, and the
         masked synapses stay at zero."""
-        from .pruning import Pruner, PruningMethod
+        from ..pruning import Pruner, PruningMethod
 
         pruner = Pruner(self.net, method if method is not None else PruningMethod())
         device = pruner.device
@@ -153,6 +155,55 @@ def compact_model(model: "LoadedModel") -> CompactNetwork:
     return compact(model.net, model.unit_masks, model.synapse_masks)
 
 
+@torch.no_grad()
+def expand(net: SpikingNetwork, kept: Sequence[Tensor], template: SpikingNetwork) -> SpikingNetwork:
+    """The inverse of :func:`compact`: a copy of ``template`` (a network with the larger
+    shapes, e.g. the dense one; its values are not used) holding ``net``'s parameters and
+    BN statistics at the units ``kept[i]`` of each block, and a removed unit's weights,
+    bias and BN affine terms at 0 (its BN running mean 0, variance 1): the masked network
+    that ``net`` was compacted from, up to the values of what was dead."""
+    if len(kept) != len(net.blocks) or len(template.blocks) != len(net.blocks):
+        raise CompactionError(f"expand: {len(net.blocks)} blocks, {len(kept)} kept index sets, a template of {len(template.blocks)} blocks")
+    out = copy.deepcopy(template)
+    for i, (small, big) in enumerate(zip(net.blocks, out.blocks)):
+        w = big.synapse.weight
+        rows = kept[i].to(w.device)
+        cols = _input_columns(big, kept[i - 1] if i > 0 else None).to(w.device)
+        if tuple(small.synapse.weight.shape) != (len(rows), len(cols), *w.shape[2:]):
+            raise CompactionError(
+                f"expand: block {i} has weight {tuple(small.synapse.weight.shape)}, the kept units and inputs need "
+                f"{(len(rows), len(cols), *w.shape[2:])}"
+            )
+        w.zero_()
+        w[rows[:, None], cols[None, :]] = small.synapse.weight.to(w)
+        if big.synapse.bias is not None:
+            big.synapse.bias.zero_()
+            big.synapse.bias[rows] = small.synapse.bias.to(w)
+        if big.norm is not None:
+            bn, src = big.norm, small.norm
+            if bn.affine:
+                bn.weight.zero_()
+                bn.bias.zero_()
+                bn.weight[rows] = src.weight.to(bn.weight)
+                bn.bias[rows] = src.bias.to(bn.bias)
+            if bn.track_running_stats and bn.running_mean is not None:
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0)
+                bn.running_mean[rows] = src.running_mean.to(bn.running_mean)
+                bn.running_var[rows] = src.running_var.to(bn.running_var)
+                bn.num_batches_tracked.copy_(src.num_batches_tracked)
+    out.time_steps = net.time_steps
+    out.train(net.training)
+    return out
+
+
+def input_columns(block: Block, prev_kept: Optional[Tensor]) -> Tensor:
+    """Input columns of ``block`` that read the units ``prev_kept`` of the previous block
+    (every column of the first block, ``prev_kept`` None; an FC layer after a conv block:
+    each kept channel's ``in_spatial`` positions, channel-major as ``flatten`` lays them out)."""
+    return _input_columns(block, prev_kept)
+
+
 # ----------------------------------------------------------------------- internals
 
 
@@ -196,12 +247,12 @@ def _compact_block(block: Block, rows: Tensor, cols: Tensor, live: Tensor, index
     weight = (w * mask).index_select(0, dev_rows).index_select(1, dev_cols)
     has_bias = syn.bias is not None
     if isinstance(syn, nn.Conv2d):
-        new_syn: nn.Module = nn.Conv2d(
-            len(cols), len(rows), syn.kernel_size, syn.stride, syn.padding, syn.dilation, 1, has_bias, syn.padding_mode,
+        new_syn: nn.Module = skip_init(
+            nn.Conv2d, len(cols), len(rows), syn.kernel_size, syn.stride, syn.padding, syn.dilation, 1, has_bias, syn.padding_mode,
             device=w.device, dtype=w.dtype,
         )
     elif isinstance(syn, nn.Linear):
-        new_syn = nn.Linear(len(cols), len(rows), has_bias, device=w.device, dtype=w.dtype)
+        new_syn = skip_init(nn.Linear, len(cols), len(rows), has_bias, device=w.device, dtype=w.dtype)
     else:
         raise CompactionError(f"block {index}: cannot compact a {type(syn).__name__} synapse (conv or FC only)")
     new_syn.weight.copy_(weight)
@@ -219,7 +270,9 @@ def _compact_norm(bn: nn.Module, rows: Tensor, index: int) -> nn.Module:
     if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
         raise CompactionError(f"block {index}: cannot compact a {type(bn).__name__} normalisation (BatchNorm only)")
     ref = bn.weight if bn.affine else bn.running_mean
-    new = type(bn)(len(rows), bn.eps, bn.momentum, bn.affine, bn.track_running_stats, device=ref.device if ref is not None else None, dtype=ref.dtype if ref is not None else None)
+    device = ref.device if ref is not None else rows.device
+    dtype = ref.dtype if ref is not None else None
+    new = skip_init(type(bn), len(rows), bn.eps, bn.momentum, bn.affine, bn.track_running_stats, device=device, dtype=dtype)
     if bn.affine:
         new.weight.copy_(bn.weight.index_select(0, rows))
         new.bias.copy_(bn.bias.index_select(0, rows))
