@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from .compression import compression_of
+from .compaction.run import KEY as COMPACTION_KEY, dense_report, expand_run, restore_compacted
 from .config import Config, ConfigError
 from .encoding import encode
 from .networks import SpikingNetwork, build_network
@@ -315,7 +315,7 @@ class TrainingRun:
             lr = self.optimizer.param_groups[0]["lr"]
             if self.scheduler is not None:
                 self.scheduler.step()
-            report = compression_of(self.net, self.pruner)
+            report = dense_report(self)  # counted against the dense network, compacted or not
             m = EpochMetrics(
                 epoch=epoch,
                 train_loss=loss,
@@ -344,6 +344,7 @@ class TrainingRun:
                     f"lower train.lr (now {t.lr:g}) or check the data (train.stall_epochs: 0 turns this check off)"
                 )
             self.save_checkpoint()
+        expand_run(self)  # compacted while training: hand on the dense shapes (models/model.pt, evaluation)
         return self.history
 
     # -------------------------------------------------------------- checkpoints
@@ -361,6 +362,8 @@ class TrainingRun:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("extra", {}).get(COMPACTION_KEY):  # compacted while training: its shapes first
+            restore_compacted(self, state["extra"][COMPACTION_KEY])
         self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:

@@ -1,0 +1,194 @@
+"""Compaction while training: the run shrinks between epochs (network, Adam moments,
+schedule, pruner state, checkpoint) and ends as an uncompacted run would; a run killed
+with SIGKILL after a compaction resumes to the same end."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from dpap.compaction import CompactionError, CompactWhenShrunk, compact, compact_run, dense_report, expand
+from dpap.compaction.run import KEY
+from dpap.compression import compression_of
+from dpap.config import Config
+from dpap.evaluation import load_model, save_model
+from dpap.networks import build_network
+from dpap.training import TrainingRun
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture
+def one_thread():
+    """Runs compared bit for bit use one CPU thread (TrainingRun sets it for the process;
+    restored afterwards)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _cfg(epochs=5):
+    cfg = Config()
+    cfg.train.epochs = epochs
+    cfg.train.threads = 1
+    cfg.dpap.max_death_share = 0.3
+    cfg.dpap.epsilon = 1.5
+    cfg.dpap.conv.beta = cfg.dpap.fc.beta = 0.5
+    return cfg
+
+
+def _masks(run):
+    n = len(run.net.blocks)
+    return [run.pruner.unit_mask(i).cpu() for i in range(n)], [run.pruner.synapse_mask(i).cpu() for i in range(n)]
+
+
+def _kill_units(run, layer, units):
+    dead = torch.zeros(run.net.blocks[layer].units, dtype=torch.bool)
+    dead[list(units)] = True
+    run.pruner.kill_units(layer, dead)
+    run.pruner.refresh_masks()
+    run.pruner.apply_masks()
+
+
+def test_compacting_while_training_ends_as_an_uncompacted_run(digits_splits, one_thread, tmp_path):
+    train, test = digits_splits
+    plain = TrainingRun(_cfg(), train, test, (1, 8, 8), 10, progress=False)
+    plain.run()
+    archs = []
+    run = TrainingRun(_cfg(), train, test, (1, 8, 8), 10, progress=False,
+                      callbacks=[CompactWhenShrunk(0.2), lambda r, m: archs.append((r.net.arch, sum(p.numel() for p in r.net.parameters())))])
+    history = run.run()
+    dense = build_network(_cfg().model.arch, (1, 8, 8), 10)
+    # the network shrank epoch after epoch ...
+    sizes = [n for _, n in archs]
+    assert len(set(a for a, _ in archs)) >= 3 and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] < 0.5 * sum(p.numel() for p in dense.parameters())
+    # ... and the run ends with the dense shapes, the same masks and metrics as without compaction
+    assert run.net.arch == plain.net.arch and KEY not in run.extra
+    assert [tuple(p.shape) for p in run.net.parameters()] == [tuple(p.shape) for p in plain.net.parameters()]
+    for a, b in zip(_masks(run), _masks(plain)):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for m, p in zip(history, plain.history):
+        assert m.params_retained == p.params_retained and m.compression == p.compression
+        assert abs(m.test_accuracy - p.test_accuracy) <= 2 / len(test)  # float ties only
+        assert m.train_loss == pytest.approx(p.train_loss, rel=1e-3)
+    for (k, a), b in zip(run.net.state_dict().items(), plain.net.state_dict().values()):
+        if "running" not in k:  # BN statistics of dead channels are not kept
+            assert torch.allclose(a, b, atol=1e-4), k
+    # the saved model is the usual dense, masked one
+    model = load_model(save_model(tmp_path / "model.pt", run))
+    assert model.net.arch == dense.arch
+    assert compact(model.net, model.unit_masks, model.synapse_masks).parameters_retained() == history[-1].params_retained
+
+
+def test_optimizer_moments_and_pruner_state_follow_the_units(digits_splits, one_thread):
+    train, test = digits_splits
+    cfg = Config()  # the default prunes nothing in its first epochs: only the units killed here die
+    cfg.train.epochs, cfg.train.threads = 3, 1
+    twins = [TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False) for _ in range(2)]
+    for run in twins:
+        run.train_epoch(0)
+        run.pruner.end_epoch(0)
+        _kill_units(run, 0, [1, 5, 6])
+        _kill_units(run, 2, range(0, 128, 3))
+    big, small = twins
+    before = big.optimizer.state_dict()
+    report = compression_of(big.net, big.pruner)
+    assert compact_run(small)
+    kept = [torch.tensor(k) for k in small.extra[KEY]["kept"]]
+    assert small.net.arch == "13C3-AP2-32C3-AP2-85FC-10FC"
+    # the report is counted against the dense network, as before compaction
+    assert dense_report(small).as_dict() == report.as_dict()
+    # Adam's moments: those of the kept weights, the same step count
+    after = small.optimizer.state_dict()
+    fc_old, fc_new = before["state"][4], after["state"][4]  # layer 2 (FC after the conv blocks): weight
+    cols = (kept[1][:, None] * 4 + torch.arange(4)).flatten()  # 32 channels of 2×2 positions
+    assert torch.equal(fc_new["exp_avg"], fc_old["exp_avg"][kept[2]][:, cols])
+    assert torch.equal(fc_new["exp_avg_sq"], fc_old["exp_avg_sq"][kept[2]][:, cols])
+    assert torch.equal(fc_new["step"], fc_old["step"])
+    assert torch.equal(after["state"][0]["exp_avg"], before["state"][0]["exp_avg"][kept[0]])
+    # DPAP's survival values and sliding thresholds: those of the kept units and synapses
+    old_layers, new_layers = big.pruner.method.layers, small.pruner.method.layers
+    assert torch.equal(new_layers[0].unit_survival.values, old_layers[0].unit_survival.values[kept[0]])
+    assert torch.equal(new_layers[2].theta.value, old_layers[2].theta.value[kept[2]])
+    assert torch.equal(new_layers[2].synapse_survival.values, old_layers[2].synapse_survival.values[kept[2]][:, cols])
+    # one more epoch of both: same masks, weights equal up to float summation order
+    for run in twins:
+        run.train_epoch(1)
+        run.pruner.end_epoch(1)
+    big_w = big.net.blocks[2].synapse.weight.detach()[kept[2]][:, cols]
+    assert torch.allclose(small.net.blocks[2].synapse.weight.detach(), big_w, atol=1e-5)
+    small_units, _ = _masks(small)
+    big_units, _ = _masks(big)
+    assert all(torch.equal(s, b[k]) for s, b, k in zip(small_units, big_units, kept))
+
+
+def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits_splits, one_thread, tmp_path):
+    train, test = digits_splits
+    ckpt = tmp_path / "train.pt"
+    data = tmp_path / "digits.pt"
+    torch.save({"train": (train.x, train.y), "test": (test.x, test.y)}, data)
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        from dpap.compaction import CompactWhenShrunk
+        from dpap.training import Split, TrainingRun
+        import tests.core.test_compaction_training as t
+        d = torch.load({str(data)!r})
+        def kill(run, metrics):
+            if metrics.epoch + 1 == 3:  # epoch 3 done, its checkpoint not written: the file holds epoch 2
+                os.kill(os.getpid(), signal.SIGKILL)
+        run = TrainingRun(t._cfg(4), Split(*d["train"]), Split(*d["test"]), (1, 8, 8), 10, checkpoint={str(ckpt)!r},
+                          progress=False, callbacks=[CompactWhenShrunk(0.2), kill])
+        run.run()
+    """)
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 2 and state["extra"][KEY]["compactions"] >= 1  # a compacted checkpoint
+    assert state["model"]["blocks.2.synapse.weight"].shape[0] < 128
+
+    resumed = TrainingRun(_cfg(4), train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[CompactWhenShrunk(0.2)])
+    assert resumed.resumed and resumed.epoch == 2 and resumed.net.arch == state["extra"][KEY]["arch"]
+    history = resumed.run()
+    full = TrainingRun(_cfg(4), train, test, (1, 8, 8), 10, progress=False, callbacks=[CompactWhenShrunk(0.2)])
+    full.run()
+    strip = lambda ms: [dataclasses.replace(m, seconds=0.0) for m in ms]  # noqa: E731
+    assert strip(history) == strip(full.history)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.net.state_dict().values(), full.net.state_dict().values()))
+    for a, b in zip(_masks(resumed), _masks(full)):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_a_method_that_regrows_is_not_compacted_while_training(digits_splits):
+    train, test = digits_splits
+    cfg = _cfg(epochs=2)
+    cfg.dpap.method = "sdsnn"
+    run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
+    _kill_units(run, 2, range(64))
+    with pytest.raises(CompactionError, match="method 'sdsnn' can bring pruned units back"):
+        compact_run(run)
+    CompactWhenShrunk(0.2)(run, None)  # the callback leaves it alone
+    assert run.net.arch == "16C3-AP2-32C3-AP2-128FC-10FC" and KEY not in run.extra
+
+
+def test_expand_puts_a_compact_network_back():
+    g = torch.Generator().manual_seed(0)
+    net = build_network("6C3-BN-AP2-10FC-5FC", (1, 6, 6), 5)
+    units = [torch.rand(6, generator=g) < 0.5, torch.rand(10, generator=g) < 0.5, torch.ones(5, dtype=torch.bool)]
+    units[0][0] = units[1][0] = True
+    c = compact(net, units)
+    back = expand(c.net, c.kept, build_network("6C3-BN-AP2-10FC-5FC", (1, 6, 6), 5))
+    assert back.arch == net.arch
+    again = compact(back, units)
+    assert all(torch.equal(a, b) for a, b in zip(again.net.state_dict().values(), c.net.state_dict().values()))
+    dead = ~units[0]
+    assert bool((back.blocks[0].synapse.weight[dead] == 0).all()) and bool((back.blocks[0].norm.weight[dead] == 0).all())
+    assert bool((back.blocks[1].synapse.weight.view(10, 6, 9)[:, dead] == 0).all())
+    with pytest.raises(CompactionError, match="expand: block 0 has weight"):
+        expand(c.net, [torch.arange(6), c.kept[1], c.kept[2]], net)
