@@ -284,6 +284,11 @@ class TrainConfig:
     """torch CPU threads (0 = torch's default)."""
     baseline_accuracy: Optional[float] = None
     """Accuracy of a baseline run; the first epoch reaching it is the convergence epoch."""
+    compact_share: float = 0.25
+    """Compaction while training: after an epoch in which a hidden layer lost this share of
+    its units since the last compaction, the network, optimizer, pruner and checkpoint are
+    made physically smaller (:mod:`dpap.compaction`); 0 = never. Only for methods whose
+    pruning is permanent (DPAP), in one process."""
     stall_epochs: int = 5
     """Stop with an error when train and test accuracy have stayed at chance level (at most
     1.5 / classes) for this many epochs in a row: the network is not learning (0 = never)."""
@@ -360,6 +365,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.threads": (lambda v: v >= 0, "an integer >= 0"),
     "train.stall_epochs": (lambda v: v >= 0, "an integer >= 0 (0 = never stop)"),
+    "train.compact_share": (lambda v: 0 <= v <= 1, "a number in [0, 1] (0 = never compact)"),
     "train.baseline_accuracy": (lambda v: v is None or 0 <= v <= 1, "a number in [0, 1]"),
     "search.target": (lambda v: 0 < v < 1, "a number in (0, 1)"),
     "search.tolerance": (lambda v: v > 0, "a number > 0"),

@@ -278,7 +278,7 @@ def epoch_metrics(m) -> dict[str, float]:
         out[f"{name}/units_alive"] = layer["units_alive"]
         out[f"{name}/units_alive_share"] = layer["units_alive"] / layer["units"] if layer["units"] else 0.0
         out[f"{name}/compression"] = layer["compression"]
-        for key in ("units_died", "regenerated", "rate"):  # what the method did this epoch
+        for key in ("units_died", "regenerated", "rate", "width"):  # what the method did; the compacted width
             if key in layer:
                 out[f"{name}/{key}"] = layer[key]
     if any("regenerated" in layer for layer in m.layers):

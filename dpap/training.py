@@ -173,7 +173,7 @@ class TrainingRun:
         self.num_classes = num_classes
         self.fingerprint = fingerprint(cfg, data_hash)
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.callbacks = list(callbacks)
+        self.callbacks = list(callbacks)  # compaction (below) joins once the pruner exists
         self.progress = progress
 
         torch.manual_seed(cfg.train.seed)
@@ -183,6 +183,11 @@ class TrainingRun:
         self.pruner = make_pruner(self.net, cfg)
         if self.pruner is not None and distributed is not None:
             self.pruner.reduce = distributed.all_reduce
+        share = cfg.train.compact_share
+        if share > 0 and self.pruner is not None and self.pruner.method.permanent and distributed is None:
+            from .compaction.run import CompactWhenShrunk
+
+            self.callbacks.append(CompactWhenShrunk(share))  # after the others: they see the epoch as trained
         self.optimizer = make_optimizer(cfg, self.net.parameters())
         self.scheduler = make_scheduler(cfg, self.optimizer)
         self.epoch = 0  # next epoch to run
@@ -301,6 +306,7 @@ class TrainingRun:
         for row, rep in zip(rows, self.pruner.last_reports or [None] * len(rows)):
             if rep is not None:
                 row.update(units_died=rep.died_units, regenerated=rep.restored_synapses)
+            row["width"] = self.net.blocks[row["index"]].units  # units the (compacted) network computes
             row.update(stats.get(row["index"], {}))
         return rows
 
