@@ -154,6 +154,20 @@ def rate_increment(layer_type: str, steps: list[float], alive: int, next_alive: 
     return sum(fc_alpha(t, cfg) for t in steps) * ratio
 
 
+def _bound_rule(now: Tensor, overshoot: Tensor, bound: Tensor, count: Tensor, acc: Tensor, prev: Tensor, K: int):
+    """One bound's rule (§2.3, step 2.1/2.2): sites at or beyond the bound this epoch and
+    the last count on and add their overshoot; after K counted epochs the bound moves by
+    the mean overshoot and the site starts again. Returns the new (bound, count, acc, set)."""
+    both = now & prev
+    acc = torch.where(both, acc + overshoot.double(), torch.zeros_like(acc))
+    count = consecutive(count, now, prev)
+    fire = count >= K
+    bound = bound + torch.where(fire, acc / K, torch.zeros_like(acc)).to(bound.dtype)
+    count = torch.where(fire, torch.zeros_like(count), count)
+    acc = torch.where(fire, torch.zeros_like(acc), acc)
+    return bound, count, acc, now
+
+
 # ------------------------------------------------------------------------- state
 
 
@@ -310,26 +324,11 @@ class SDSNNMethod(PruningMethod):
 
     def _adapt_ranges(self, layer: LayerState, w_hat: Tensor, K: int) -> None:
         """Step 2: the three range rules, in order, on the same masked weights Ŵ."""
-        # 1. upper bound: mean overshoot over K consecutive hits
-        now = w_hat >= layer.r_plus
-        both = now & layer.s_plus
-        layer.a_plus = torch.where(both, layer.a_plus + (w_hat - layer.r_plus).double(), torch.zeros_like(layer.a_plus))
-        layer.c_plus = consecutive(layer.c_plus, now, layer.s_plus)
-        layer.s_plus = now
-        fire = layer.c_plus >= K
-        layer.r_plus += torch.where(fire, layer.a_plus / K, torch.zeros_like(layer.a_plus)).float()
-        layer.c_plus[fire] = 0
-        layer.a_plus[fire] = 0
-        # 2. lower bound
-        now = w_hat <= layer.r_minus
-        both = now & layer.s_minus
-        layer.a_minus = torch.where(both, layer.a_minus + (w_hat - layer.r_minus).double(), torch.zeros_like(layer.a_minus))
-        layer.c_minus = consecutive(layer.c_minus, now, layer.s_minus)
-        layer.s_minus = now
-        fire = layer.c_minus >= K
-        layer.r_minus += torch.where(fire, layer.a_minus / K, torch.zeros_like(layer.a_minus)).float()
-        layer.c_minus[fire] = 0
-        layer.a_minus[fire] = 0
+        # 1. upper bound, 2. lower bound: each moves by the mean overshoot of K consecutive hits
+        layer.r_plus, layer.c_plus, layer.a_plus, layer.s_plus = _bound_rule(
+            w_hat >= layer.r_plus, w_hat - layer.r_plus, layer.r_plus, layer.c_plus, layer.a_plus, layer.s_plus, K)
+        layer.r_minus, layer.c_minus, layer.a_minus, layer.s_minus = _bound_rule(
+            w_hat <= layer.r_minus, w_hat - layer.r_minus, layer.r_minus, layer.c_minus, layer.a_minus, layer.s_minus, K)
         # 3. shrink where the magnitude kept falling
         mag = w_hat.abs()
         now = mag < layer.previous

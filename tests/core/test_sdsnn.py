@@ -324,10 +324,10 @@ def test_conv_regeneration_restores_a_whole_kernel():
     assert torch.all(w[0, 1] == 0.0)
 
 
-def test_resume_through_a_regeneration_event_is_exact(tmp_path, digits_splits):
+def test_resume_through_a_regeneration_event_is_exact(tmp_path, digits):
     from dpap.training import TrainingRun
 
-    train, test = digits_splits
+    train, test = digits
     cfg = Config()
     cfg.dpap.method = "sdsnn"
     cfg.train.epochs = 12  # K' = 2: pruning from epoch 5, earliest regrowth at epoch 9
@@ -382,10 +382,10 @@ def test_params_choose_the_method_and_check_its_knobs():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("protocol", ["fixed", "reference"])
-def test_sdsnn_trains_prunes_and_regrows_on_cuda(digits_splits, protocol):
+def test_sdsnn_trains_prunes_and_regrows_on_cuda(digits, protocol):
     from dpap.training import TrainingRun
 
-    train, test = digits_splits
+    train, test = digits
     cfg = Config()
     cfg.dpap.method = "sdsnn"
     cfg.dpap.sdsnn.protocol = protocol

@@ -4,20 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from dpap.config import Config
 from dpap.training import DivergedError, Split, TrainingRun, convergence_epoch
-
-
-@pytest.fixture(scope="module")
-def digits():
-    d = load_digits()
-    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(d.target)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=360, random_state=0, stratify=y)
-    return Split(xtr, ytr), Split(xte, yte)
 
 
 def test_dpap_prunes_while_learning_on_real_digits(digits):

@@ -6,22 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from dpap.config import Config
 from dpap.evaluation import load_model, save_model
 from dpap.training import Split, TrainingRun
-
-
-@pytest.fixture(scope="session")
-def digits():
-    """(train, test) :class:`Split` s of the digits, 360 test images ``[1, 8, 8]`` in [0, 1]."""
-    d = load_digits()
-    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(d.target)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=360, random_state=0, stratify=y)
-    return Split(xtr, ytr), Split(xte, yte)
 
 
 def tiny_config(arch: str = "6C3-AP2-24FC-10FC", kind: str = "snn", epochs: int = 3) -> Config:
