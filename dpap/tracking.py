@@ -499,8 +499,13 @@ class MlflowCallback:
         and survival values as ``masks/epoch_NNN.npz``, ``survival/epoch_NNN.npz``."""
         from .plots import mask_image, survival_histogram
 
+        from .compaction.run import dense_view, is_compacted
+
         pruner = run.pruner
         masks = pruner.masks()
+        if is_compacted(run):  # masks in the dense shapes, so every epoch's picture compares
+            _, units, synapses = dense_view(run)
+            masks = {k: v for i in range(len(units)) for k, v in ((f"layer{i}.units", units[i]), (f"layer{i}.synapses", synapses[i]))}
         survival = pruner.survival_values()
         for info in pruner.layers:
             name = f"layer{info.index}_{info.layer_type}"

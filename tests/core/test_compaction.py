@@ -295,8 +295,8 @@ def test_masks_that_do_not_fit_are_one_clear_error():
     "kind,arch",
     [("snn", "16C3-AP2-32C3-AP2-128FC-10FC"), ("dnn", "8C3-BN-MP2-16C3-BN-AP2-32FC-BN-DO20-10FC")],
 )
-def test_compacted_dpap_run_on_digits(kind, arch, digits_splits, tmp_path):
-    train, test = digits_splits
+def test_compacted_dpap_run_on_digits(kind, arch, digits, tmp_path):
+    train, test = digits
     cfg = Config()
     cfg.model.kind, cfg.model.arch = kind, arch
     cfg.train.epochs = 3

@@ -55,8 +55,8 @@ def _kill_units(run, layer, units):
     run.pruner.apply_masks()
 
 
-def test_compacting_while_training_ends_as_an_uncompacted_run(digits_splits, one_thread, tmp_path):
-    train, test = digits_splits
+def test_compacting_while_training_ends_as_an_uncompacted_run(digits, one_thread, tmp_path):
+    train, test = digits
     plain = TrainingRun(_cfg(), train, test, (1, 8, 8), 10, progress=False)
     plain.run()
     archs = []
@@ -86,8 +86,8 @@ def test_compacting_while_training_ends_as_an_uncompacted_run(digits_splits, one
     assert compact(model.net, model.unit_masks, model.synapse_masks).parameters_retained() == history[-1].params_retained
 
 
-def test_optimizer_moments_and_pruner_state_follow_the_units(digits_splits, one_thread):
-    train, test = digits_splits
+def test_optimizer_moments_and_pruner_state_follow_the_units(digits, one_thread):
+    train, test = digits
     cfg = Config()  # the default prunes nothing in its first epochs: only the units killed here die
     cfg.train.epochs, cfg.train.threads = 3, 1
     twins = [TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False) for _ in range(2)]
@@ -128,8 +128,8 @@ def test_optimizer_moments_and_pruner_state_follow_the_units(digits_splits, one_
     assert all(torch.equal(s, b[k]) for s, b, k in zip(small_units, big_units, kept))
 
 
-def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits_splits, one_thread, tmp_path):
-    train, test = digits_splits
+def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits, one_thread, tmp_path):
+    train, test = digits
     ckpt = tmp_path / "train.pt"
     data = tmp_path / "digits.pt"
     torch.save({"train": (train.x, train.y), "test": (test.x, test.y)}, data)
@@ -165,8 +165,8 @@ def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits_splits, 
         assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_a_method_that_regrows_is_not_compacted_while_training(digits_splits):
-    train, test = digits_splits
+def test_a_method_that_regrows_is_not_compacted_while_training(digits):
+    train, test = digits
     cfg = _cfg(epochs=2)
     cfg.dpap.method = "sdsnn"
     run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)

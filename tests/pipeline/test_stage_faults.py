@@ -80,7 +80,7 @@ def test_unknown_architecture(work):
 def test_unknown_preset(work):
     params = (work / "params.yaml").read_bytes()
     line = error_line(work, ["pipeline/apply_preset.py", "mnist-snnn"])
-    assert line.startswith("error: preset 'mnist-snnn': no ") and line.endswith("presets/mnist-snnn.yaml; available: cifar10-dnn, cifar10-snn, dvs-gesture-snn, mnist-dnn, mnist-snn, nmnist-snn"), line
+    assert line.startswith("error: preset 'mnist-snnn': no ") and line.endswith("presets/mnist-snnn.yaml; available: cifar10-dnn, cifar10-snn, dvs-gesture-snn, mnist-dnn, mnist-sdsnn, mnist-snn, nmnist-snn"), line
     assert (work / "params.yaml").read_bytes() == params
 
 
