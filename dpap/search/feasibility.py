@@ -43,7 +43,8 @@ class TrialMonitor:
     Reports the accuracy to the pruner (``trial.report(acc, epoch)``) and raises
     :class:`optuna.TrialPruned` when the trial is hopeless: compression above ``target +
     tolerance`` (it only grows), compression below the band while nothing can die any more,
-    or the pruner says so. Keeps the training run in :attr:`run`."""
+    or the pruner says so. Keeps the training run in :attr:`run`. A run resumed from a
+    checkpoint sets the user attribute ``resumed_epochs`` (the epochs it brought)."""
 
     def __init__(self, trial: optuna.Trial, cfg: Config):
         self.trial = trial
@@ -54,6 +55,8 @@ class TrialMonitor:
         self.run: Optional[TrainingRun] = None
 
     def __call__(self, run: TrainingRun, m: EpochMetrics) -> None:
+        if self.run is None and m.epoch > 0:  # the first epoch run here follows a checkpoint's
+            self.trial.set_user_attr("resumed_epochs", m.epoch)
         self.run = run
         # A run resumed from a checkpoint brings earlier epochs: report those too.
         for past in run.history:

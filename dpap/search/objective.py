@@ -29,8 +29,15 @@ def make_objective(
 
     Sets the constraint ``compression`` and the user attributes ``compression``,
     ``test_accuracy``, ``val_accuracy``, ``params_retained``, ``epochs_run``, ``feasible``
-    (and ``mlflow_run_id`` with a ``tracker``). A diverging run sets ``fail_reason`` and
-    re-raises :class:`DivergedError` (``study.optimize(..., catch=(DivergedError,))``)."""
+    (and ``mlflow_run_id`` with a ``tracker``; ``resumed_epochs`` when it resumed a lost
+    trial's checkpoint). A run that raises (diverged: :class:`DivergedError`; out of
+    memory; a sample the training refuses) sets ``fail_reason``, ends its MLflow run
+    FAILED and re-raises (``study.optimize(..., catch=(Exception,))``).
+
+    With ``checkpoint_dir``, each trial keeps an epoch checkpoint there, named by the
+    trial it retries (``retry_of``) or its own number, so a retry resumes where the lost
+    trial stopped; it is deleted when the trial ends, and kept when the trial is
+    interrupted or was taken away from this worker (failed for a missing heartbeat)."""
 
     def objective(trial: optuna.Trial) -> float:
         overrides = suggest_overrides(trial, cfg)
@@ -76,12 +83,12 @@ def make_objective(
                 final.update({"search/accuracy": accuracy_of(last), "search/compression": last.compression})
             end("PRUNED", final, trial.user_attrs.get("prune_reason", str(exc)))
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, optuna.exceptions.UpdateFinishedTrialError):
             interrupted = True  # keep the checkpoint: the retry resumes from it
             raise
         except Exception as exc:
             reason = f"diverged: {exc}" if isinstance(exc, DivergedError) else f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr("fail_reason", reason[:2000])
             end("FAIL", {"search/feasible": 0.0}, reason)
             raise
         finally:

@@ -18,8 +18,9 @@ from .best import write_best_params
 from .feasibility import is_feasible
 from .figures import plot_trials, study_figures
 from .files import atomic_write
+from .recovery import budget_used, is_retried, retry_history
 from .space import best_overrides, search_epochs
-from .workers import budget_used
+from .storage import shown_storage
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..tracking import SearchTracker
@@ -49,9 +50,10 @@ class SearchResult:
 
 
 def search_params(cfg: Config, storage: str, study_name: str) -> dict[str, Any]:
-    """The settings of a search, as the MLflow parent run's parameters."""
+    """The settings of a search, as the MLflow parent run's parameters (a storage URL's
+    password masked)."""
     s = cfg.search
-    params = {"target": s.target, "tolerance": s.tolerance, "epochs": search_epochs(cfg), "storage": storage, "study_name": study_name,
+    params = {"target": s.target, "tolerance": s.tolerance, "epochs": search_epochs(cfg), "storage": shown_storage(storage), "study_name": study_name,
               "control": s.control, "model.arch": cfg.model.arch, "model.kind": cfg.model.kind, "data.name": cfg.data.name}
     params.update({f"range.{k}": f"[{r.low}, {r.high}]{' log' if r.log else ''}" for k, r in s.ranges.items()})
     return params
@@ -69,7 +71,7 @@ def write_outputs(study: optuna.Study, cfg: Config, out: Path, tracker: Optional
     """``best_params.yaml``, ``accuracy_vs_compression.png`` and ``summary.json`` from the
     study's state, each file written whole (temporary file, then ``os.replace``), and the
     MLflow parent run's summary, figures and end, once per state of the study and only
-    when no trial is running. Call under :func:`study_lock`."""
+    when no trial is running. Call under the study's lock (:func:`~dpap.search.locks.study_lock`)."""
     result = summarize(study, cfg)
     result.mlflow_parent_run_id = tracker.parent_run_id if tracker else None
     artifacts = []
@@ -114,19 +116,20 @@ def write_outputs(study: optuna.Study, cfg: Config, out: Path, tracker: Optional
 
 def summarize(study: optuna.Study, cfg: Config) -> SearchResult:
     trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in retry_history(t)}  # lost with their worker, run again
     by = lambda st: sum(1 for t in trials if t.state == st)  # noqa: E731
     res = SearchResult(
         study_name=study.study_name,
-        storage=cfg.search.storage,
+        storage=shown_storage(cfg.search.storage),  # a URL's password masked: the file may be shared
         target=cfg.search.target,
         tolerance=cfg.search.tolerance,
         trials=budget_used(trials),
         complete=by(TrialState.COMPLETE),
         pruned=by(TrialState.PRUNED),
-        failed=sum(1 for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("retried")),
+        failed=sum(1 for t in trials if t.state == TrialState.FAIL and not is_retried(t, retried)),
         feasible=sum(1 for t in trials if is_feasible(t)),
     )
-    finished = sorted((t for t in trials if t.state.is_finished() and not t.user_attrs.get("retried")), key=lambda t: t.datetime_complete or t.datetime_start)
+    finished = sorted((t for t in trials if t.state.is_finished() and not is_retried(t, retried)), key=lambda t: t.datetime_complete or t.datetime_start)
     for i, t in enumerate(finished, 1):
         if is_feasible(t):
             res.first_feasible = i
@@ -147,7 +150,7 @@ def summarize(study: optuna.Study, cfg: Config) -> SearchResult:
 
 def format_summary(res: SearchResult, epochs: Optional[int] = None) -> str:
     rows = [
-        ("study", f"{res.study_name} ({res.storage})"),
+        ("study", f"{res.study_name} ({shown_storage(res.storage)})"),
         ("target compression", f"{res.target:.3f} ± {res.tolerance:.3f}"),
         ("achieved compression", f"{res.best_compression:.4f}" if res.best_compression is not None else "no feasible trial"),
         ("accuracy", f"{res.best_value:.4f}" if res.best_value is not None else "-"),

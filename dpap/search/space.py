@@ -31,6 +31,9 @@ def check_search(cfg: Config, workers: int = 1) -> None:
     for name, r in s.ranges.items():
         if not r.low < r.high:
             raise SearchError(f"search.ranges.{name}: empty range [{r.low}, {r.high}]; low must be < high")
+    if s.grace_period <= s.heartbeat_interval:
+        raise SearchError(f"search.grace_period: {s.grace_period} s is not above search.heartbeat_interval ({s.heartbeat_interval} s), so live workers' trials "
+                          f"would be failed as lost; give it at least twice the interval, e.g. search.grace_period={3 * s.heartbeat_interval}")
     if workers < 1:
         raise SearchError(f"--workers: got {workers}, expected an integer >= 1")
     if not cfg.dpap.enabled:

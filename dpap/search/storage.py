@@ -1,15 +1,15 @@
-"""Where a study lives: a journal file or an RDB URL, opened with one-line errors, and the
-study's lock."""
+"""Where a study lives: a journal file (one machine) or an RDB URL (PostgreSQL: several
+machines), opened with one-line errors."""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
 from pathlib import Path
+from typing import Callable, Optional
 
 import optuna
 
-from ..file_lock import file_lock
 from .errors import SearchError
 
 
@@ -17,20 +17,37 @@ def is_rdb_url(storage: str) -> bool:
     return "://" in storage
 
 
-def make_storage(storage: str) -> optuna.storages.BaseStorage:
-    """A journal file (``search/optuna.journal``, safe for several processes on one machine)
-    or an RDB URL (``sqlite:///...``, ``postgresql://...``, with a heartbeat so a trial of a
-    dead worker on another machine is failed). A storage that cannot be created, written or
-    reached is a :class:`SearchError` (:func:`storage_error`)."""
+def make_storage(
+    storage: str,
+    *,
+    heartbeat_interval: int = 60,
+    grace_period: int = 180,
+    on_stale: Optional[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = None,
+) -> optuna.storages.BaseStorage:
+    """A journal file (``search/optuna.journal``: several processes on one machine) or an
+    RDB URL (``postgresql+psycopg://user:password@host:port/db``: workers on several
+    machines; ``sqlite:///...``).
+
+    An RDB storage gets Optuna's heartbeat: a running trial records one every
+    ``heartbeat_interval`` s (:func:`dpap.search.recovery.heartbeat`), and a trial silent for
+    ``grace_period`` s is failed by the next worker that looks
+    (:func:`optuna.storages.fail_stale_trials`), which then calls ``on_stale(study,
+    trial)`` (the search's :class:`~dpap.search.recovery.TrialRecovery`: Optuna's
+    :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`). A journal has no heartbeat:
+    its workers are on this machine, and a dead one's trial is found by its process
+    (:mod:`dpap.search.recovery`).
+
+    A storage that cannot be created, written or reached is a :class:`SearchError`
+    (:func:`storage_error`)."""
     with storage_errors(storage):
         if is_rdb_url(storage):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     storage,
-                    heartbeat_interval=60,
-                    grace_period=180,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=on_stale,
                 )
         path = Path(storage)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +90,9 @@ def _storage_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def storage_error(storage: str, exc: BaseException) -> SearchError:
-    """One line for a storage that cannot be used: which, why, and what to do."""
+def storage_error(storage: str, exc: BaseException, what: str = "cannot open it") -> SearchError:
+    """One line for a storage that cannot be used: which, ``what`` went wrong, why, and
+    what to do."""
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename and str(exc.filename) != storage else ""
         reason = f"{exc.strerror}{where}"
@@ -83,7 +101,9 @@ def storage_error(storage: str, exc: BaseException) -> SearchError:
     missing = next((e.name for e in (exc, exc.__cause__, exc.__context__) if isinstance(e, ImportError) and e.name), None)
     if missing:
         reason = f"its database driver, Python module {missing!r}, is not installed"
-    if isinstance(exc, ImportError):
+    if what != "cannot open it":
+        hint = "check that the database server is up, then run the same command again: the study resumes"
+    elif isinstance(exc, ImportError):
         hint = "install the driver (e.g. pip install 'psycopg[binary]' for postgresql+psycopg://), or use a journal file: --storage search/optuna.journal"
     elif not is_rdb_url(storage):
         hint = "pass a file in a writable folder with --storage (search.storage), e.g. --storage search/optuna.journal"
@@ -91,40 +111,20 @@ def storage_error(storage: str, exc: BaseException) -> SearchError:
         hint = "check that its folder exists and is writable, or pass another --storage (search.storage)"
     else:
         hint = "check that the database server is up and the URL's host, port, user and database are right, or use a journal file: --storage search/optuna.journal"
-    return SearchError(f"search storage {shown_storage(storage)}: cannot open it ({reason}); {hint}")
+    return SearchError(f"search storage {shown_storage(storage)}: {what} ({reason}); {hint}")
 
 
 @contextlib.contextmanager
-def storage_errors(storage: str):
+def storage_errors(storage: str, what: str = "cannot open it"):
     """Turn the errors of a storage that cannot be created, written or reached (a read-only
     folder, a file where a folder should be, a server nobody listens for, a missing
-    database driver) into one :class:`SearchError`."""
+    database driver) into one :class:`SearchError`. With another ``what`` (a storage lost
+    after it was opened: ``"lost it mid-search"``), only the database's errors are turned
+    (a trial's own errors are the trial's, a file's are the output's)."""
+    types = _storage_error_types() if what == "cannot open it" else tuple(t for t in _storage_error_types() if not issubclass(t, (OSError, ImportError)))
     try:
         yield
     except SearchError:
         raise
-    except _storage_error_types() as exc:
-        raise storage_error(storage, exc) from None
-
-
-def _lock_path(storage: str, out_dir: Path, study_name: str) -> Path:
-    if not is_rdb_url(storage):
-        return Path(storage + f".{study_name}.lock")
-    if storage.startswith("sqlite:///"):
-        return Path(storage[len("sqlite:///"):] + f".{study_name}.lock")
-    return out_dir / f".{study_name}.lock"
-
-
-@contextlib.contextmanager
-def study_lock(storage: str, out_dir: Path, study_name: str):
-    """The study's lock file (next to a journal or SQLite file, else in ``out_dir``), held
-    for the ``with`` block: the processes of this machine ask for trials, open the study
-    and its MLflow parent run, and write the outputs one at a time. A lock file that
-    cannot be made is a :class:`SearchError` naming the storage."""
-    stack = contextlib.ExitStack()
-    try:
-        stack.enter_context(file_lock(_lock_path(storage, Path(out_dir), study_name)))
-    except OSError as exc:
-        raise storage_error(storage, exc) from None
-    with stack:
-        yield
+    except types as exc:
+        raise storage_error(storage, exc, what) from None

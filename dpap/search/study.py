@@ -1,5 +1,5 @@
 """A search from start to end: open (or resume) the study, run the workers, wait for the
-other processes of the study, write the outputs."""
+other processes of the study (recovering trials they lose), write the outputs."""
 
 from __future__ import annotations
 
@@ -9,25 +9,25 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import optuna
 from optuna.trial import TrialState
 
 from ..config import Config
 from .errors import SearchError
+from .locks import FileStudyLock, PostgresStudyLock, study_lock
+from .recovery import TrialRecovery, budget_used, recover_lost_trials
 from .reports import SearchResult, search_params, write_outputs
 from .space import check_search, current_knobs, search_epochs, search_fingerprint, trial_config
-from .storage import make_storage, shown_storage, storage_errors, storage_key, study_lock
-from .workers import WorkerJob, _load_data, _spawned_worker, budget_used, recover_stale_trials, run_worker
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..tracking import SearchTracker
+from .storage import make_storage, shown_storage, storage_errors, storage_key
+from .workers import WorkerJob, _load_data, _spawned_worker, open_storage, run_worker
 
 
-def open_study(cfg: Config, storage: str, study_name: str, data_hash: str) -> optuna.Study:
-    """Create the study, or load it to resume; refuse one created for other settings."""
-    store = make_storage(storage)
+def open_study(cfg: Config, storage: str, study_name: str, data_hash: str, store: Optional[optuna.storages.BaseStorage] = None) -> optuna.Study:
+    """Create the study, or load it to resume; refuse one created for other settings.
+    ``store``: ``storage`` already opened (else it is opened here)."""
+    store = store if store is not None else make_storage(storage)
     want = search_fingerprint(cfg, data_hash)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -35,7 +35,7 @@ def open_study(cfg: Config, storage: str, study_name: str, data_hash: str) -> op
     have = study.user_attrs.get("search")
     if have is None:
         if study.trials:
-            raise SearchError(f"study {study_name!r} in {storage} was not made by `dpap search`; pass --study-name NAME for a new one")
+            raise SearchError(f"study {study_name!r} in {shown_storage(storage)} was not made by `dpap search`; pass --study-name NAME for a new one")
         study.set_user_attr("search", want)
         start = current_knobs(cfg)
         if start is not None:  # evaluate the current settings first: a known anchor for TPE
@@ -43,7 +43,7 @@ def open_study(cfg: Config, storage: str, study_name: str, data_hash: str) -> op
     elif have != want:
         diff = [k for k in want if have.get(k) != want[k]]
         what = ", ".join(f"{k} {have.get(k)!r} -> {want[k]!r}" if k != "training" else "training settings/data" for k in diff)
-        raise SearchError(f"study {study_name!r} in {storage} was created for other settings ({what}); pass --study-name NAME to start a new study, or restore the settings to resume it")
+        raise SearchError(f"study {study_name!r} in {shown_storage(storage)} was created for other settings ({what}); pass --study-name NAME to start a new study, or restore the settings to resume it")
     return study
 
 
@@ -77,7 +77,8 @@ def run_search(
         from ..tracking import open_store
 
         open_store(tracking_uri)  # locked, corrupt, unreachable: one line, before anything is made
-    make_storage(s.storage)  # unwritable, unreachable: one line
+    recovery = TrialRecovery(s.grace_period)
+    store = open_storage(cfg, s.storage, recovery)  # unwritable, unreachable: one line
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load_data(data)
@@ -86,15 +87,17 @@ def run_search(
 
     make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tracker = None
-    with study_lock(s.storage, out, s.study_name):  # one process at a time creates the study and its parent run
+    with storage_errors(s.storage):
+        lock = study_lock(s.storage, out, s.study_name)
+    with lock:  # one process at a time creates the study and its parent run
         with storage_errors(s.storage):
-            study = open_study(cfg, s.storage, s.study_name, data_hash)
+            study = open_study(cfg, s.storage, s.study_name, data_hash, store=store)
         if tracking_uri:
             from ..tracking import SearchTracker
 
-            tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), storage_key(s.storage))
-        lost = recover_stale_trials(study, tracker)
+            recovery.tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), storage_key(s.storage))
+        lost = recover_lost_trials(study, store, recovery)
+    tracker = recovery.tracker
     if lost and not quiet:
         print(f"note: trial(s) {', '.join(map(str, lost))} were left running by a dead worker: failed and queued again", flush=True)
     before = budget_used(study.get_trials(deepcopy=False))
@@ -113,38 +116,60 @@ def run_search(
         experiment_id=tracker.experiment_id if tracker else None,
         quiet=quiet,
     )
+    with storage_errors(s.storage, "lost it mid-search"):
+        while True:
+            run_workers(job, loaded, workers)
+            if not wait_for_other_workers(study, store, recovery, lock, s.trials, quiet=quiet):
+                break
+        with lock:  # one writer at a time; the last one writes the finished study
+            study = optuna.load_study(study_name=s.study_name, storage=store)
+            return write_outputs(study, cfg, out, tracker, overrides or {})
+
+
+def run_workers(job: WorkerJob, data, workers: int) -> None:
+    """``workers`` worker processes (spawned; one: this process) until the budget is used."""
     if workers == 1:
-        run_worker(dataclasses.replace(job, data=loaded))
-    else:
-        threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            try:
-                pool.map(_spawned_worker, [dataclasses.replace(job, index=i + 1, threads=threads) for i in range(workers)])
-            except KeyboardInterrupt:
-                pool.terminate()
-                raise
-    wait_for_other_workers(study, tracker, s.storage, out, quiet=quiet)
-    with study_lock(s.storage, out, s.study_name):  # one writer at a time; the last one writes the finished study
-        study = optuna.load_study(study_name=s.study_name, storage=make_storage(s.storage))
-        return write_outputs(study, cfg, out, tracker, overrides or {})
+        run_worker(dataclasses.replace(job, data=data))
+        return
+    threads = job.cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        try:
+            pool.map(_spawned_worker, [dataclasses.replace(job, index=i + 1, threads=threads) for i in range(workers)])
+        except KeyboardInterrupt:
+            pool.terminate()
+            raise
 
 
-def wait_for_other_workers(study: optuna.Study, tracker: Optional["SearchTracker"], storage: str, out: Path, *, quiet: bool = False, poll: float = 1.0) -> None:
+def wait_for_other_workers(
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    recovery: TrialRecovery,
+    lock: FileStudyLock | PostgresStudyLock,
+    trials: int,
+    *,
+    quiet: bool = False,
+    poll: float = 1.0,
+) -> bool:
     """Wait until the trials running now (in other processes of the study: this one's
     workers are done) are finished, so the outputs describe the whole budget. A trial
-    whose worker died meanwhile is failed and queued again (:func:`recover_stale_trials`),
-    so the wait ends; trials those others start afterwards are not waited for."""
+    whose worker died meanwhile is failed and queued again
+    (:func:`~dpap.search.recovery.recover_lost_trials`); then True is returned at once, for
+    this process to run the retry (the budget is open again). Trials those others start
+    afterwards are not waited for."""
     waiting: Optional[set[int]] = None
     while True:
-        with study_lock(storage, out, study.study_name):
-            recover_stale_trials(study, tracker)
-        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        with lock:
+            recover_lost_trials(study, storage, recovery)
+            trials_now = study.get_trials(deepcopy=False)
+        if budget_used(trials_now) < trials:
+            return True
+        running = {t.number for t in trials_now if t.state == TrialState.RUNNING}
         if waiting is None:
             waiting = running
             if waiting and not quiet:
                 print(f"waiting for trial(s) {', '.join(map(str, sorted(waiting)))}, still running in other processes of the study", flush=True)
         waiting &= running
         if not waiting:
-            return
+            return False
         time.sleep(poll)

@@ -1,0 +1,137 @@
+"""The study's lock: the processes of a study ask for trials (so the budget is never
+overshot), open the study and its MLflow parent run, recover lost trials and write the
+outputs one at a time.
+
+* PostgreSQL storage: a session-level advisory lock of the database server
+  (``pg_advisory_lock``), so it holds across machines; the server drops it when its
+  holder's connection goes, a worker killed mid-lock included.
+* Journal file, SQLite file (one machine): Optuna's own lock file for journals,
+  :class:`optuna.storages.journal.JournalFileOpenLock`, next to the storage. Its holder
+  keeps it fresh (:data:`KEEP_ALIVE` s), so the lock of a killed holder, which goes stale,
+  is broken after :data:`GRACE` s while a live holder is never broken, however long it
+  writes.
+* Any other RDB URL: the same lock file in the output folder, which serialises the
+  processes of this machine only (the budget may then be overshot by one trial per other
+  machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from .storage import is_rdb_url, storage_error
+
+GRACE = 30
+"""Seconds after which a lock file nobody keeps fresh is taken to be a dead holder's."""
+KEEP_ALIVE = 5.0
+"""Seconds between the holder's touches of its lock file."""
+
+
+def is_postgres_url(storage: str) -> bool:
+    return storage.startswith(("postgresql://", "postgresql+", "postgres://"))
+
+
+class FileStudyLock:
+    """:class:`~optuna.storages.journal.JournalFileOpenLock` on ``path`` (the lock file is
+    ``path + ".lock"``), refreshed while held. Reusable, not reentrant."""
+
+    def __init__(self, path: str | Path, storage: str):
+        from optuna.storages.journal import JournalFileOpenLock
+
+        self.storage = storage
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise storage_error(storage, exc) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.lock = JournalFileOpenLock(str(self.path), grace_period=GRACE)
+        self.lock_file = Path(f"{self.path}.lock")
+        self._stop: Optional[threading.Event] = None
+        self._thread: Optional[threading.Thread] = None
+
+    def __enter__(self) -> "FileStudyLock":
+        try:
+            self.lock.acquire()
+        except OSError as exc:
+            raise storage_error(self.storage, exc) from None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep_alive, args=(self._stop,), daemon=True, name="dpap-study-lock")
+        self._thread.start()
+        return self
+
+    def _keep_alive(self, stop: threading.Event) -> None:
+        while not stop.wait(KEEP_ALIVE):
+            with contextlib.suppress(OSError):
+                os.utime(self.lock_file)
+
+    def __exit__(self, *exc) -> None:
+        assert self._stop is not None and self._thread is not None
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(RuntimeError):  # broken by another process: nothing to release
+            self.lock.release()
+
+
+class PostgresStudyLock:
+    """A session-level advisory lock of the PostgreSQL server of ``url``, keyed by the study
+    name; one connection per holding (none kept open between them). Reusable, not reentrant."""
+
+    def __init__(self, url: str, study_name: str):
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        self.storage = url
+        self.engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        digest = hashlib.sha256(f"dpap-search:{study_name}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+        self._conn = None
+
+    def __enter__(self) -> "PostgresStudyLock":
+        import sqlalchemy
+
+        try:
+            self._conn = self.engine.connect()
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+            self._conn.commit()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            self._close()
+            raise storage_error(self.storage, exc) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import sqlalchemy
+
+        try:
+            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+            self._conn.commit()
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass  # the connection is gone, and the lock with it
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+
+def study_lock(storage: str, out_dir: str | Path, study_name: str) -> FileStudyLock | PostgresStudyLock:
+    """The lock of the study ``study_name`` in ``storage`` (see the module's text); use it
+    as ``with lock: ...``, as often as needed. A lock that cannot be made or taken is a
+    :class:`~dpap.search.errors.SearchError` naming the storage."""
+    if is_postgres_url(storage):
+        return PostgresStudyLock(storage, study_name)
+    if not is_rdb_url(storage):
+        return FileStudyLock(f"{storage}.{study_name}.study", storage)
+    if storage.startswith("sqlite:///"):
+        return FileStudyLock(f"{storage[len('sqlite:///'):]}.{study_name}.study", storage)
+    return FileStudyLock(Path(out_dir) / f".{study_name}.study", storage)
