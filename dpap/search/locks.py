@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -81,16 +82,17 @@ class FileStudyLock:
 
 
 class PostgresStudyLock:
-    """A session-level advisory lock of the PostgreSQL server of ``url``, keyed by the study
-    name; one connection per holding (none kept open between them). Reusable, not reentrant."""
+    """A session-level advisory lock of the PostgreSQL server of ``url``, keyed by ``name``
+    (the study's); one connection per holding (none kept open between them). Reusable, not
+    reentrant."""
 
-    def __init__(self, url: str, study_name: str):
+    def __init__(self, url: str, name: str):
         import sqlalchemy
         from sqlalchemy.pool import NullPool
 
         self.storage = url
         self.engine = sqlalchemy.create_engine(url, poolclass=NullPool)
-        digest = hashlib.sha256(f"dpap-search:{study_name}".encode()).digest()
+        digest = hashlib.sha256(f"dpap-search:{name}".encode()).digest()
         self.key = int.from_bytes(digest[:8], "big", signed=True)
         self._conn = None
 
@@ -124,12 +126,26 @@ class PostgresStudyLock:
             self._conn = None
 
 
+def schema_lock(storage: str) -> contextlib.AbstractContextManager:
+    """The lock under which a storage's tables are created: Optuna's RDB storage creates
+    them when missing, and two processes doing so at once on a fresh database collide
+    (``duplicate key value violates unique constraint``). PostgreSQL: an advisory lock;
+    SQLite: a lock file in the temporary folder, named by the database's path (its own
+    folder may be read-only: SQLite then says so); else none needed (a journal file)."""
+    if is_postgres_url(storage):
+        return PostgresStudyLock(storage, "schema")
+    if storage.startswith("sqlite:///"):
+        key = hashlib.sha256(str(Path(storage[len("sqlite:///"):]).resolve()).encode()).hexdigest()[:16]
+        return FileStudyLock(Path(tempfile.gettempdir()) / f"dpap-optuna-schema-{key}", storage)
+    return contextlib.nullcontext()
+
+
 def study_lock(storage: str, out_dir: str | Path, study_name: str) -> FileStudyLock | PostgresStudyLock:
     """The lock of the study ``study_name`` in ``storage`` (see the module's text); use it
     as ``with lock: ...``, as often as needed. A lock that cannot be made or taken is a
     :class:`~dpap.search.errors.SearchError` naming the storage."""
     if is_postgres_url(storage):
-        return PostgresStudyLock(storage, study_name)
+        return PostgresStudyLock(storage, f"study:{study_name}")
     if not is_rdb_url(storage):
         return FileStudyLock(f"{storage}.{study_name}.study", storage)
     if storage.startswith("sqlite:///"):

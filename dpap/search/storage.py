@@ -41,7 +41,9 @@ def make_storage(
     (:func:`storage_error`)."""
     with storage_errors(storage):
         if is_rdb_url(storage):
-            with warnings.catch_warnings():
+            from .locks import schema_lock  # (locks names the storage in its errors)
+
+            with schema_lock(storage), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
                     storage,

@@ -160,6 +160,31 @@ def _killed_run_reason(uri: str, trial) -> str:
     return run.data.tags.get("reason", "")
 
 
+def test_fresh_database_opened_by_several_processes_at_once(pg_storage, tmp_path):
+    """Four processes open the same fresh database at the same moment: Optuna creates its
+    tables once (under the storage's schema lock), none fails with a duplicate key."""
+    import sys
+
+    go = tmp_path / "go"
+    code = (
+        "import sys, time, pathlib\n"
+        "from dpap.search import make_storage\n"
+        "go = pathlib.Path(sys.argv[2])\n"
+        "while not go.exists(): time.sleep(0.01)\n"
+        "make_storage(sys.argv[1]); print('ok')\n"
+    )
+    import os
+
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    procs = [subprocess.Popen([sys.executable, "-c", code, pg_storage, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+    time.sleep(8)  # all four imported and waiting
+    go.touch()
+    outs = _communicate(procs, timeout=120)
+    for proc, (out, err) in zip(procs, outs):
+        assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+    assert optuna.get_all_study_names(S.make_storage(pg_storage)) == []
+
+
 def test_missing_database_is_one_line(make_params, in_tmp, mlflow_uri, postgres, capfd):
     """A PostgreSQL URL whose database does not exist: exit 2, one line, no password."""
     from dpap.cli import main
