@@ -80,11 +80,15 @@ class FileStudyLock:
         with contextlib.suppress(RuntimeError):  # broken by another process: nothing to release
             self.lock.release()
 
+    def close(self) -> None:
+        """Nothing to close (the lock file exists only while held)."""
+
 
 class PostgresStudyLock:
     """A session-level advisory lock of the PostgreSQL server of ``url``, keyed by ``name``
-    (the study's); one connection per holding (none kept open between them). Reusable, not
-    reentrant."""
+    (the study's), taken on a connection of its own that stays open between holdings (a
+    new connection costs ~15 ms, mostly its password exchange; one that broke is made
+    again). Reusable, not reentrant; :meth:`close` ends the connection."""
 
     def __init__(self, url: str, name: str):
         import sqlalchemy
@@ -99,14 +103,18 @@ class PostgresStudyLock:
     def __enter__(self) -> "PostgresStudyLock":
         import sqlalchemy
 
-        try:
-            self._conn = self.engine.connect()
-            self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
-            self._conn.commit()
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            self._close()
-            raise storage_error(self.storage, exc) from None
-        return self
+        for attempt in range(2):  # a kept connection may have broken (server restarted): once more, anew
+            try:
+                if self._conn is None:
+                    self._conn = self.engine.connect()
+                self._conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self.key})
+                self._conn.commit()
+                return self
+            except sqlalchemy.exc.SQLAlchemyError:
+                self.close()
+                if attempt:
+                    raise  # the caller names the storage (dpap.search.storage.storage_errors)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def __exit__(self, *exc) -> None:
         import sqlalchemy
@@ -115,11 +123,9 @@ class PostgresStudyLock:
             self._conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
             self._conn.commit()
         except sqlalchemy.exc.SQLAlchemyError:
-            pass  # the connection is gone, and the lock with it
-        finally:
-            self._close()
+            self.close()  # the connection is gone, and the lock with it
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
@@ -133,17 +139,27 @@ def schema_lock(storage: str) -> contextlib.AbstractContextManager:
     SQLite: a lock file in the temporary folder, named by the database's path (its own
     folder may be read-only: SQLite then says so); else none needed (a journal file)."""
     if is_postgres_url(storage):
-        return PostgresStudyLock(storage, "schema")
+        return _held_once(PostgresStudyLock(storage, "schema"))
     if storage.startswith("sqlite:///"):
         key = hashlib.sha256(str(Path(storage[len("sqlite:///"):]).resolve()).encode()).hexdigest()[:16]
         return FileStudyLock(Path(tempfile.gettempdir()) / f"dpap-optuna-schema-{key}", storage)
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def _held_once(lock: PostgresStudyLock):
+    try:
+        with lock:
+            yield
+    finally:
+        lock.close()
+
+
 def study_lock(storage: str, out_dir: str | Path, study_name: str) -> FileStudyLock | PostgresStudyLock:
     """The lock of the study ``study_name`` in ``storage`` (see the module's text); use it
-    as ``with lock: ...``, as often as needed. A lock that cannot be made or taken is a
-    :class:`~dpap.search.errors.SearchError` naming the storage."""
+    as ``with lock: ...``, as often as needed. A lock file that cannot be made is a
+    :class:`~dpap.search.errors.SearchError` naming the storage; a database that cannot be
+    reached raises its own error, for :func:`~dpap.search.storage.storage_errors`."""
     if is_postgres_url(storage):
         return PostgresStudyLock(storage, f"study:{study_name}")
     if not is_rdb_url(storage):

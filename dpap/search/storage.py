@@ -92,6 +92,18 @@ def _storage_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def is_storage_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database's (unreachable, gone, refusing), not a trial's."""
+    try:
+        import sqlalchemy.exc
+
+        if isinstance(exc, sqlalchemy.exc.SQLAlchemyError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, optuna.exceptions.StorageInternalError)
+
+
 def storage_error(storage: str, exc: BaseException, what: str = "cannot open it") -> SearchError:
     """One line for a storage that cannot be used: which, ``what`` went wrong, why, and
     what to do."""

@@ -3,6 +3,7 @@ other processes of the study (recovering trials they lose), write the outputs.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -87,16 +88,17 @@ def run_search(
 
     make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with storage_errors(s.storage):
-        lock = study_lock(s.storage, out, s.study_name)
-    with lock:  # one process at a time creates the study and its parent run
+    with contextlib.ExitStack() as held:  # one process at a time creates the study and its parent run
         with storage_errors(s.storage):
+            lock = study_lock(s.storage, out, s.study_name)
+            held.enter_context(lock)
             study = open_study(cfg, s.storage, s.study_name, data_hash, store=store)
-        if tracking_uri:
+        if tracking_uri:  # (the MLflow store's errors are its own)
             from ..tracking import SearchTracker
 
             recovery.tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), storage_key(s.storage))
-        lost = recover_lost_trials(study, store, recovery)
+        with storage_errors(s.storage):
+            lost = recover_lost_trials(study, store, recovery)
     tracker = recovery.tracker
     if lost and not quiet:
         print(f"note: trial(s) {', '.join(map(str, lost))} were left running by a dead worker: failed and queued again", flush=True)
@@ -118,18 +120,22 @@ def run_search(
     )
     with storage_errors(s.storage, "lost it mid-search"):
         while True:
-            run_workers(job, loaded, workers)
+            run_workers(job, loaded, workers, storage=store, lock=lock, recovery=recovery)
             if not wait_for_other_workers(study, store, recovery, lock, s.trials, quiet=quiet):
                 break
-        with lock:  # one writer at a time; the last one writes the finished study
-            study = optuna.load_study(study_name=s.study_name, storage=store)
-            return write_outputs(study, cfg, out, tracker, overrides or {})
+        try:
+            with lock:  # one writer at a time; the last one writes the finished study
+                study = optuna.load_study(study_name=s.study_name, storage=store)
+                return write_outputs(study, cfg, out, tracker, overrides or {})
+        finally:
+            lock.close()
 
 
-def run_workers(job: WorkerJob, data, workers: int) -> None:
-    """``workers`` worker processes (spawned; one: this process) until the budget is used."""
+def run_workers(job: WorkerJob, data, workers: int, **here: Any) -> None:
+    """``workers`` worker processes (spawned) until the budget is used; one worker runs in
+    this process, with ``here``'s storage, lock and recovery (:func:`run_worker`)."""
     if workers == 1:
-        run_worker(dataclasses.replace(job, data=data))
+        run_worker(dataclasses.replace(job, data=data), **here)
         return
     threads = job.cfg.train.threads or max(1, (os.cpu_count() or 1) // workers)
     ctx = multiprocessing.get_context("spawn")

@@ -20,11 +20,12 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import Config
-from .locks import study_lock
+from .locks import FileStudyLock, PostgresStudyLock, study_lock
 from .objective import make_objective
 from .recovery import Heartbeat, TrialRecovery, budget_used, recover_lost_trials, retry_history, this_worker, trial_id, worker_alive
 from .sampling import make_pruner, make_sampler
-from .storage import make_storage
+from .errors import SearchError
+from .storage import is_storage_failure, make_storage, storage_errors
 
 
 @dataclass
@@ -66,24 +67,37 @@ def open_storage(cfg: Config, storage: str, recovery: Optional[TrialRecovery] = 
     return make_storage(storage, heartbeat_interval=s.heartbeat_interval, grace_period=s.grace_period, on_stale=recovery)
 
 
-def run_worker(job: WorkerJob) -> int:
+def run_worker(
+    job: WorkerJob,
+    *,
+    storage: Optional[optuna.storages.BaseStorage] = None,
+    lock: Optional[FileStudyLock | PostgresStudyLock] = None,
+    recovery: Optional[TrialRecovery] = None,
+) -> int:
     """Ask, train, tell until the study's budget (``search.trials``) is used; returns the
     number of trials this worker ran. Asking is serialised by the study's lock, so several
     processes never overshoot the budget together; before each, lost trials are failed and
     queued again (:func:`~dpap.search.recovery.recover_lost_trials`). Each worker seeds its
     sampler with its own slot in the study (:func:`join_study`), so concurrent workers, in
     one ``dpap search`` or in several, never draw the same knobs; a lone worker has slot 0,
-    the seed of a single-worker search."""
+    the seed of a single-worker search.
+
+    ``storage``, ``lock``, ``recovery``: those of the calling process, when the worker runs
+    in it (fewer database connections); by default the worker opens its own."""
     if job.threads:
         import torch
 
         torch.set_num_threads(job.threads)
     cfg = job.cfg
     data = _load_data(job.data)
-    recovery = TrialRecovery(cfg.search.grace_period)
-    storage = open_storage(cfg, job.storage, recovery)
+    if storage is None:
+        recovery = TrialRecovery(cfg.search.grace_period)
+        storage = open_storage(cfg, job.storage, recovery)
+    elif recovery is None:
+        raise ValueError("run_worker: pass the storage's recovery with it")
     out = Path(job.out_dir)
-    lock = study_lock(job.storage, out, job.study_name)
+    own_lock = lock is None
+    lock = lock if lock is not None else study_lock(job.storage, out, job.study_name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         with lock:
@@ -92,7 +106,7 @@ def run_worker(job: WorkerJob) -> int:
             salt = worker_salt(slot, len(plain.trials))
         study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(cfg, salt), pruner=make_pruner(cfg))
     try:
-        if job.tracking_uri and job.parent_run_id:
+        if recovery.tracker is None and job.tracking_uri and job.parent_run_id:
             from ..tracking import SearchTracker
 
             recovery.tracker = SearchTracker(job.tracking_uri, job.parent_run_id, job.experiment_id)
@@ -112,8 +126,14 @@ def run_worker(job: WorkerJob) -> int:
                 beat.stop()
         return ran
     finally:
-        with lock:
-            leave_study(study, slot)
+        try:
+            with lock:
+                leave_study(study, slot)
+        except Exception as exc:  # noqa: BLE001 - best effort: a dead worker's slot is free anyway
+            if not (is_storage_failure(exc) or isinstance(exc, SearchError)):
+                raise
+        if own_lock:
+            lock.close()
 
 
 def start_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, trial: optuna.Trial, job: WorkerJob) -> Heartbeat:
@@ -128,7 +148,8 @@ def start_trial(study: optuna.Study, storage: optuna.storages.BaseStorage, trial
 
     def missed(exc: Exception) -> None:
         if not job.quiet:
-            print(f"warning: trial {trial.number}: heartbeat not recorded ({type(exc).__name__}: {exc}); trying again", file=sys.stderr, flush=True)
+            reason = " ".join((str(exc).strip().splitlines() or [""])[0].split())[:200]
+            print(f"warning: trial {trial.number}: heartbeat not recorded ({type(exc).__name__}: {reason}); trying again in {job.cfg.search.heartbeat_interval} s", file=sys.stderr, flush=True)
 
     return Heartbeat(storage, tid, on_error=missed).start()
 
@@ -192,6 +213,8 @@ def _run_trial(job: WorkerJob, study: optuna.Study, storage: optuna.storages.Bas
         recovery.fail_and_retry(study, storage, storage.get_trial(tid), "interrupted (Ctrl-C)")
         raise
     except Exception as exc:  # noqa: BLE001 - recorded with the trial; the search goes on
+        if is_storage_failure(exc):
+            raise  # the database is gone: nothing can be recorded; the worker stops (one line)
         reason = trial.user_attrs.get("fail_reason") or f"{type(exc).__name__}: {exc}"
         try:
             if "fail_reason" not in trial.user_attrs:
@@ -215,6 +238,7 @@ def _spawned_worker(job: WorkerJob) -> int:
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return run_worker(job)
+        with storage_errors(job.storage, "lost it mid-search"):  # a SearchError crosses processes whole
+            return run_worker(job)
     except KeyboardInterrupt:
         return -1

@@ -24,6 +24,14 @@ STUDY = "dpap-search"
 FEASIBLE_START = ["-S", "dpap.epsilon=1.6", "-S", "dpap.fc.beta=0.39", "-S", "dpap.fc.eta=8.9", "-S", "dpap.conv.protect=3.5"]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _password(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -183,6 +191,105 @@ def test_fresh_database_opened_by_several_processes_at_once(pg_storage, tmp_path
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
     assert optuna.get_all_study_names(S.make_storage(pg_storage)) == []
+
+
+def test_study_lock_of_a_killed_holder_is_free_at_once(pg_storage, tmp_path):
+    """The study's lock on PostgreSQL is the server's advisory lock: while one process
+    holds it another waits; when the holder is killed (SIGKILL, mid-lock) the server drops
+    it with the connection, and the waiter gets it within a second."""
+    import os
+    import sys
+
+    from dpap.search.locks import study_lock
+
+    code = (
+        "import sys, time\n"
+        "from dpap.search.locks import study_lock\n"
+        "lock = study_lock(sys.argv[1], sys.argv[2], 's')\n"
+        "lock.__enter__(); print('held', flush=True); time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, pg_storage, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = study_lock(pg_storage, tmp_path, "s")
+        other = study_lock(pg_storage, tmp_path, "another study")
+        with other:  # another study's lock is not this one
+            pass
+        import threading
+
+        got = threading.Event()
+
+        def take() -> None:
+            with lock:
+                got.set()
+
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        assert not got.wait(2.0)  # held by the other process
+        t0 = time.monotonic()
+        holder.send_signal(signal.SIGKILL)
+        assert got.wait(10.0) and time.monotonic() - t0 < 2.0
+        waiter.join()
+        lock.close()
+        other.close()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()
+
+
+def test_database_lost_mid_search_is_one_line_and_the_study_resumes(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri):
+    """The PostgreSQL server stops while a trial runs (its own server, not the session's):
+    `dpap search` stops with one line naming the storage (password masked) and exit 2.
+    Once the server is back, the same command resumes the study: the trial that was
+    running is failed for its missing heartbeat and run again, and the budget is met."""
+    import os
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dpap-pg-lost-"))
+    folder.chmod(0o755)
+    env = dict(os.environ, DPAP_PG_DIR=str(folder / "pg"), DPAP_PG_PORT=str(_free_port()))
+    script = str(Path(__file__).resolve().parents[2] / "tools" / "postgres.sh")
+
+    def server(what: str) -> str:
+        r = subprocess.run([script, what], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    try:
+        url = server("start")
+        p = make_params(epochs=4, trials=3)
+        cmd = [*dpap_cmd, "search", "--params", str(p), "--storage", url, "--out", str(tmp_path / "search"), *FEASIBLE_START,
+               "-S", "search.heartbeat_interval=1", "-S", "search.grace_period=4"]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        running = None
+        deadline = time.time() + 200
+        while time.time() < deadline and proc.poll() is None and running is None:
+            time.sleep(0.2)
+            try:
+                running = next((t for t in _study(url).get_trials(states=(TrialState.RUNNING,)) if t.intermediate_values), None)
+            except KeyError:
+                pass
+        assert running is not None, proc.communicate()[1][-3000:] if proc.poll() is not None else "no trial ran"
+        server("stop")  # fast shutdown: the search's connections are cut
+        (out, err), = _communicate([proc], timeout=120)
+        assert proc.returncode == 2, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert errors == [err.strip().splitlines()[-1]], err[-3000:]
+        assert errors[0].startswith(f"error: search storage {S.shown_storage(url)}: lost it mid-search ("), errors[0]
+        assert "run the same command again" in errors[0] and "Traceback" not in err and _password(url) not in err
+
+        server("start")
+        r = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env, capture_output=True, text=True, timeout=400)
+        assert r.returncode in (0, 1), r.stdout[-2000:] + r.stderr[-3000:]
+        trials = _study(url).trials
+        assert trials[running.number].state == TrialState.FAIL
+        assert [t.number for t in trials if S.retry_history(t) == [running.number]], [(t.number, t.state) for t in trials]
+        assert S.budget_used(trials) == 3 and not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_missing_database_is_one_line(make_params, in_tmp, mlflow_uri, postgres, capfd):
