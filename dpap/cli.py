@@ -88,7 +88,7 @@ def cmd_search(args) -> int:
     print(S.format_summary(res))
     if res.plot_file:
         print(f"\nplot: {res.plot_file}")
-    print(f"dashboard: dpap dashboard --storage {cfg.search.storage}")
+    print(f"dashboard: dpap dashboard --storage {S.shown_storage(cfg.search.storage)}")  # a password stays out of logs
     if res.best_params_file is None:
         print(f"error: no feasible trial yet (|compression - {cfg.search.target}| <= {cfg.search.tolerance}); raise --trials to continue this study, or widen --tolerance / search.ranges", file=sys.stderr)
         return 1
@@ -158,7 +158,7 @@ def cmd_dashboard(args) -> int:
     from pathlib import Path
 
     from .config import ConfigError, load_params
-    from .search import is_rdb_url
+    from .search import is_rdb_url, shown_storage
 
     storage = args.storage
     if storage is None:
@@ -167,7 +167,7 @@ def cmd_dashboard(args) -> int:
         raise ConfigError(f"{storage}: no search storage there; run `dpap search` first or name one with --storage")
     from .dashboard import serve
 
-    print(f"optuna-dashboard for {storage} on http://{args.host}:{args.port}/dashboard (best = best feasible trial); Ctrl-C stops it", flush=True)
+    print(f"optuna-dashboard for {shown_storage(storage)} on http://{args.host}:{args.port}/dashboard (best = best feasible trial); Ctrl-C stops it", flush=True)
     try:
         serve(storage, host=args.host, port=args.port)
     except OSError as e:  # the port is taken, or the address is not ours

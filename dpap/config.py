@@ -311,8 +311,13 @@ class SearchConfig:
     epochs: Optional[int] = None
     """Training epochs per trial (None = ``train.epochs``)."""
     storage: str = "search/optuna.journal"
+    """A journal file (one machine) or an RDB URL (``postgresql+psycopg://...``: several)."""
     study_name: str = "dpap-search"
     seed: int = 0
+    heartbeat_interval: int = 60
+    """Seconds between a running trial's heartbeats in an RDB storage (Optuna's heartbeat)."""
+    grace_period: int = 180
+    """Seconds without a heartbeat after which another worker fails the trial and retries it."""
     ranges: dict[str, SearchRange] = field(
         default_factory=lambda: {
             "epsilon": SearchRange(0.6, 1.6),
@@ -371,6 +376,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "search.tolerance": (lambda v: v > 0, "a number > 0"),
     "search.trials": (lambda v: v >= 1, "an integer >= 1"),
     "search.epochs": (lambda v: v is None or v >= 1, "an integer >= 1"),
+    "search.heartbeat_interval": (lambda v: v >= 1, "an integer >= 1 (seconds)"),
+    "search.grace_period": (lambda v: v >= 1, "an integer >= 1 (seconds)"),
 }
 _RULES.update({
     "dpap.sdsnn.spines": (lambda v: v >= 1, "an integer >= 1"),

@@ -407,6 +407,10 @@ class MlflowCallback:
             mrun = self.client.create_run(experiment_id, run_name=name, tags=self._tags(run))
             run_id = mrun.info.run_id
             params = {k: ("None" if v is None else v) for k, v in flatten_dotted(run.cfg.to_dict(), keep=()).items()}
+            if "search.storage" in params:  # a database URL's password stays out of the store
+                from .search.storage import shown_storage
+
+                params["search.storage"] = shown_storage(str(params["search.storage"]))
             params["data.hash"] = self.data_hash
             params.update(self.params)
             self._log_params(run_id, params)

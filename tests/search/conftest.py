@@ -86,3 +86,93 @@ def subprocess_env(mlflow_uri) -> dict:
     env["MLFLOW_TRACKING_URI"] = mlflow_uri
     env["PYTHONWARNINGS"] = "ignore"
     return env
+
+
+# ------------------------------------------------------- PostgreSQL and an MLflow server
+
+ROOT = Path(__file__).resolve().parents[2]
+CANNOT_INSTALL = ("apt-get could not install", "installing it needs root", "there is no apt-get here")
+"""What tools/postgres.sh says when PostgreSQL is missing and cannot be installed."""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Postgres:
+    """A PostgreSQL server started by the repository's ``tools/postgres.sh`` (loopback, a
+    free port, its own folder); :meth:`createdb` gives each test a fresh database."""
+
+    def __init__(self, env: dict, url: str):
+        self.env = env
+        self.url = url
+
+    def createdb(self, name: str) -> str:
+        import subprocess
+
+        r = subprocess.run([str(ROOT / "tools" / "postgres.sh"), "createdb", name], env=self.env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """``tools/postgres.sh start`` in a temporary folder (installs Debian's postgresql when
+    missing); skipped, with the script's line, only where it cannot be installed."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dpap-pg-"))
+    folder.chmod(0o755)  # the server's user (postgres) must reach its data below
+    env = dict(os.environ, DPAP_PG_DIR=str(folder / "pg"), DPAP_PG_PORT=str(free_port()))
+    script = str(ROOT / "tools" / "postgres.sh")
+    r = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        if any(s in r.stderr for s in CANNOT_INSTALL):
+            pytest.skip(f"no PostgreSQL here: {r.stderr.strip()}")
+        pytest.fail(f"tools/postgres.sh start failed: {r.stderr.strip()}")
+    try:
+        yield Postgres(env, r.stdout.strip())
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_storage(postgres, request) -> str:
+    """A fresh PostgreSQL database for this test's study: its URL."""
+    import hashlib
+
+    name = "t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+    return postgres.createdb(name)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres):
+    """``tools/mlflow_server.sh start``: an MLflow server on loopback with the test
+    PostgreSQL's database ``mlflow`` as backend store and a temporary artifact folder.
+    Yields ``(tracking URI, artifact folder)``."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dpap-mlflow-"))
+    env = dict(postgres.env, DPAP_MLFLOW_DIR=str(folder), DPAP_MLFLOW_PORT=str(free_port()), PYTHON=sys.executable)
+    script = str(ROOT / "tools" / "mlflow_server.sh")
+    r = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        log = (folder / "server.log").read_text()[-3000:] if (folder / "server.log").exists() else ""
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(f"tools/mlflow_server.sh start failed: {r.stderr.strip()}\n{log}")
+    try:
+        yield r.stdout.strip(), folder / "artifacts"
+    finally:
+        subprocess.run([script, "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -70,6 +70,8 @@ def test_optuna5_best_trial_is_best_feasible():
         (["--workers", "0"], "--workers"),
         (["-S", "search.ranges={fc.beta: {low: 2, high: 2}}"], "empty range"),
         (["-S", "nonsense"], "KEY=VALUE"),
+        (["-S", "search.heartbeat_interval=10", "-S", "search.grace_period=10"], "search.grace_period"),
+        (["-S", "search.heartbeat_interval=0"], "search.heartbeat_interval"),
     ],
 )
 def test_bad_input_is_one_line(make_params, in_tmp, capsys, args, what):
@@ -112,6 +114,26 @@ def test_diverging_trials_fail_with_reason_and_search_goes_on(make_params, tmp_p
     trials = _study(Path(cfg.search.storage)).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
     assert all(t.user_attrs["fail_reason"].startswith("diverged: loss became nan") for t in trials)
+    client, runs = _mlflow_runs(mlflow_uri)
+    assert sorted(r.info.status for r in runs if r.data.tags.get("dpap.kind") == "search-trial") == ["FAILED", "FAILED"]
+
+
+def test_a_trial_that_raises_is_failed_with_its_error_and_the_search_goes_on(make_params, tmp_path, processed_root, mlflow_uri, capsys):
+    """Any exception of a trial (here a bad sample in the data: a label out of range, so
+    its one-hot target raises RuntimeError in the first epoch) is recorded FAIL with the error, its
+    MLflow run ends FAILED, and the next trial still runs: the search ends normally."""
+    cfg = load_params(make_params(trials=2))
+    d = load_processed(processed_root / "digits")
+    y = d.train[1].clone()
+    y[3] = 99
+    bad = ProcessedData(train=(d.train[0], y), test=d.test, val=None, meta=dict(d.meta, hash="bad-label"))
+    res = S.run_search(cfg, bad, out_dir=tmp_path / "search", tracking_uri=mlflow_uri)
+    out = capsys.readouterr().out
+    assert res.failed == 2 and res.trials == 2 and res.best_number is None
+    trials = _study(Path(cfg.search.storage)).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert all(t.user_attrs["fail_reason"] == "RuntimeError: Class values must be smaller than num_classes." for t in trials), [t.user_attrs for t in trials]
+    assert out.count("failed") >= 2 and "RuntimeError: Class values" in out
     client, runs = _mlflow_runs(mlflow_uri)
     assert sorted(r.info.status for r in runs if r.data.tags.get("dpap.kind") == "search-trial") == ["FAILED", "FAILED"]
 

@@ -1,0 +1,118 @@
+"""The search space: which knobs a trial samples (``search.ranges``) and how they map to
+params.yaml keys, the settings a study is made for, and the checks of those settings
+before anything runs."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from ..config import Config, config_from_dict, set_dotted
+from ..training import fingerprint
+from .errors import SearchError
+
+
+def check_search(cfg: Config, workers: int = 1) -> None:
+    """Validate the search settings once, before anything is loaded or trained.
+
+    ``load_params`` already checks target ∈ (0, 1), tolerance > 0, trials ≥ 1 and each
+    range; this adds what only the search needs."""
+    s = cfg.search
+    if not 0 < s.target < 1:
+        raise SearchError(f"search.target: got {s.target!r}, expected a number in (0, 1)")
+    if not s.tolerance > 0:
+        raise SearchError(f"search.tolerance: got {s.tolerance!r}, expected a number > 0")
+    if s.trials < 1:
+        raise SearchError(f"search.trials: got {s.trials!r}, expected an integer >= 1")
+    if not s.ranges:
+        raise SearchError("search.ranges: empty; give at least one knob, e.g. fc.epsilon: {low: 0.3, high: 1.2}")
+    for name, r in s.ranges.items():
+        if not r.low < r.high:
+            raise SearchError(f"search.ranges.{name}: empty range [{r.low}, {r.high}]; low must be < high")
+    if s.grace_period <= s.heartbeat_interval:
+        raise SearchError(f"search.grace_period: {s.grace_period} s is not above search.heartbeat_interval ({s.heartbeat_interval} s), so live workers' trials "
+                          f"would be failed as lost; give it at least twice the interval, e.g. search.grace_period={3 * s.heartbeat_interval}")
+    if workers < 1:
+        raise SearchError(f"--workers: got {workers}, expected an integer >= 1")
+    if not cfg.dpap.enabled:
+        raise SearchError("dpap.enabled is false: nothing is pruned, so no compression can be searched for")
+
+
+def search_epochs(cfg: Config) -> int:
+    return cfg.search.epochs if cfg.search.epochs is not None else cfg.train.epochs
+
+
+def suggest_overrides(trial: optuna.Trial, cfg: Config) -> dict[str, float]:
+    """Sample every knob of ``search.ranges``; returns dotted overrides (``dpap.conv.beta``).
+    The control knob comes last: :class:`~dpap.target_sampler.TargetSampler` solves for it
+    given the others."""
+    control = cfg.search.control
+    names = sorted(cfg.search.ranges, key=lambda n: (n == control, n))
+    out = {}
+    for name in names:
+        r = cfg.search.ranges[name]
+        out[f"dpap.{name}"] = trial.suggest_float(name, r.low, r.high, log=r.log)
+    return out
+
+
+def knob_value(cfg: Config, name: str) -> float:
+    """The value params.yaml resolves a search knob to (``epsilon``, ``fc.beta``, ...)."""
+    if "." not in name:  # a global knob: its own value, else the FC layers' resolved one
+        own = getattr(cfg.dpap, name)
+        return own if own is not None else getattr(cfg.dpap.resolved("fc"), name)
+    group, knob = name.split(".")
+    if group == "sdsnn":  # SD-SNN's knobs (dpap.sdsnn.*) have no protocol defaults
+        return getattr(cfg.dpap.sdsnn, knob)
+    return getattr(cfg.dpap.resolved(group), knob)
+
+
+def current_knobs(cfg: Config) -> Optional[dict[str, float]]:
+    """The knobs params.yaml resolves to (protocol defaults filled in), as Optuna params,
+    when every one lies in its search range; else None."""
+    out = {}
+    for name, r in cfg.search.ranges.items():
+        value = knob_value(cfg, name)
+        if not r.low <= value <= r.high:
+            return None
+        out[name] = value
+    return out
+
+
+def params_to_overrides(params: dict[str, Any]) -> dict[str, float]:
+    """Optuna parameter names (``conv.beta``) to dotted config keys (``dpap.conv.beta``)."""
+    return {f"dpap.{k}": v for k, v in params.items()}
+
+
+def best_overrides(trial: FrozenTrial) -> dict[str, float]:
+    return params_to_overrides(trial.params)
+
+
+def trial_config(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """``cfg`` with ``overrides`` applied and ``train.epochs`` set to the search's epochs."""
+    raw = cfg.to_dict()
+    raw["train"]["epochs"] = search_epochs(cfg)
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return config_from_dict(raw)
+
+
+def search_fingerprint(cfg: Config, data_hash: str = "") -> dict[str, Any]:
+    """What a study was created for; resuming with other values would mix incomparable trials.
+
+    The searched knobs are blanked, so applying the best params to params.yaml and re-running
+    the same command still resumes the study."""
+    raw = cfg.to_dict()
+    blank = Config().to_dict()
+    for name in cfg.search.ranges:  # DPAP knobs blank to None, SD-SNN's to their defaults
+        set_dotted(raw, f"dpap.{name}", blank["dpap"]["sdsnn"][name.split(".")[1]] if name.startswith("sdsnn.") else None)
+    raw["train"]["epochs"] = search_epochs(cfg)
+    base = config_from_dict(raw)
+    return {
+        "target": cfg.search.target,
+        "tolerance": cfg.search.tolerance,
+        "epochs": search_epochs(cfg),
+        "ranges": {k: [r.low, r.high, r.log] for k, r in sorted(cfg.search.ranges.items())},
+        "training": fingerprint(base, data_hash),
+    }
