@@ -254,14 +254,15 @@ def main(argv=None) -> int:
     from dpap.config import DataConfig
     from dpap.data import download, preprocess
 
-    data = DataConfig(name="digits", raw_dir=str(work / "raw"), processed_dir=str(work / "processed"), limit=300)
-    download(data)
-    preprocess(data)
-    params = work / "params.yaml"
-    params.write_text(PARAMS.format(processed=work / "processed", epochs=args.epochs))
-    pg = Postgres(work / "postgres")
     real, store, journal, sleeping = {}, {}, {}, {}
+    pg = None
     try:
+        data = DataConfig(name="digits", raw_dir=str(work / "raw"), processed_dir=str(work / "processed"), limit=300)
+        download(data)
+        preprocess(data)
+        params = work / "params.yaml"
+        params.write_text(PARAMS.format(processed=work / "processed", epochs=args.epochs))
+        pg = Postgres(work / "postgres")
         for n in counts:
             out = work / f"real-{n}" / "search"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -279,7 +280,8 @@ def main(argv=None) -> int:
             sleeping[n]["per_min"] = 60 * sleeping[n]["per_s"]
             print(f"CPU-free {args.sleep} s trials, postgresql, {n} worker(s): {sleeping[n]}", flush=True)
     finally:
-        pg.stop()
+        if pg is not None:
+            pg.stop()
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)
     cpu = os.cpu_count()
