@@ -16,6 +16,8 @@ import argparse
 import sys
 from typing import Any, Callable, Optional
 
+from .user_errors import user_errors
+
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
     import yaml
@@ -190,33 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .config import ConfigError
-
-    from .networks import ArchError
-
-    errors: list[type[BaseException]] = [ConfigError, ArchError]
-    try:
-        from .search import SearchError
-
-        errors.append(SearchError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from .data import DataError
-
-        errors.append(DataError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from .tracking import TrackingStoreError
-
-        errors.append(TrackingStoreError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -224,7 +199,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
+    except user_errors() as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

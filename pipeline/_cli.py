@@ -23,42 +23,9 @@ if str(_ROOT) not in sys.path:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types whose message is meant for the user (one line, no traceback)."""
-    from dpap.config import ConfigError
-    from dpap.networks import ArchError
-    from dpap.training import DivergedError
+    from dpap.user_errors import user_errors as errors
 
-    errors: list[type[BaseException]] = [ConfigError, ArchError, DivergedError, FileNotFoundError]
-    try:
-        from dpap.data import DataError
-
-        errors.append(DataError)
-    except ImportError:  # pragma: no cover - the data package is optional for these scripts
-        pass
-    try:
-        from dpap.evaluation import ModelFileError
-
-        errors.append(ModelFileError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from dpap.outputs import OutputError
-
-        errors.append(OutputError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from dpap.neurobench_metrics import NeuroBenchError
-
-        errors.append(NeuroBenchError)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from dpap.tracking import TrackingStoreError
-
-        errors.append(TrackingStoreError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
+    return errors(FileNotFoundError)
 
 
 def one_line(exc: BaseException) -> str:
