@@ -16,6 +16,7 @@ per trial, each trial logged by an :class:`MlflowCallback`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -454,15 +455,34 @@ class MlflowCallback:
         sizes = {"train_size": len(run.train_split), "test_size": len(run.test_split)}
         if run.val_split is not None:
             sizes["val_size"] = len(run.val_split)
-        with self._active():
-            mlflow.log_input(dataset, context="training", tags={k: str(v) for k, v in sizes.items()})
+        tags = {k: str(v) for k, v in sizes.items()}
+        # Two runs logging the same data set at the same moment race in MLflow's store (it
+        # looks the data set up, then inserts it: one of them hits the unique key). The
+        # loser's retry finds the row and only links it, so try again a few times.
+        for attempt in range(4):
+            try:
+                with self._active():
+                    mlflow.log_input(dataset, context="training", tags=tags)
+                return
+            except Exception as exc:  # noqa: BLE001 - re-raised below unless it is the race
+                if attempt == 3 or not _is_duplicate_key(exc):
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
+    @contextlib.contextmanager
     def _active(self):
-        """The fluent API's run context for ``self.run_id`` (nested when another is active)."""
+        """The fluent API's run context for ``self.run_id`` (nested when another is active),
+        for the calls only the fluent API has (``log_input``, ``log_model``). Leaving that
+        context ends the run as FINISHED (or FAILED); the run is still training, so it is
+        set back to RUNNING, as the UI and a resume after ``kill -9`` expect."""
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None)
+        try:
+            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+                yield
+        finally:
+            self.client.update_run(self.run_id, status="RUNNING")
 
     # --------------------------------------------------------------- per epoch
 
@@ -604,6 +624,13 @@ class MlflowCallback:
             quiet.setLevel(level)
             if net is not run.net:
                 run.net.to(run.device)
+
+
+def _is_duplicate_key(exc: BaseException) -> bool:
+    """Whether ``exc`` is a store's unique-key violation (PostgreSQL, SQLite, MySQL), the
+    sign of two writers inserting the same row at once."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(s in text for s in ("UniqueViolation", "duplicate key value", "UNIQUE constraint failed", "Duplicate entry"))
 
 
 def default_run_name(cfg) -> str:

@@ -90,3 +90,45 @@ def test_train_stage_logs_to_the_server(make_params, tmp_path, subprocess_env, m
     assert {"summary.png", "model_file"} <= paths, paths
     assert [a.path for a in client.list_artifacts(run_id, "model_file")] == ["model_file/model.pt"]
     assert list(artifacts.rglob("model.pt")) and not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_runs_starting_together_all_log_their_data_set(mlflow_server, digits, tmp_path):
+    """Eight runs on the same data set starting at the same moment (search workers do):
+    MLflow's store looks a data set up and then inserts it, so concurrent first inserts
+    collide on its unique key; every run must still start, link the one data set, and
+    stay RUNNING while it trains."""
+    import threading
+
+    from dpap.config import Config
+    from dpap.tracking import MlflowCallback
+    from dpap.training import TrainingRun
+
+    uri, _ = mlflow_server
+    train, test = digits
+    cfg = Config()
+    n = 8
+    barrier = threading.Barrier(n)
+    digest = "race-" + tmp_path.name[-20:]
+    errors, ids = [], []
+
+    def start(i):
+        try:
+            run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
+            cb = MlflowCallback(experiment="dpap-race-test", tracking_uri=uri, run_name=f"race-{i}", data_hash=digest, log_model=False, resume=False)
+            barrier.wait()
+            ids.append(cb.start(run))
+        except Exception as exc:  # noqa: BLE001 - collected and shown below
+            errors.append(f"{type(exc).__name__}: {exc}"[:500])
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    client = _client(uri)
+    assert len(ids) == n
+    for rid in ids:
+        r = client.get_run(rid)
+        assert r.info.status == "RUNNING"
+        assert [d.dataset.digest for d in r.inputs.dataset_inputs] == [digest[:36]]
