@@ -87,6 +87,11 @@ class NeuronConfig:
     """a, the width of the rectangle surrogate."""
     detach_reset: bool = False
     """Do not back-propagate through the reset term (SpikingJelly's ``detach_reset``)."""
+    kernel: Literal["auto", "eager", "compiled"] = "auto"
+    """How the LIF's time loop runs: ``compiled`` fuses it into two kernels with
+    ``torch.compile`` (:mod:`dpap.fused_lif`; needs a C++ compiler on CPU, Triton on CUDA),
+    ``eager`` runs it as ATen calls, ``auto`` compiles on CPU. Same results either way
+    (bit for bit); a kernel that fails to compile falls back to eager with a warning."""
 
 
 # ----------------------------------------------------------------------------- dpap

@@ -239,6 +239,7 @@ def build_network(
     threshold: float = 0.5,
     surrogate_width: float = 1.0,
     detach_reset: bool = False,
+    kernel: str = "auto",
 ) -> SpikingNetwork:
     """Build an SNN (``kind="snn"``) or DNN (``"dnn"``) from the paper's notation or a preset.
 
@@ -258,7 +259,7 @@ def build_network(
 
     def neuron() -> nn.Module:
         if kind == "snn":
-            return LIF(decay, threshold, surrogate_width, detach_reset)
+            return LIF(decay, threshold, surrogate_width, detach_reset, kernel)
         return ReLUNeuron()
 
     shape = list(input_shape)  # current per-sample shape

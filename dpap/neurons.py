@@ -62,7 +62,18 @@ class LIFFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, current: Tensor, decay: float, threshold: float, width: float, detach_reset: bool):  # type: ignore[override]
+    def forward(ctx, current: Tensor, decay: float, threshold: float, width: float, detach_reset: bool, fused: bool = False):  # type: ignore[override]
+        ctx.params = (decay, threshold, width, detach_reset)
+        if fused:  # the compiled kernels of dpap.fused_lif: the same numbers in two passes
+            from . import fused_lif
+
+            out = fused_lif.forward(current, decay, threshold)
+            if out is not None:
+                spikes, membranes = out
+                ctx.fused = True
+                ctx.save_for_backward(membranes)
+                return spikes
+        ctx.fused = False
         T = current.shape[0]
         spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
         membranes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
@@ -80,13 +91,17 @@ class LIFFunction(torch.autograd.Function):
             if t < T - 1:
                 torch.lt(u, threshold, out=keep[t])
         ctx.save_for_backward(membranes, keep)
-        ctx.params = (decay, threshold, width, detach_reset)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
-        membranes, keep = ctx.saved_tensors
         decay, threshold, width, detach_reset = ctx.params
+        if ctx.fused:
+            from . import fused_lif
+
+            (membranes,) = ctx.saved_tensors
+            return fused_lif.backward(grad_spikes, membranes, decay, threshold, width, detach_reset), None, None, None, None, None
+        membranes, keep = ctx.saved_tensors
         T = membranes.shape[0]
         grad_current = torch.empty(membranes.shape, dtype=membranes.dtype, device=membranes.device)
         sg = torch.empty(membranes.shape[1:], dtype=membranes.dtype, device=membranes.device)
@@ -111,7 +126,7 @@ class LIFFunction(torch.autograd.Function):
                 torch.mul(grad_spikes[t], sg, out=g)
             if t < T - 1:
                 g.addcmul_(grad_current[t + 1], keep[t], value=decay)
-        return grad_current, None, None, None, None
+        return grad_current, None, None, None, None, None
 
 
 class LIF(nn.Module):
@@ -120,15 +135,27 @@ class LIF(nn.Module):
     Input: the synaptic current ``[T, N, ...]``; output: binary spikes of the same shape.
     """
 
-    def __init__(self, decay: float = 0.2, threshold: float = 0.5, surrogate_width: float = 1.0, detach_reset: bool = False):
+    def __init__(self, decay: float = 0.2, threshold: float = 0.5, surrogate_width: float = 1.0, detach_reset: bool = False, kernel: str = "eager"):
         super().__init__()
         self.decay = float(decay)
         self.threshold = float(threshold)
         self.surrogate_width = float(surrogate_width)
         self.detach_reset = bool(detach_reset)
+        self.kernel = kernel
+        """``neuron.kernel``: ``eager``, ``compiled`` (:mod:`dpap.fused_lif`) or ``auto``
+        (compiled on CPU). The results are the same; only the speed differs."""
 
     def forward(self, current: Tensor) -> Tensor:
-        return LIFFunction.apply(current, self.decay, self.threshold, self.surrogate_width, self.detach_reset)
+        from .fused_lif import use_compiled
+
+        fused = self.kernel != "eager" and use_compiled(self.kernel, current.device)
+        if fused and not (current.requires_grad and torch.is_grad_enabled()):
+            from .fused_lif import spikes
+
+            out = spikes(current, self.decay, self.threshold)  # inference: no membranes kept
+            if out is not None:
+                return out
+        return LIFFunction.apply(current, self.decay, self.threshold, self.surrogate_width, self.detach_reset, fused)
 
     def extra_repr(self) -> str:
         return f"decay={self.decay}, threshold={self.threshold}, surrogate_width={self.surrogate_width}"

@@ -99,7 +99,7 @@ def resolve_device(name: str) -> torch.device:
 
 def make_network(cfg: Config, input_shape: Sequence[int], num_classes: int) -> SpikingNetwork:
     n = cfg.neuron
-    return build_network(cfg.model.arch, input_shape, num_classes, cfg.model.kind, cfg.model.time_steps, n.decay, n.threshold, n.surrogate_width, n.detach_reset)
+    return build_network(cfg.model.arch, input_shape, num_classes, cfg.model.kind, cfg.model.time_steps, n.decay, n.threshold, n.surrogate_width, n.detach_reset, n.kernel)
 
 
 def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:

@@ -1,0 +1,153 @@
+"""The multi-step LIF (Eq. 1-2, 4) as two fused kernels, compiled with ``torch.compile``.
+
+:class:`dpap.neurons.LIFFunction` runs the time loop as a few ATen calls per step, each a
+pass over the layer's whole state in memory: forward three, backward up to eight. On a
+CPU those passes, not the arithmetic, are what a step of the paper's MNIST net spends in
+its first LIF layer (about a third of the step). Compiled, the whole loop over T becomes
+one pass over the current, the membranes and the spikes forward and one pass backward.
+
+The step functions below are written with the same operations in the same order as
+:class:`~dpap.neurons.LIFFunction`, so they round identically: forward
+``u[t] = I[t] + (λ·u[t−1])·keep[t−1]`` and backward as there; the reset mask
+``keep[t] = 1[u[t] < V_th]`` is recomputed in backward from the saved membranes (the
+eager path saves it). ``tests/core/test_fused_lif.py`` holds the two bit-identical.
+
+Tensors are ``[T, M]`` (a layer's state flattened), so one compiled graph per T serves
+every layer and batch size (``dynamic=True``). Compilation needs a C++ compiler on CPU
+(Triton on CUDA); :func:`kernels` compiles once per process (a few seconds; Inductor's
+on-disk cache makes later processes faster) and, where that fails, says so in one line
+and returns None: the eager path is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import sys
+import warnings
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+KERNELS = ("auto", "eager", "compiled")
+"""``neuron.kernel``: ``compiled`` = these kernels; ``eager`` = the ATen loop;
+``auto`` = compiled on CPU, eager on CUDA (where the compiled path is not measured)."""
+
+
+def lif_forward_steps(current: Tensor, decay: float, threshold: float) -> tuple[Tensor, Tensor]:
+    """Spikes and membranes ``[T, M]`` of Eq. 1-2 for the currents ``[T, M]``."""
+    spikes, membranes = [], []
+    u = current[0]
+    for t in range(current.shape[0]):
+        if t > 0:
+            keep = (membranes[-1] < threshold).to(current.dtype)
+            u = current[t] + (decay * membranes[-1]) * keep
+        membranes.append(u)
+        spikes.append((u >= threshold).to(current.dtype))
+    return torch.stack(spikes), torch.stack(membranes)
+
+
+def lif_spikes_steps(current: Tensor, decay: float, threshold: float) -> Tensor:
+    """:func:`lif_forward_steps` for inference: the spikes only (no membranes written)."""
+    spikes = []
+    u = current[0]
+    for t in range(current.shape[0]):
+        if t > 0:
+            keep = (u < threshold).to(current.dtype)
+            u = current[t] + (decay * u) * keep
+        spikes.append((u >= threshold).to(current.dtype))
+    return torch.stack(spikes)
+
+
+def lif_backward_steps(grad_spikes: Tensor, membranes: Tensor, decay: float, threshold: float, width: float, detach_reset: bool) -> Tensor:
+    """∂L/∂I ``[T, M]``: back-propagation through time of Eq. 1-2 with the surrogate Eq. 4."""
+    T = membranes.shape[0]
+    grads: list[Optional[Tensor]] = [None] * T
+    later: Optional[Tensor] = None  # ∂L/∂u[t+1]
+    for t in range(T - 1, -1, -1):
+        u = membranes[t]
+        sg = ((u - threshold).abs() < width / 2).to(u.dtype)
+        if width != 1.0:
+            sg = sg / width
+        if later is not None and not detach_reset:
+            g = (grad_spikes[t] - (later * decay) * u) * sg
+        else:
+            g = grad_spikes[t] * sg
+        if later is not None:
+            g = g + (decay * later) * (u < threshold).to(u.dtype)
+        grads[t] = g
+        later = g
+    return torch.stack(grads)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Compiling on a CPU-only machine, ``torch.utils.cpp_extension`` logs "No CUDA runtime
+    is found" and Inductor warns about its choices; neither concerns a user."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
+@functools.lru_cache(maxsize=None)
+def kernels(device_type: str) -> Optional[tuple[Callable, Callable, Callable]]:
+    """The compiled (forward, backward, spikes only) for ``device_type``, compiled and
+    tried once on a small input; None (with a one-line warning) where compilation fails."""
+    try:
+        fwd = torch.compile(lif_forward_steps, dynamic=True)
+        bwd = torch.compile(lif_backward_steps, dynamic=True)
+        only = torch.compile(lif_spikes_steps, dynamic=True)
+        x = torch.linspace(0.0, 1.0, 16, device=device_type).view(2, 8)
+        with _quiet():
+            s, u = fwd(x, 0.2, 0.5)
+            bwd(s, u, 0.2, 0.5, 1.0, False)
+            only(x, 0.2, 0.5)
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the eager path
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(f"warning: the fused LIF kernel could not be compiled on {device_type} ({type(exc).__name__}: {first}); "
+              "using the eager LIF (same results, slower; set neuron.kernel: eager to skip the attempt)", file=sys.stderr, flush=True)
+        return None
+    return fwd, bwd, only
+
+
+def use_compiled(kernel: str, device: torch.device) -> bool:
+    """Whether ``neuron.kernel`` asks for the compiled kernels on ``device``."""
+    return kernel == "compiled" or (kernel == "auto" and device.type == "cpu")
+
+
+def forward(current: Tensor, decay: float, threshold: float) -> Optional[tuple[Tensor, Tensor]]:
+    """Spikes and membranes shaped like ``current``, or None where there is no kernel."""
+    k = kernels(current.device.type)
+    if k is None:
+        return None
+    flat = current.reshape(current.shape[0], -1)
+    with _quiet():
+        spikes, membranes = k[0](flat, decay, threshold)
+    return spikes.view(current.shape), membranes
+
+
+def spikes(current: Tensor, decay: float, threshold: float) -> Optional[Tensor]:
+    """The spikes alone (inference: nothing saved for a backward pass), or None where
+    there is no kernel."""
+    k = kernels(current.device.type)
+    if k is None:
+        return None
+    with _quiet():
+        return k[2](current.reshape(current.shape[0], -1), decay, threshold).view(current.shape)
+
+
+def backward(grad_spikes: Tensor, membranes: Tensor, decay: float, threshold: float, width: float, detach_reset: bool) -> Tensor:
+    """∂L/∂I shaped like ``grad_spikes`` (``membranes`` as :func:`forward` returned them)."""
+    k = kernels(membranes.device.type)
+    assert k is not None  # forward used the kernel, so it exists
+    flat = grad_spikes.reshape(grad_spikes.shape[0], -1)
+    with _quiet():
+        return k[1](flat, membranes, decay, threshold, width, detach_reset).view(grad_spikes.shape)
