@@ -104,8 +104,9 @@ class DPAPMethod(PruningMethod):
         self.gradual = cfg.protocol == "gradual"
         self.layers: list[LayerState] = []
         self.kind = "snn"
-        self._prev_post: Optional[Tensor] = None  # the previous block's neurons' output
+        self._prev_pop: Optional[Tensor] = None  # the previous block's population activity [T, N, units]
         self._prev_trace: Optional[Tensor] = None  # ... and its trace (before pooling)
+        self._waiting: Optional[tuple] = None  # a block whose observation waits for its pooled output
 
     def attach(self, pruner: "Pruner") -> None:
         self.kind = pruner.net.kind
@@ -124,12 +125,50 @@ class DPAPMethod(PruningMethod):
         return spike_trace(x, tau, conv, avg)
 
     def observe(self, pruner: "Pruner", index: int, block: "Block", pre: Tensor, post: Tensor) -> None:
+        # A conv block of an SNN followed by 2×2 (4×4, ...) average pooling is observed
+        # when the next block sees its pooled spikes: each channel's spike count is
+        # k²·(sum of the pooled map), exactly (counts of 0/1 spikes divided by a power of
+        # two), and reading the pooled map costs a quarter of reading the spikes.
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and waiting[0] == index - 1:
+            w_index, w_block, w_pre, w_post, k = waiting
+            T, N, C = w_post.shape[:3]
+            self._observe(pruner, w_index, w_block, w_pre, w_post, pre.reshape(T, N, C, -1).sum(-1) * (k * k))
+        layer = self.layers[index]
+        if not (layer.prune_units or layer.prune_synapses):
+            return  # the output layer (unless dpap.prune_output): its accumulators would decide nothing
+        k = self._pooling_factor(block, post)
+        if k:
+            self._waiting = (index, block, pre, post, k)
+        else:
+            self._observe(pruner, index, block, pre, post, None)
+
+    def _pooling_factor(self, block: "Block", post: Tensor) -> int:
+        """k where ``block``'s spikes go through exactly one ``AvgPool2d(k)`` that tiles the
+        map (stride k, no padding) and k² is a power of two; else 0 (observe at once)."""
+        if self.kind != "snn" or block.is_output or block.layer_type != "conv" or len(block.post) != 1 or post.dim() != 5:
+            return 0
+        pool = block.post[0]
+        if not isinstance(pool, torch.nn.AvgPool2d) or pool.ceil_mode or pool.divisor_override is not None:
+            return 0
+        k = pool.kernel_size
+        k = k[0] if isinstance(k, tuple) and len(set(k)) == 1 else k
+        stride = pool.stride if not isinstance(pool.stride, tuple) or len(set(pool.stride)) != 1 else pool.stride[0]
+        if not isinstance(k, int) or k not in (2, 4, 8) or stride != k or pool.padding not in (0, (0, 0)):
+            return 0
+        return k if post.shape[-1] % k == 0 and post.shape[-2] % k == 0 else 0
+
+    def _observe(self, pruner: "Pruner", index: int, block: "Block", pre: Tensor, post: Tensor, post_pop: Optional[Tensor]) -> None:
+        """Fold one batch of block ``index`` into its accumulators. ``post_pop``: the
+        population activity of ``post`` when already known (``[T, N, units]``)."""
         layer = self.layers[index]
         conv = layer.layer_type == "conv"
         T = post.shape[0]
         if block.is_output and self.kind == "dnn":
             post = torch.relu(post)  # logits stand in for an activation (Eq. 18)
-        post_tr = self._trace(post, conv, T)
+        if post_pop is None:
+            post_pop = population(post, conv)
+        post_tr = spike_trace(post_pop, self.cfg.tau, False, self.reference)  # Eq. 5-6
         layer.post_sum += post_tr.sum(0)  # float64 += float32: promoted in place, no temporary
         # A conv synapse links channel c_in of the previous layer to c_out (Eq. 6): its
         # pre-synaptic trace is the previous layer's channel trace, over all N×N neurons
@@ -137,14 +176,14 @@ class DPAPMethod(PruningMethod):
         # synapse reads one input column: its pre-synaptic trace is that column's (after
         # pooling and flattening, what the synapse transmits).
         from_prev = conv and index > 0 and self._prev_trace is not None
-        prev_post, prev_trace = self._prev_post, self._prev_trace
-        self._prev_post, self._prev_trace = post, post_tr
+        prev_pop, prev_trace = self._prev_pop, self._prev_trace
+        self._prev_pop, self._prev_trace = post_pop, post_tr
         rule = self.cfg.importance
         if rule == "stdp":
-            pre_seq = population(prev_post if from_prev else pre, conv)
+            pre_seq = prev_pop if from_prev else population(pre, conv)
             if pre_seq.dim() == 2:
                 pre_seq = pre_seq.unsqueeze(0).expand(T, *pre_seq.shape)
-            layer.importance += stdp(pre_seq, population(post, conv), self.cfg.tau).to(torch.float64)
+            layer.importance += stdp(pre_seq, post_pop, self.cfg.tau).to(torch.float64)
             return
         pre_tr = prev_trace if from_prev else self._trace(pre, conv, T)
         if rule == "hebb":
@@ -183,7 +222,8 @@ class DPAPMethod(PruningMethod):
         they feed or of the unit they read), and no more than s of its living units die;
         the candidates with the lowest survival go first. Resets the epoch accumulators
         (θ is kept)."""
-        self._prev_post = self._prev_trace = None
+        self._prev_pop = self._prev_trace = None
+        self._waiting = None
         cfg = self.cfg
         start = cfg.resolved_start_epoch()
         norm = cfg.resolved_normalization()

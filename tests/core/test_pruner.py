@@ -259,3 +259,35 @@ def test_normalization_option_reaches_the_survival_update():
     rank = run("rank")
     assert (rank.died_units, rank.units_alive) == (3, 7)
     assert (rank.died_synapses, rank.synapses_alive) == (7, 21)
+
+
+@pytest.mark.parametrize("rule", ["bcm", "stdp"])
+@pytest.mark.parametrize("arch,shape", [("15C3-AP2-40C3-AP2-300FC-10FC", (1, 28, 28)), ("8C3-AP4-16C3-AP2-10FC", (2, 16, 16)), ("6C3-AP2-8C3-12FC-10FC", (1, 12, 12))])
+def test_conv_layers_observed_through_their_pooled_spikes_accumulate_the_same_numbers(arch, shape, rule):
+    """A conv block followed by 2×2 or 4×4 average pooling is observed from the next
+    block's (pooled) input, a quarter of the reading: every accumulator (θ, importance,
+    post-synaptic sums) must be bit for bit what observing the spikes themselves gives
+    (a conv block without pooling, the last case's second, is observed directly)."""
+    state = {}
+    for deferred in (True, False):
+        torch.manual_seed(0)
+        net = build_network(arch, shape, 10, time_steps=4)
+        with torch.no_grad():  # PyTorch's initialisation leaves deep SNN layers nearly silent
+            for block in net.blocks:
+                block.synapse.weight.mul_(3.0)
+        pruner = DPAPPruner(net, DPAPConfig(importance=rule))
+        if not deferred:
+            pruner.method._pooling_factor = lambda block, post: 0
+        net.train()
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            net(torch.rand(16, *shape, generator=g))
+        state[deferred] = pruner.method.state_dict()
+        fired = [float(layer.post_sum.sum()) for layer in pruner.method.layers]
+    assert all(f > 0 for f in fired[:-1]), fired
+    a, b = state[True], state[False]
+    assert a.keys() == b.keys()
+    for la, lb in zip(a["layers"], b["layers"]):
+        for key in ("importance", "post_sum"):
+            assert torch.equal(la[key], lb[key]), key
+        assert torch.equal(la["theta"]["value"], lb["theta"]["value"])
