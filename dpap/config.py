@@ -90,7 +90,9 @@ class NeuronConfig:
     kernel: Literal["auto", "eager", "compiled"] = "auto"
     """How the LIF's time loop runs: ``compiled`` fuses it into two kernels with
     ``torch.compile`` (:mod:`dpap.fused_lif`; needs a C++ compiler on CPU, Triton on CUDA),
-    ``eager`` runs it as ATen calls, ``auto`` compiles on CPU. Same results either way
+    ``eager`` runs it as ATen calls, ``auto`` compiles on CPU for layers with at least
+262,144 state entries per time step (the MNIST net's conv layers; not digits' nets, where
+compiling costs more than it saves). Same results either way
     (bit for bit); a kernel that fails to compile falls back to eager with a warning."""
 
 

@@ -32,8 +32,9 @@ import torch
 from torch import Tensor
 
 KERNELS = ("auto", "eager", "compiled")
-"""``neuron.kernel``: ``compiled`` = these kernels; ``eager`` = the ATen loop;
-``auto`` = compiled on CPU, eager on CUDA (where the compiled path is not measured)."""
+"""``neuron.kernel``: ``compiled`` = these kernels; ``eager`` = the ATen loop; ``auto`` =
+compiled on CPU for layers of at least :data:`AUTO_MIN_STATE` entries per step, eager
+otherwise and on CUDA (where the compiled path is not measured)."""
 
 
 def lif_forward_steps(current: Tensor, decay: float, threshold: float) -> tuple[Tensor, Tensor]:
@@ -118,9 +119,16 @@ def kernels(device_type: str) -> Optional[tuple[Callable, Callable, Callable]]:
     return fwd, bwd, only
 
 
-def use_compiled(kernel: str, device: torch.device) -> bool:
-    """Whether ``neuron.kernel`` asks for the compiled kernels on ``device``."""
-    return kernel == "compiled" or (kernel == "auto" and device.type == "cpu")
+AUTO_MIN_STATE = 1 << 18
+"""``auto`` compiles a layer whose state per time step (batch × units × positions) has at
+least this many entries: below it (digits' nets, FC layers) the eager loop's passes stay in
+cache and compiling would cost more than it saves."""
+
+
+def use_compiled(kernel: str, device: torch.device, state: int = AUTO_MIN_STATE) -> bool:
+    """Whether ``neuron.kernel`` asks for the compiled kernels on ``device`` for a layer
+    whose state per step has ``state`` entries."""
+    return kernel == "compiled" or (kernel == "auto" and device.type == "cpu" and state >= AUTO_MIN_STATE)
 
 
 def forward(current: Tensor, decay: float, threshold: float) -> Optional[tuple[Tensor, Tensor]]:

@@ -143,12 +143,12 @@ class LIF(nn.Module):
         self.detach_reset = bool(detach_reset)
         self.kernel = kernel
         """``neuron.kernel``: ``eager``, ``compiled`` (:mod:`dpap.fused_lif`) or ``auto``
-        (compiled on CPU). The results are the same; only the speed differs."""
+        (compiled on CPU for large layers). The results are the same; only the speed differs."""
 
     def forward(self, current: Tensor) -> Tensor:
         from .fused_lif import use_compiled
 
-        fused = self.kernel != "eager" and use_compiled(self.kernel, current.device)
+        fused = self.kernel != "eager" and use_compiled(self.kernel, current.device, current[0].numel())
         if fused and not (current.requires_grad and torch.is_grad_enabled()):
             from .fused_lif import spikes
 

@@ -77,9 +77,10 @@ def test_training_with_either_kernel_gives_the_same_network():
     assert all(torch.equal(a, b) for a, b in zip(weights["eager"], weights["compiled"]))
 
 
-def test_auto_compiles_on_cpu_only():
-    assert fused_lif.use_compiled("auto", torch.device("cpu"))
-    assert not fused_lif.use_compiled("auto", torch.device("cuda"))
+def test_auto_compiles_large_layers_on_cpu_only():
+    assert fused_lif.use_compiled("auto", torch.device("cpu"), 128 * 15 * 28 * 28)
+    assert not fused_lif.use_compiled("auto", torch.device("cpu"), 64 * 16 * 8 * 8)  # digits: not worth compiling
+    assert not fused_lif.use_compiled("auto", torch.device("cuda"), 128 * 15 * 28 * 28)
     assert fused_lif.use_compiled("compiled", torch.device("cuda"))
     assert not fused_lif.use_compiled("eager", torch.device("cpu"))
 
