@@ -95,3 +95,33 @@ def test_inference_kernel_gives_the_same_spikes():
     with torch.inference_mode():
         inference = LIF(kernel="compiled")(current)
     assert eager.sum() > 0 and torch.equal(eager, fused) and torch.equal(eager, inference)
+
+
+def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
+    """No working C++ compiler (CXX names none; an empty Inductor cache): one warning line,
+    then the network trains with the eager loop, and its spikes are those of kernel eager."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\n"
+        "from dpap.networks import build_network\n"
+        "x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))\n"
+        "outs = []\n"
+        "for kernel in ('compiled', 'eager'):\n"
+        "    torch.manual_seed(0)\n"
+        "    net = build_network('15C3-AP2-40C3-AP2-300FC-10FC', (1, 28, 28), 10, kernel=kernel)\n"
+        "    with torch.no_grad():\n"
+        "        for b in net.blocks: b.synapse.weight.mul_(3)\n"
+        "    out = net(x); out.sum().backward(); outs.append(out.detach())\n"
+        "assert outs[0].sum() > 0 and torch.equal(outs[0], outs[1])\n"
+        "print('trained')\n"
+    )
+    env = dict(os.environ, CXX=str(tmp_path / "no-such-compiler"), TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "trained"
+    warnings = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: the fused LIF kernel could not be compiled on cpu"), r.stderr[-3000:]
+    assert "neuron.kernel: eager" in warnings[0]
