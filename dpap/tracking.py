@@ -37,6 +37,22 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 EXPERIMENT = "dpap"
 
 
+def _shielded(method):
+    """Run ``method`` with Ctrl-C/SIGTERM deferred to its end (:mod:`dpap.interrupts`): an
+    interrupt inside a store write would leave the store locked for the write that marks
+    the run KILLED."""
+    import functools
+
+    from .interrupts import shielded
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with shielded():
+            return method(*args, **kwargs)
+
+    return wrapper
+
+
 class TrackingStoreError(RuntimeError):
     """The MLflow store cannot be used (not a database, locked, unreachable, unwritable)."""
 
@@ -390,6 +406,7 @@ class MlflowCallback:
         )
         return found[0].info.run_id if found else None
 
+    @_shielded
     def start(self, run) -> str:
         """Start (or continue) the MLflow run of ``run``; return its id."""
         if self.run_id is not None:
@@ -486,6 +503,7 @@ class MlflowCallback:
 
     # --------------------------------------------------------------- per epoch
 
+    @_shielded
     def __call__(self, run, metrics) -> None:
         if self.on_error is None:
             return self.log_epoch(run, metrics)
@@ -550,6 +568,7 @@ class MlflowCallback:
 
     # ------------------------------------------------------------------- end
 
+    @_shielded
     def finish(
         self,
         run,

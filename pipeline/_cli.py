@@ -46,21 +46,20 @@ def mlflow_enabled(args: argparse.Namespace) -> bool:
     return not args.no_mlflow and os.environ.get("DPAP_MLFLOW", "1") not in ("0", "false", "no")
 
 
-def _sigterm_as_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1 (also
     a write that a full or read-only disk refuses).
     SIGTERM is handled as Ctrl-C (``KeyboardInterrupt``): the stage ends what it must
     (the train stage marks its MLflow run KILLED and keeps the checkpoint) and exits 130.
-    SIGINT gets Python's own handler even when the parent ignored it (a shell does that to
-    commands it starts in the background with ``&``)."""
+    SIGINT is handled even when the parent ignored it (a shell does that to commands it
+    starts in the background with ``&``). Both wait for an MLflow write in progress to
+    end (:mod:`dpap.interrupts`)."""
     import signal
 
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from dpap.interrupts import interrupt_handler
+
+    signal.signal(signal.SIGTERM, interrupt_handler)
+    signal.signal(signal.SIGINT, interrupt_handler)
     try:
         return int(fn(argv) or 0)
     except KeyboardInterrupt:
