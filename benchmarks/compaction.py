@@ -6,7 +6,10 @@ unit masks, the same share in every layer but the output layer, which keeps its 
 units), compacted with :func:`dpap.compaction.compact`. For each level:
 
 * a training step: forward, MSE on the output firing rate, backward, Adam step, batch 100;
-* inference: one forward pass of batch 1000 under ``torch.inference_mode``.
+* inference: 1000 samples under ``torch.inference_mode``, in batches of ``--infer-chunk``
+  (default 100: what ``dpap.evaluation`` does, in batches of ``train.batch_size``; pass
+  ``--infer-chunk 1000`` for one pass of batch 1000, where the allocator's page faults on
+  188 MB activations dominate: docs/compaction.md §3).
 
 Timings are interleaved (round robin over the levels, the order reversed every other
 round) so that changes in machine load hit every level alike; the tables show medians,
@@ -173,12 +176,13 @@ def train_step(level: Level, x: torch.Tensor, y: torch.Tensor) -> dict[str, floa
     return _timed(step)
 
 
-def inference(level: Level, x: torch.Tensor) -> dict[str, float]:
+def inference(level: Level, x: torch.Tensor, chunk: int) -> dict[str, float]:
     net = level.net.eval()
 
     def forward():
         with torch.inference_mode():
-            net(x)
+            for start in range(0, len(x), chunk):
+                net(x[start : start + chunk])
 
     return _timed(forward)
 
@@ -218,7 +222,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--levels", default="0,50,75,90", help="percent of channels/neurons pruned, comma-separated (0 is added)")
     ap.add_argument("--train-batch", type=int, default=100)
-    ap.add_argument("--infer-batch", type=int, default=1000)
+    ap.add_argument("--infer-batch", type=int, default=1000, help="samples inferred per timing")
+    ap.add_argument("--infer-chunk", type=int, default=100, help="... in batches of this many (dpap.evaluation: train.batch_size)")
     ap.add_argument("--time-steps", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=7, help="timed round-robin rounds (medians over them)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
@@ -260,14 +265,14 @@ def main(argv=None) -> int:
     for r in range(args.warmup + args.rounds):
         for level in levels if r % 2 == 0 else levels[::-1]:
             t_train = train_step(level, x_train, y_train)
-            t_infer = inference(level, x_infer)
+            t_infer = inference(level, x_infer, args.infer_chunk)
             if r >= args.warmup:
                 level.record("train", t_train)
                 level.record("infer", t_infer)
 
     tuned = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {ARCH} T={args.time_steps}, train batch {args.train_batch}, "
-          f"inference batch {args.infer_batch}; allocator: {tuned or 'glibc defaults'}")
+          f"inference {args.infer_batch} samples in batches of {args.infer_chunk}; allocator: {tuned or 'glibc defaults'}")
     ratios = {}
     for clock in sorted(CLOCKS, key=lambda c: c == args.clock):  # the RESULT's clock last
         ratios = report(levels, clock, args)
