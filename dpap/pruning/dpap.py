@@ -131,15 +131,16 @@ class DPAPMethod(PruningMethod):
         # two), and reading the pooled map costs a quarter of reading the spikes.
         waiting, self._waiting = self._waiting, None
         if waiting is not None and waiting[0] == index - 1:
-            w_index, w_block, w_pre, w_post, k = waiting
-            T, N, C = w_post.shape[:3]
-            self._observe(pruner, w_index, w_block, w_pre, w_post, pre.reshape(T, N, C, -1).sum(-1) * (k * k))
+            w_index, w_block, w_pre, (T, N, C), k = waiting
+            self._observe(pruner, w_index, w_block, w_pre, None, pre.reshape(T, N, C, -1).sum(-1) * (k * k))
         layer = self.layers[index]
         if not (layer.prune_units or layer.prune_synapses):
             return  # the output layer (unless dpap.prune_output): its accumulators would decide nothing
         k = self._pooling_factor(block, post)
         if k:
-            self._waiting = (index, block, pre, post, k)
+            # only the shape is kept, not the spikes: holding them would keep tens of
+            # megabytes alive through the next layer's forward pass
+            self._waiting = (index, block, pre, tuple(post.shape[:3]), k)
         else:
             self._observe(pruner, index, block, pre, post, None)
 
@@ -158,16 +159,17 @@ class DPAPMethod(PruningMethod):
             return 0
         return k if post.shape[-1] % k == 0 and post.shape[-2] % k == 0 else 0
 
-    def _observe(self, pruner: "Pruner", index: int, block: "Block", pre: Tensor, post: Tensor, post_pop: Optional[Tensor]) -> None:
-        """Fold one batch of block ``index`` into its accumulators. ``post_pop``: the
-        population activity of ``post`` when already known (``[T, N, units]``)."""
+    def _observe(self, pruner: "Pruner", index: int, block: "Block", pre: Tensor, post: Optional[Tensor], post_pop: Optional[Tensor]) -> None:
+        """Fold one batch of block ``index`` into its accumulators: its input ``pre``, its
+        neurons' output ``post`` or, when already known, their population activity
+        ``post_pop`` (``[T, N, units]``)."""
         layer = self.layers[index]
         conv = layer.layer_type == "conv"
-        T = post.shape[0]
-        if block.is_output and self.kind == "dnn":
-            post = torch.relu(post)  # logits stand in for an activation (Eq. 18)
         if post_pop is None:
+            if block.is_output and self.kind == "dnn":
+                post = torch.relu(post)  # logits stand in for an activation (Eq. 18)
             post_pop = population(post, conv)
+        T = post_pop.shape[0]
         post_tr = spike_trace(post_pop, self.cfg.tau, False, self.reference)  # Eq. 5-6
         layer.post_sum += post_tr.sum(0)  # float64 += float32: promoted in place, no temporary
         # A conv synapse links channel c_in of the previous layer to c_out (Eq. 6): its
