@@ -88,6 +88,44 @@ def subprocess_env(mlflow_uri) -> dict:
     return env
 
 
+def _communicate_all(procs, timeout: float) -> list[tuple[str, str]]:
+    outs = []
+    try:
+        for proc in procs:
+            outs.append(proc.communicate(timeout=timeout))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return outs
+
+
+@pytest.fixture
+def communicate_all():
+    """``communicate_all(procs, timeout)``: every process's ``(stdout, stderr)``; any still
+    running at the timeout is killed, so no worker outlives its test."""
+    return _communicate_all
+
+
+@pytest.fixture
+def run_together():
+    """``run(cmd, n, cwd, env, timeout)``: start ``n`` copies of ``cmd`` at once, wait for
+    all (:func:`communicate_all`), assert each exited 0 with no traceback, and return
+    their ``(stdout, stderr)``."""
+    import subprocess
+
+    def run(cmd, n, cwd, env, timeout):
+        procs = [subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+        outs = _communicate_all(procs, timeout)
+        for proc, (out, err) in zip(procs, outs):
+            assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+            assert "Traceback" not in err, err[-3000:]
+        return outs
+
+    return run
+
+
 # ------------------------------------------------------- PostgreSQL and an MLflow server
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,26 +29,15 @@ def _study(storage: Path) -> optuna.Study:
     return optuna.load_study(study_name="dpap-search", storage=S.make_storage(str(storage)))
 
 
-def test_two_processes_at_once_on_a_fresh_store(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri):
+def test_two_processes_at_once_on_a_fresh_store(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri, run_together):
     """Two `dpap search` started together on a fresh directory (no mlflow.db, no journal):
     neither crashes creating the MLflow store, they share one budget and one parent run,
     draw different knobs, and the outputs describe the finished study."""
     p = make_params(epochs=1, trials=4)
     cmd = [*dpap_cmd, "search", "--params", str(p), *FEASIBLE_START]
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "search").exists()
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = []
-    try:
-        for proc in procs:
-            outs.append(proc.communicate(timeout=400))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for proc, (out, err) in zip(procs, outs):
-        assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
-        assert "Traceback" not in err and "already exists" not in err, err[-3000:]
+    for _, err in run_together(cmd, 2, tmp_path, subprocess_env, 400):
+        assert "already exists" not in err, err[-3000:]
 
     study = _study(tmp_path / "search" / "optuna.journal")
     trials = study.trials

@@ -24,7 +24,7 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def test_concurrent_search_workers_log_to_the_server(make_params, tmp_path, dpap_cmd, subprocess_env, pg_storage, mlflow_server):
+def test_concurrent_search_workers_log_to_the_server(make_params, tmp_path, dpap_cmd, subprocess_env, pg_storage, mlflow_server, run_together):
     """Two `dpap search` processes on one PostgreSQL study, both logging to the server:
     one parent run, one child run per trial with its epochs and pictures, the parent's
     summary files, all in the server's store and artifact folder; nothing local."""
@@ -32,19 +32,8 @@ def test_concurrent_search_workers_log_to_the_server(make_params, tmp_path, dpap
     env = dict(subprocess_env, MLFLOW_TRACKING_URI=uri)
     p = make_params(epochs=1, trials=4)
     cmd = [*dpap_cmd, "search", "--params", str(p), "--storage", pg_storage, "--out", str(tmp_path / "search"), *FEASIBLE_START]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = []
-    try:
-        for proc in procs:
-            outs.append(proc.communicate(timeout=500))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for proc, (out, err) in zip(procs, outs):
-        assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
-        assert "Traceback" not in err and "warning: MLflow logging failed" not in err, err[-3000:]
+    for _, err in run_together(cmd, 2, tmp_path, env, 500):
+        assert "warning: MLflow logging failed" not in err, err[-3000:]
 
     trials = optuna.load_study(study_name="dpap-search", storage=S.make_storage(pg_storage)).trials
     assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state.is_finished() for t in trials)

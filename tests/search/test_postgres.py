@@ -42,19 +42,6 @@ def _study(url: str) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=S.make_storage(url))
 
 
-def _communicate(procs, timeout: float) -> list[tuple[str, str]]:
-    outs = []
-    try:
-        for proc in procs:
-            outs.append(proc.communicate(timeout=timeout))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return outs
-
-
 def _mlflow_children(uri: str):
     from mlflow.tracking import MlflowClient
 
@@ -64,14 +51,14 @@ def _mlflow_children(uri: str):
     return client, [r for r in runs if r.data.tags.get("dpap.kind") == "search-trial"]
 
 
-def test_three_workers_share_one_study(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri, pg_storage):
+def test_three_workers_share_one_study(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri, pg_storage, communicate_all):
     """Three `dpap search` processes on one PostgreSQL study: the budget is met exactly
     (trial numbers 0..5, none left running or waiting), every trial is recorded once (its
     own knobs, one MLflow run), and the outputs describe the finished study."""
     p = make_params(epochs=1, trials=6)
     cmd = [*dpap_cmd, "search", "--params", str(p), "--storage", pg_storage, "--out", str(tmp_path / "search"), *FEASIBLE_START]
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    outs = _communicate(procs, timeout=500)
+    outs = communicate_all(procs, timeout=500)
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
         assert "Traceback" not in err, err[-3000:]
@@ -101,7 +88,7 @@ def _checkpoint(out: Path, number: int) -> Path:
     return out / "checkpoints" / STUDY / f"trial-{number}.pt"
 
 
-def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri, pg_storage):
+def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri, pg_storage, communicate_all):
     """Two workers; one is killed (SIGKILL, no cleanup) mid-trial, after an epoch
     checkpoint. Its heartbeat stops, so the other fails the trial after the grace period
     (Optuna's fail_stale_trials), queues its knobs again (RetryHeartbeatStaleTrialCallback)
@@ -130,7 +117,7 @@ def test_killed_worker_trial_fails_by_heartbeat_and_is_retried(make_params, tmp_
                 victim.wait()
                 killed = mine[0]
         assert killed is not None, f"the victim never had a trial mid-way to kill: {victim.communicate()[0][-3000:] if victim.poll() is not None else ''}"
-        (out_text, err_text), = _communicate([other], timeout=500)
+        (out_text, err_text), = communicate_all([other], timeout=500)
     finally:
         for proc in (victim, other):
             if proc is not None and proc.poll() is None:
@@ -168,7 +155,7 @@ def _killed_run_reason(uri: str, trial) -> str:
     return run.data.tags.get("reason", "")
 
 
-def test_fresh_database_opened_by_several_processes_at_once(pg_storage, tmp_path):
+def test_fresh_database_opened_by_several_processes_at_once(pg_storage, tmp_path, communicate_all):
     """Four processes open the same fresh database at the same moment: Optuna creates its
     tables once (under the storage's schema lock), none fails with a duplicate key."""
     import sys
@@ -187,7 +174,7 @@ def test_fresh_database_opened_by_several_processes_at_once(pg_storage, tmp_path
     procs = [subprocess.Popen([sys.executable, "-c", code, pg_storage, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
     time.sleep(8)  # all four imported and waiting
     go.touch()
-    outs = _communicate(procs, timeout=120)
+    outs = communicate_all(procs, timeout=120)
     for proc, (out, err) in zip(procs, outs):
         assert proc.returncode == 0 and out.strip() == "ok", err[-2000:]
     assert optuna.get_all_study_names(S.make_storage(pg_storage)) == []
@@ -238,7 +225,7 @@ def test_study_lock_of_a_killed_holder_is_free_at_once(pg_storage, tmp_path):
         holder.wait()
 
 
-def test_database_lost_mid_search_is_one_line_and_the_study_resumes(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri):
+def test_database_lost_mid_search_is_one_line_and_the_study_resumes(make_params, tmp_path, dpap_cmd, subprocess_env, mlflow_uri, communicate_all):
     """The PostgreSQL server stops while a trial runs (its own server, not the session's):
     `dpap search` stops with one line naming the storage (password masked) and exit 2.
     Once the server is back, the same command resumes the study: the trial that was
@@ -273,7 +260,7 @@ def test_database_lost_mid_search_is_one_line_and_the_study_resumes(make_params,
                 pass
         assert running is not None, proc.communicate()[1][-3000:] if proc.poll() is not None else "no trial ran"
         server("stop")  # fast shutdown: the search's connections are cut
-        (out, err), = _communicate([proc], timeout=120)
+        (out, err), = communicate_all([proc], timeout=120)
         assert proc.returncode == 2, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert errors == [err.strip().splitlines()[-1]], err[-3000:]
