@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import fused_lif
+
 
 def rectangle_surrogate(u: Tensor, threshold: float, width: float) -> Tensor:
     """Eq. 4: ∂o/∂u ≈ (1/a) · 1[|u − V_th| < a/2]."""
@@ -65,8 +67,6 @@ class LIFFunction(torch.autograd.Function):
     def forward(ctx, current: Tensor, decay: float, threshold: float, width: float, detach_reset: bool, fused: bool = False):  # type: ignore[override]
         ctx.params = (decay, threshold, width, detach_reset)
         if fused:  # the compiled kernels of dpap.fused_lif: the same numbers in two passes
-            from . import fused_lif
-
             out = fused_lif.forward(current, decay, threshold)
             if out is not None:
                 spikes, membranes = out
@@ -97,8 +97,6 @@ class LIFFunction(torch.autograd.Function):
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
         decay, threshold, width, detach_reset = ctx.params
         if ctx.fused:
-            from . import fused_lif
-
             (membranes,) = ctx.saved_tensors
             return fused_lif.backward(grad_spikes, membranes, decay, threshold, width, detach_reset), None, None, None, None, None
         membranes, keep = ctx.saved_tensors
@@ -146,13 +144,9 @@ class LIF(nn.Module):
         (compiled on CPU for large layers). The results are the same; only the speed differs."""
 
     def forward(self, current: Tensor) -> Tensor:
-        from .fused_lif import use_compiled
-
-        fused = self.kernel != "eager" and use_compiled(self.kernel, current.device, current[0].numel())
+        fused = self.kernel != "eager" and fused_lif.use_compiled(self.kernel, current.device, current[0].numel())
         if fused and not (current.requires_grad and torch.is_grad_enabled()):
-            from .fused_lif import spikes
-
-            out = spikes(current, self.decay, self.threshold)  # inference: no membranes kept
+            out = fused_lif.spikes(current, self.decay, self.threshold)  # inference: no membranes kept
             if out is not None:
                 return out
         return LIFFunction.apply(current, self.decay, self.threshold, self.surrogate_width, self.detach_reset, fused)
