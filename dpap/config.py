@@ -294,8 +294,9 @@ class TrainConfig:
     compact_share: float = 0.25
     """Compaction while training: after an epoch in which a hidden layer lost this share of
     its units since the last compaction, the network, optimizer, pruner and checkpoint are
-    made physically smaller (:mod:`dpap.compaction`); 0 = never. Only for methods whose
-    pruning is permanent (DPAP), in one process."""
+    made physically smaller (:mod:`dpap.compaction`); 0 = never. A method that regrows
+    (SD-SNN ``fixed``) trains each epoch compact once a layer lost this share, and decides
+    on the dense shapes (:mod:`dpap.compaction.epoch`)."""
     stall_epochs: int = 5
     """Stop with an error when train and test accuracy have stayed at chance level (at most
     1.5 / classes) for this many epochs in a row: the network is not learning (0 = never)."""

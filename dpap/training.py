@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
+from .compaction.epoch import compacted_epoch
 from .compaction.run import KEY as COMPACTION_KEY, dense_report, expand_run, restore_compacted
 from .config import Config, ConfigError
 from .encoding import encode
@@ -184,7 +185,7 @@ class TrainingRun:
         if self.pruner is not None and distributed is not None:
             self.pruner.reduce = distributed.all_reduce
         share = cfg.train.compact_share
-        if share > 0 and self.pruner is not None and self.pruner.method.permanent and distributed is None:
+        if share > 0 and self.pruner is not None and self.pruner.method.permanent:
             from .compaction.run import CompactWhenShrunk
 
             self.callbacks.append(CompactWhenShrunk(share))  # after the others: they see the epoch as trained
@@ -194,6 +195,9 @@ class TrainingRun:
         self.history: list[EpochMetrics] = []
         self.extra: dict[str, Any] = {}  # callbacks keep small state here (e.g. an MLflow run id)
         self.resumed = False
+        self.trained_widths = [b.units for b in self.net.blocks]
+        """Units per block of the network that trained the last epoch (fewer than the
+        dense ones when it was compacted)."""
         if self.checkpoint is not None and self.checkpoint.exists():
             self._load_checkpoint()
 
@@ -264,6 +268,7 @@ class TrainingRun:
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / max(mine, 1):.3f}")
         bar.close()
+        self.trained_widths = [b.units for b in self.net.blocks]
         if self.dist is not None:  # correct predictions of every rank's shares
             correct = int(self.dist.all_reduce(torch.tensor([float(correct)], dtype=torch.float64, device=self.device)).item())
         return total_loss / seen, correct / seen
@@ -306,7 +311,7 @@ class TrainingRun:
         for row, rep in zip(rows, self.pruner.last_reports or [None] * len(rows)):
             if rep is not None:
                 row.update(units_died=rep.died_units, regenerated=rep.restored_synapses)
-            row["width"] = self.net.blocks[row["index"]].units  # units the (compacted) network computes
+            row["width"] = self.trained_widths[row["index"]]  # units the (compacted) network computed
             row.update(stats.get(row["index"], {}))
         return rows
 
@@ -315,7 +320,8 @@ class TrainingRun:
         while self.epoch < self.cfg.train.epochs:
             epoch = self.epoch
             t0 = time.perf_counter()
-            loss, acc = self.train_epoch(epoch)
+            with compacted_epoch(self, self.cfg.train.compact_share):  # a method that regrows (SD-SNN)
+                loss, acc = self.train_epoch(epoch)
             if self.pruner is not None:
                 self.pruner.end_epoch(epoch)
             lr = self.optimizer.param_groups[0]["lr"]

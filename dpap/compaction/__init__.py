@@ -5,7 +5,9 @@
 - :mod:`dpap.compaction.state`: optimizer moments and pruner state cut or expanded with
   the network;
 - :mod:`dpap.compaction.run`: compaction while training (:class:`CompactWhenShrunk`,
-  :func:`compact_run`), compression counted against the dense network.
+  :func:`compact_run`), compression counted against the dense network;
+- :mod:`dpap.compaction.epoch`: one epoch trained compact, for a method that regrows
+  (:func:`~dpap.compaction.epoch.compacted_epoch`).
 
 >>> c = compact_pruned(pruner)            # or compact(net, unit_masks, synapse_masks)
 >>> c.net, c.parameters_retained()

@@ -17,8 +17,8 @@ epochs, its results still counted against the dense network.
   some hidden layer has lost at least ``share`` of the units it had at the last
   compaction (or at the start), compact.
 
-Only methods whose pruning is permanent can be compacted while training: a removed unit
-cannot grow back (SD-SNN's regeneration needs the full shapes).
+Only methods whose pruning is permanent are compacted here, between epochs for good: a
+method that regrows (SD-SNN) trains each epoch compact instead (:mod:`.epoch`).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def _swap(run: "TrainingRun", net: SpikingNetwork, frame: Frame, direction: str)
         pruner = make_pruner(net, run.cfg)
         pruner.load_state_dict(map_pruner_state(run.pruner.state_dict(), frame, pruner.state_dict(), direction))
         pruner.last_reports = list(run.pruner.last_reports)
+        pruner.reduce = run.pruner.reduce  # data-parallel: its statistics still sum over the ranks
         run.pruner.detach()
     run.net, run.optimizer, run.scheduler, run.pruner = net, optimizer, scheduler, pruner
 
@@ -119,10 +120,14 @@ def restore_compacted(run: "TrainingRun", record: dict) -> None:
         raise CompactionError(f"checkpoint: compact architecture {record.get('arch')!r} cannot be built ({exc})") from None
     net.time_steps = run.net.time_steps
     net = net.to(run.device)
+    reduce = None
     if run.pruner is not None:
+        reduce = run.pruner.reduce
         run.pruner.detach()
     run.net = net
     run.pruner = make_pruner(net, cfg)
+    if run.pruner is not None:
+        run.pruner.reduce = reduce
     run.optimizer = make_optimizer(cfg, net.parameters())
     run.scheduler = make_scheduler(cfg, run.optimizer)
 

@@ -66,13 +66,17 @@ class Frame:
             out = out.index_select(1, self.cols[index].to(t.device))
         return out
 
-    def expand(self, index: int, t: Tensor, like: Tensor) -> Tensor:
+    def expand(self, index: int, t: Tensor, like: Tensor, base: Optional[Tensor] = None) -> Tensor:
         """Block ``index``'s tensor ``t`` of the smaller network, put back into zeros
-        shaped like ``like`` (the larger network's tensor)."""
+        shaped like ``like`` (the larger network's tensor), or into a copy of ``base``
+        (shaped like ``like``: what the removed entries hold)."""
         kind = self._kind(index, like.shape)
         if kind == "other":
             return t.clone()
-        out = torch.zeros(like.shape, dtype=t.dtype, device=t.device)
+        if base is not None:
+            out = base.to(device=t.device, dtype=t.dtype, copy=True)
+        else:
+            out = torch.zeros(like.shape, dtype=t.dtype, device=t.device)
         rows = self.rows[index].to(t.device)
         if kind == "synapse":
             out[rows[:, None], self.cols[index].to(t.device)[None, :]] = t
@@ -95,10 +99,13 @@ def parameter_blocks(net: SpikingNetwork) -> list[int]:
     return out
 
 
-def map_optimizer_state(state: dict, source: SpikingNetwork, target: SpikingNetwork, frame: Frame, template: dict, direction: str) -> dict:
+def map_optimizer_state(
+    state: dict, source: SpikingNetwork, target: SpikingNetwork, frame: Frame, template: dict, direction: str, base: Optional[dict] = None
+) -> dict:
     """``state`` (an optimizer's ``state_dict()`` over ``source.parameters()``) for the
     same optimizer over ``target.parameters()``: every per-parameter tensor shaped like
-    its parameter cut (``direction="cut"``, source larger) or expanded (``"expand"``).
+    its parameter cut (``direction="cut"``, source larger) or expanded (``"expand"``;
+    the removed entries 0, or those of ``base``, a state over ``target``).
     ``template``: the ``state_dict()`` of a fresh optimizer over ``target``."""
     blocks = parameter_blocks(source)
     src_params = list(source.parameters())
@@ -116,7 +123,11 @@ def map_optimizer_state(state: dict, source: SpikingNetwork, target: SpikingNetw
         mapped = {}
         for name, value in entry.items():
             if torch.is_tensor(value) and tuple(value.shape) == tuple(src.shape):
-                value = frame.cut(i, value) if direction == "cut" else frame.expand(i, value, dst)
+                if direction == "cut":
+                    value = frame.cut(i, value)
+                else:
+                    fill = base["state"].get(k, {}).get(name) if base is not None else None
+                    value = frame.expand(i, value, dst, fill)
                 if tuple(value.shape) != tuple(dst.shape):
                     raise CompactionError(f"optimizer state {name!r} of parameter {n}: {tuple(value.shape)} after mapping, the parameter is {tuple(dst.shape)}")
             elif torch.is_tensor(value):

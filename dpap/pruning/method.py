@@ -31,6 +31,12 @@ class PruningMethod:
     permanent = True
     """Nothing pruned comes back, so compression never falls (a search may stop a trial
     as soon as it overshoots its target)."""
+    still_between_decisions = False
+    """For a method that is not ``permanent``: a pruned unit is exactly silent (masks every
+    step, ``silence_units``) and nothing of the method's state changes between two
+    :meth:`end_epoch` calls (it observes nothing), so an epoch may be trained without the
+    pruned units and they are put back, as the masked network would hold them, before the
+    method decides (:mod:`dpap.compaction.epoch`)."""
     value_name = "survival"
     """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
 

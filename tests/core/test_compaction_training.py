@@ -1,6 +1,7 @@
 """Compaction while training: the run shrinks between epochs (network, Adam moments,
 schedule, pruner state, checkpoint) and ends as an uncompacted run would; a run killed
-with SIGKILL after a compaction resumes to the same end."""
+with SIGKILL after a compaction resumes to the same end. A method that regrows (SD-SNN)
+trains each epoch compact and decides on the dense shapes, as an uncompacted run would."""
 
 import dataclasses
 import os
@@ -175,6 +176,56 @@ def test_a_method_that_regrows_is_not_compacted_while_training(digits):
         compact_run(run)
     CompactWhenShrunk(0.2)(run, None)  # the callback leaves it alone
     assert run.net.arch == "16C3-AP2-32C3-AP2-128FC-10FC" and KEY not in run.extra
+
+
+def _sdsnn(epochs=12, share=0.1, protocol="fixed"):
+    cfg = Config()
+    cfg.dpap.method = "sdsnn"
+    cfg.dpap.sdsnn.protocol = protocol
+    cfg.dpap.sdsnn.fc_rate_gain = 4.0  # most FC neurons die at epoch 5 (K' = 2), and regrow from epoch 9
+    cfg.train.epochs, cfg.train.threads, cfg.train.compact_share = epochs, 1, share
+    return cfg
+
+
+def test_a_method_that_regrows_trains_its_epochs_compact_and_ends_as_an_uncompacted_run(digits, one_thread):
+    train, test = digits
+    plain = TrainingRun(_sdsnn(share=0.0), train, test, (1, 8, 8), 10, progress=False)
+    plain.run()
+    run = TrainingRun(_sdsnn(), train, test, (1, 8, 8), 10, progress=False)
+    history = run.run()
+    widths = [[row["width"] for row in m.layers] for m in history]
+    regrown = [sum(row["regenerated"] for row in m.layers) for m in history]
+    # epochs trained with most of the FC neurons removed, then sites regrew into them ...
+    assert min(w[2] for w in widths) < 40 and widths[0][2] == 128, widths
+    assert sum(regrown) > 0 and regrown == [sum(row["regenerated"] for row in m.layers) for m in plain.history]
+    assert all(row["width"] == row["units"] for row in plain.history[-1].layers)
+    # ... and the run decided exactly as the masked one: same masks, metrics, weights and moments
+    assert run.net.arch == plain.net.arch and KEY not in run.extra
+    for a, b in zip(_masks(run), _masks(plain)):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for m, p in zip(history, plain.history):
+        assert (m.compression, m.params_retained, m.test_accuracy) == (p.compression, p.params_retained, p.test_accuracy)
+    for (k, a), b in zip(run.net.state_dict().items(), plain.net.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), atol=1e-6), k
+    for a, b in zip(run.optimizer.state_dict()["state"].values(), plain.optimizer.state_dict()["state"].values()):
+        for name in ("exp_avg", "exp_avg_sq"):  # the removed units' moments decayed as zero gradients decay them
+            assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-8), name
+    assert torch.allclose(run.pruner.method.layers[2].shadow, plain.pruner.method.layers[2].shadow, atol=1e-6)  # values when pruned
+
+
+def test_the_reference_protocol_trains_dense_and_a_method_may_not_decide_inside_the_epoch(digits):
+    from dpap.compaction.epoch import compacted_epoch
+
+    train, test = digits
+    ref = TrainingRun(_sdsnn(epochs=7, protocol="reference"), train, test, (1, 8, 8), 10, progress=False)
+    assert all(row["width"] == row["units"] for m in ref.run() for row in m.layers)  # pruned shadow weights train on
+    run = TrainingRun(_sdsnn(epochs=3), train, test, (1, 8, 8), 10, progress=False)
+    _kill_units(run, 2, range(64))
+    with pytest.raises(CompactionError, match="changed masks within an epoch"):
+        with compacted_epoch(run, 0.1) as compacted:
+            assert compacted and run.net.blocks[2].units == 64
+            _kill_units(run, 2, [0])
+    assert run.net.blocks[2].units == 128  # the dense network back, whatever happened
 
 
 def test_expand_puts_a_compact_network_back():

@@ -45,8 +45,15 @@ def _kill_all_in(folder: Path) -> None:
             pass
 
 
+def _widths(model) -> list[list[int]]:
+    """Per epoch, the units each block's network computed (fewer than its units once the
+    run has compacted)."""
+    return [[row["width"] for row in m.layers] for m in model.history]
+
+
 def test_two_ranks_give_the_masks_of_one_process(work):
-    _edit(work, {"train": {"epochs": 3}})
+    # compacting while training (train.compact_share) on every rank alike
+    _edit(work, {"train": {"epochs": 3, "compact_share": 0.1}})
     run([sys.executable, *TRAIN], work)
     one, last_one = _result(work)
     (work / "models" / "model.pt").unlink()
@@ -60,6 +67,9 @@ def test_two_ranks_give_the_masks_of_one_process(work):
         assert torch.equal(a, b)
     assert abs(last_one.test_accuracy - last_two.test_accuracy) <= 0.005
     assert last_two.compression == last_one.compression
+    units = [row["units"] for row in last_two.layers]
+    assert any(w < u for w, u in zip(_widths(two)[-2], units)), f"the two-rank run never compacted: {_widths(two)}"
+    assert _widths(two) == _widths(one)
     assert not (work / "checkpoints" / "train.pt").exists()
 
 

@@ -1,0 +1,159 @@
+"""Compaction for one epoch, for a method that can bring pruned units back (SD-SNN).
+
+A method that regrows decides, at the end of every epoch, from state it keeps for every
+site, pruned or not (SD-SNN: each pruned synapse's shadow value, ranges and regrowth
+counters). The network cannot lose those units for good, but while an epoch trains they
+compute nothing: their weights, bias and BatchNorm terms are held at 0 after every step,
+and the method observes nothing (``PruningMethod.still_between_decisions``). So
+:func:`compacted_epoch` trains the epoch on the compact network and, before the method
+decides, puts the removed units back as the masked dense network would hold them:
+
+* parameters: 0 (as masked);
+* Adam's ``exp_avg`` / ``exp_avg_sq`` and SGD's momentum of the removed entries: their
+  values at the start of the epoch times β₁ⁿ, β₂ⁿ, μⁿ after n optimizer steps (a zero
+  gradient decays them so; ``max_exp_avg_sq`` stays);
+* BatchNorm running mean and variance of a removed channel: × (1 − momentum)ⁿ after n
+  training batches (the channel's input is 0);
+* the pruner: its state at the start of the epoch (masks and the method's state do not
+  change within an epoch; checked).
+
+The run's checkpoint, ``models/model.pt`` and everything read between epochs keep the dense
+shapes (they must hold what may grow back), so a resumed run needs nothing special. The
+saving is in the training steps, where the time goes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+
+from ..networks import SpikingNetwork
+from .network import CompactionError, compact_pruned
+from .state import Frame, map_optimizer_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..training import TrainingRun
+
+
+def applies(run: "TrainingRun", share: float) -> bool:
+    """Whether :func:`compacted_epoch` compacts ``run``'s next epoch: a method that regrows
+    and is still between decisions, and a hidden layer that has lost ``share`` of its units."""
+    pruner = run.pruner
+    if share <= 0 or pruner is None or pruner.method.permanent or not pruner.method.still_between_decisions:
+        return False
+    for i, block in enumerate(run.net.blocks):
+        if block.is_output:
+            continue
+        dead = block.units - int(pruner.unit_mask(i).sum())
+        if dead > 0 and dead >= share * block.units:
+            return True
+    return False
+
+
+def idle_optimizer_state(state: dict, steps: int) -> dict:
+    """``state`` (an optimizer's ``state_dict()``, copied) after ``steps`` steps in which
+    every gradient is 0 on parameters held at 0: Adam/AdamW moments × β₁ⁿ and β₂ⁿ, SGD
+    momentum × μⁿ."""
+    out = copy.deepcopy(state)
+    for group in out["param_groups"]:
+        betas, momentum = group.get("betas"), group.get("momentum")
+        for k in group["params"]:
+            entry = out["state"].get(k)
+            if not entry:
+                continue
+            if betas is not None and "exp_avg" in entry:
+                entry["exp_avg"].mul_(betas[0] ** steps)
+                entry["exp_avg_sq"].mul_(betas[1] ** steps)
+            if momentum and entry.get("momentum_buffer") is not None:
+                entry["momentum_buffer"].mul_(momentum**steps)
+    return out
+
+
+def _idle_network_state(net: SpikingNetwork, batches: int) -> dict[str, torch.Tensor]:
+    """``net.state_dict()`` (copied) after ``batches`` training batches in which the removed
+    channels' BatchNorm input is 0: running mean and variance × (1 − momentum)ⁿ."""
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    for i, block in enumerate(net.blocks):
+        bn = block.norm
+        if bn is None or not bn.track_running_stats or bn.running_mean is None or bn.momentum is None:
+            continue
+        keep = (1.0 - bn.momentum) ** batches
+        state[f"blocks.{i}.norm.running_mean"].mul_(keep)
+        state[f"blocks.{i}.norm.running_var"].mul_(keep)
+    return state
+
+
+def _block_of(key: str) -> int:
+    parts = key.split(".")
+    if parts[0] != "blocks" or not parts[1].isdigit():
+        raise CompactionError(f"epoch compaction: network entry {key!r} is outside the blocks")
+    return int(parts[1])
+
+
+@contextmanager
+def compacted_epoch(run: "TrainingRun", share: float) -> Iterator[bool]:
+    """Train the epoch inside this block on ``run``'s compact network when :func:`applies`
+    (yields True), putting the removed units back afterwards (module docstring)."""
+    if not applies(run, share):
+        yield False
+        return
+    from ..pruning import make_pruner
+    from ..training import make_optimizer, make_scheduler
+
+    dense, cfg = run.net, run.cfg
+    dense_optimizer, dense_scheduler, dense_pruner = run.optimizer, run.scheduler, run.pruner
+    start_net = {k: v.detach().clone() for k, v in dense.state_dict().items()}
+    start_optimizer = copy.deepcopy(dense_optimizer.state_dict())
+    start_pruner = dense_pruner.state_dict()
+    c = compact_pruned(dense_pruner)
+    frame = Frame.of(dense, c.kept)
+
+    # cut: the compact network, its optimizer (moments cut), schedule and pruner (masks cut)
+    small = c.net.to(next(dense.parameters()).device)
+    small.train(dense.training)
+    optimizer = make_optimizer(cfg, small.parameters())
+    optimizer.load_state_dict(map_optimizer_state(start_optimizer, dense, small, frame, optimizer.state_dict(), "cut"))
+    scheduler = make_scheduler(cfg, optimizer)
+    if scheduler is not None and dense_scheduler is not None:
+        scheduler.load_state_dict(dense_scheduler.state_dict())
+    dense_pruner.detach()
+    pruner = make_pruner(small, cfg)
+    state = pruner.state_dict()
+    state["units"] = [frame.cut(i, u) for i, u in enumerate(start_pruner["units"])]
+    state["synapses"] = [frame.cut(i, s) for i, s in enumerate(start_pruner["synapses"])]
+    pruner.load_state_dict(state)
+    pruner.reduce, pruner.last_reports = dense_pruner.reduce, list(dense_pruner.last_reports)
+    run.net, run.optimizer, run.scheduler, run.pruner = small, optimizer, scheduler, pruner
+    try:
+        yield True
+    finally:
+        steps = math.ceil(len(run.train_split) / cfg.train.batch_size)
+        # the network: kept units from the compact one, the rest as the masked run holds them
+        idle = _idle_network_state(dense, steps)
+        compact_state = small.state_dict()
+        dense.load_state_dict({k: frame.expand(_block_of(k), compact_state[k], v, v) for k, v in idle.items()})
+        dense.train(small.training)
+        # the optimizer: kept entries' state from the compact one, the rest decayed
+        expanded = make_optimizer(cfg, dense.parameters())
+        expanded.load_state_dict(
+            map_optimizer_state(optimizer.state_dict(), small, dense, frame, expanded.state_dict(), "expand", idle_optimizer_state(start_optimizer, steps))
+        )
+        if scheduler is not None and dense_scheduler is not None:
+            dense_scheduler.load_state_dict(scheduler.state_dict())
+        dense_optimizer.load_state_dict(expanded.state_dict())
+        # the pruner: as it was (checked: nothing decided within the epoch)
+        moved = [not torch.equal(frame.cut(i, u).to(p.device), p) for i, (u, p) in enumerate(zip(start_pruner["units"], pruner.units))]
+        pruner.detach()
+        fresh = make_pruner(dense, cfg)
+        fresh.load_state_dict(start_pruner)
+        fresh.reduce, fresh.last_reports = pruner.reduce, list(pruner.last_reports)
+        run.net, run.optimizer, run.scheduler, run.pruner = dense, dense_optimizer, dense_scheduler, fresh
+        if any(moved):
+            raise CompactionError(
+                f"epoch compaction: method {fresh.method.name!r} changed masks within an epoch; "
+                "it must not declare still_between_decisions (set train.compact_share: 0 to train it dense)"
+            )
