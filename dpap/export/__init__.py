@@ -3,7 +3,8 @@
 :func:`export_model` writes, into one folder (the evaluate stage's ``models/export/``):
 
 - ``model.nir`` (SNN, :mod:`dpap.export.to_nir`) or ``model.onnx`` (DNN,
-  :mod:`dpap.export.to_onnx`), pruned weights as zeros;
+  :mod:`dpap.export.to_onnx`) of the compacted network (dead channels and neurons
+  removed), pruned synapses of living units as zeros;
 - ``export.json``: what was written and how to run it (format, file, time steps,
   encoding, input shape, classes, the LIF parameter mapping), or why nothing was (a
   layer the format cannot express, e.g. max pooling in an SNN: NIR has none).
@@ -45,7 +46,9 @@ class ExportResult:
         return [p for p in (self.path, self.manifest) if p is not None]
 
 
-def export_network(net, folder: str | Path, live: Optional[Sequence[Tensor]] = None, encoding: str = "direct") -> ExportResult:
+def export_network(
+    net, folder: str | Path, live: Optional[Sequence[Tensor]] = None, encoding: str = "direct", notes: Optional[dict] = None
+) -> ExportResult:
     """Write ``net`` (a :class:`~dpap.networks.SpikingNetwork`) into ``folder`` as NIR
     (SNN) or ONNX (DNN), with ``export.json``. ``live[i]``: block i's living synapses
     (:func:`~dpap.compression.live_synapses`); the rest is written as zero weights.
@@ -66,6 +69,7 @@ def export_network(net, folder: str | Path, live: Optional[Sequence[Tensor]] = N
         "num_classes": int(net.num_classes),
         "time_steps": int(net.time_steps),
         "encoding": encoding,
+        **(notes or {}),
     }
     reason = None
     try:
@@ -95,11 +99,21 @@ def export_network(net, folder: str | Path, live: Optional[Sequence[Tensor]] = N
     return ExportResult(fmt, None if reason else target, path, reason)
 
 
-def export_model(model, folder: str | Path) -> ExportResult:
-    """:func:`export_network` of a saved model (:func:`~dpap.evaluation.load_model`),
-    its masks applied. A compacted network (dead units removed) exports the same way:
-    ``export_network(compact.net, folder, compact.synapse_masks, encoding)``."""
+def export_model(model, folder: str | Path, compact: bool = True) -> ExportResult:
+    """:func:`export_network` of a saved model (:func:`~dpap.evaluation.load_model`):
+    compacted (:func:`~dpap.compaction.compact_model`: dead channels and neurons removed,
+    the pruned synapses of living units written as zeros; ``export.json`` names the
+    compact ``arch``, the ``dense_arch`` and, per block, the ``kept`` units of the dense
+    network), or with ``compact=False`` in the dense shapes, every pruned weight a zero."""
     from ..compression import live_synapses
 
-    live = live_synapses(model.net, model.unit_masks, model.synapse_masks) if model.unit_masks is not None else None
-    return export_network(model.net, folder, live, model.cfg.model.encoding)
+    encoding = model.cfg.model.encoding
+    if model.unit_masks is None:
+        return export_network(model.net, folder, None, encoding, {"compacted": False})
+    if not compact:
+        return export_network(model.net, folder, live_synapses(model.net, model.unit_masks, model.synapse_masks), encoding, {"compacted": False})
+    from ..compaction import compact_model
+
+    c = compact_model(model)
+    notes = {"compacted": True, "dense_arch": model.net.arch, "kept": [k.tolist() for k in c.kept]}
+    return export_network(c.net, folder, c.synapse_masks, encoding, notes)

@@ -41,6 +41,7 @@ def test_snntorch_reads_the_graph_back_and_predicts_the_same(pruned_snn, digits,
     result = export_model(model, tmp_path / "export")
     assert result.path == tmp_path / "export" / "model.nir" and result.path.is_file()
     manifest = json.loads(result.manifest.read_text())
+    assert manifest["compacted"] and manifest["arch"] != model.net.arch  # the network without its dead units
     assert manifest["format"] == "nir" and manifest["time_steps"] == 4 and manifest["encoding"] == "direct"
 
     graph = nir.read(result.path)
@@ -56,23 +57,41 @@ def test_snntorch_reads_the_graph_back_and_predicts_the_same(pruned_snn, digits,
 
 def test_lif_parameters_and_pruned_weights_in_the_graph(pruned_snn, tmp_path):
     model = pruned_snn
-    graph = nir.read(export_model(model, tmp_path).path)
+    result = export_model(model, tmp_path / "compact")
+    graph = nir.read(result.path)
     assert [e for e in graph.edges] == [
         ("input", "conv0"), ("conv0", "lif0"), ("lif0", "pool0"), ("pool0", "flatten1"), ("flatten1", "fc1"),
         ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "output"),
     ]
+    # the compacted network: only living channels and neurons, as export.json says
+    alive = [int(m.sum()) for m in model.unit_masks]
+    assert alive[0] < 6, "the fixture should have pruned conv channels"
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["compacted"] and manifest["dense_arch"] == "6C3-AP2-24FC-10FC"
+    assert manifest["arch"] == f"{alive[0]}C3-AP2-{alive[1]}FC-10FC"
+    assert manifest["kept"][0] == torch.nonzero(model.unit_masks[0]).flatten().tolist()
     lif = graph.nodes["lif0"]
     decay, threshold = model.net.blocks[0].neuron.decay, model.net.blocks[0].neuron.threshold
-    assert lif.tau.shape == (6, 8, 8) and graph.nodes["lif1"].tau.shape == (24,)
+    assert lif.tau.shape == (alive[0], 8, 8) and graph.nodes["lif1"].tau.shape == (alive[1],)
+    assert graph.nodes["conv0"].weight.shape == (alive[0], 1, 3, 3) and graph.nodes["fc1"].weight.shape == (alive[1], alive[0] * 16)
     assert np.allclose(1 - DT / lif.tau, decay) and np.allclose(lif.r * DT / lif.tau, 1.0)  # β = λ, input gain 1
     assert np.all(lif.v_threshold == threshold) and np.all(lif.v_leak == 0) and np.all(lif.v_reset == 0)
     assert int(graph.metadata["time_steps"]) == 4
-    # a dead conv channel: zero filter and bias; the FC columns that read it: zero
-    alive = model.unit_masks[0].bool()
+    # the weights of the kept units and inputs (pruned synapses of living neurons: zeros)
+    kept = [torch.tensor(k) for k in manifest["kept"]]
+    cols = (kept[0][:, None] * 16 + torch.arange(16)).flatten()
+    dense_fc = model.net.blocks[1].synapse.weight.detach()[kept[1]][:, cols]
+    assert np.array_equal(graph.nodes["fc1"].weight, dense_fc.numpy())
+    assert np.array_equal(graph.nodes["fc1"].weight != 0, dense_fc.numpy() != 0)
+
+    # compact=False: the dense shapes, a dead conv channel a zero filter and bias, the FC columns that read it zero
+    graph = nir.read(export_model(model, tmp_path / "dense", compact=False).path)
+    dead = ~model.unit_masks[0].bool().numpy()
     conv = graph.nodes["conv0"]
-    assert np.all(conv.weight[~alive.numpy()] == 0) and np.all(conv.bias[~alive.numpy()] == 0)
+    assert graph.nodes["lif0"].tau.shape == (6, 8, 8)
+    assert np.all(conv.weight[dead] == 0) and np.all(conv.bias[dead] == 0)
     fc = graph.nodes["fc1"].weight.reshape(24, 6, 16)
-    assert np.all(fc[:, ~alive.numpy()] == 0)
+    assert np.all(fc[:, dead] == 0)
     assert np.array_equal(graph.nodes["fc1"].weight != 0, model.net.blocks[1].synapse.weight.detach().numpy() != 0)
 
 

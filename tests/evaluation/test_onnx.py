@@ -30,8 +30,19 @@ def test_onnxruntime_predicts_what_the_pruned_dnn_predicts(trained, digits, tmp_
     assert logits.shape == (100, 10)
     assert np.array_equal(logits.argmax(1), ours.argmax(1).numpy())
     assert np.allclose(logits, ours.numpy(), atol=1e-4)
-    # pruned synapses are zeros in the file
+    # the compacted network: the FC layer holds only the living neurons' living inputs
+    manifest = json.loads(result.manifest.read_text())
+    kept = [torch.tensor(k) for k in manifest["kept"]]
+    assert manifest["compacted"] and (len(kept[2]) < 24 or len(kept[1]) < 6)
+    spatial = model.net.blocks[2].in_spatial
+    cols = (kept[1][:, None] * spatial + torch.arange(spatial)).flatten()
+    dense_fc = model.net.blocks[2].synapse.weight.detach()[kept[2]][:, cols]
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(result.path)).graph.initializer}
+    fc = next(w for w in weights.values() if w.shape == tuple(dense_fc.shape))
+    assert np.array_equal(fc, dense_fc.numpy())
+    # compact=False: the dense shapes, pruned synapses as zeros
+    dense = export_model(model, tmp_path / "dense", compact=False)
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(dense.path)).graph.initializer}
     fc = next(w for w in weights.values() if w.shape == model.net.blocks[2].synapse.weight.shape)
     assert (fc == 0).any()
     assert np.array_equal(fc == 0, model.net.blocks[2].synapse.weight.detach().numpy() == 0)

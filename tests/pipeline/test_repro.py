@@ -34,6 +34,7 @@ def test_repro_writes_every_output(repro_repo):
     # the SNN as a NIR graph, with its manifest
     export = json.loads((repro_repo / "models/export/export.json").read_text())
     assert export["format"] == "nir" and export["file"] == "model.nir" and export["time_steps"] == 3
+    assert export["compacted"] and export["dense_arch"] == "6C3-AP2-24FC-10FC" and export["arch"] != export["dense_arch"]
     assert (repro_repo / "models/export/model.nir").stat().st_size > 0
 
 
