@@ -8,10 +8,14 @@ rectangle surrogate of width 1 where the framework has it). They are timed in th
 process with their measurements interleaved (round robin), so that drifts in machine
 load hit all of them alike:
 
-* ``dpap (no pruner)``: :func:`dpap.build_network`, a bare training step;
-* ``dpap + DPAP``: the same with a :class:`dpap.DPAPPruner` attached, importance
-  accumulated every batch, ``mask_gradients`` + ``apply_masks`` around every optimizer
-  step (what :class:`dpap.training.TrainingRun` does);
+* ``dpap + DPAP``: :func:`dpap.build_network` with a :class:`dpap.DPAPPruner` attached,
+  importance accumulated every batch, ``mask_gradients`` + ``apply_masks`` around every
+  optimizer step (what :class:`dpap.training.TrainingRun` does);
+* ``dpap (no pruner)``: the same network, optimizer and pruner, stepped with the pruner
+  switched off (``observing`` false, no mask calls; its forward hook returns at once).
+  Pairing each DPAP contender with its own network measures DPAP's cost alone: two
+  separate but identical networks differ by up to ±3 % on this machine (``--twin`` adds
+  such a second network, an A/A control);
 * ``plain PyTorch loop``: ``nn.Conv2d``/``nn.Linear``/``nn.AvgPool2d`` and a Python loop
   over T, the LIF written with tensor ops and a rectangle-surrogate spike function;
 * ``snnTorch Leaky``: ``snntorch.Leaky`` (reset to zero, β=0.2, threshold 0.5, snnTorch's
@@ -24,13 +28,15 @@ Needs the benchmark extra: ``pip install -e '.[bench]'`` (snnTorch, SpikingJelly
 that is not installed is skipped with a note.
 
 ``dpap + DPAP, masks on`` is the DPAP contender in mid-training state (a quarter of the FC
-synapses and a tenth of the hidden units pruned, so every mask is applied every step).
+synapses and a tenth of the hidden units pruned, so every mask is applied every step),
+paired with ``dpap, masks-on net, no pruner``.
 
 Ratios are *paired*: the median over rounds of the two contenders' times in the same
 round (timed back to back), which cancels drifts in machine load that a ratio of
 medians keeps. The last line is ``RESULT dpap_overhead=<ratio>
 speedup_vs_fastest_peer=<ratio> fastest_peer=<name>``: overhead = the larger of
-(DPAP fresh, DPAP masks on) / no pruner; speedup = the fastest peer / ours with DPAP.
+(DPAP fresh, DPAP masks on) / the same network without pruner; speedup = the fastest peer
+/ ours with DPAP.
 """
 
 from __future__ import annotations
@@ -169,7 +175,10 @@ class SpikingJellyNet(nn.Module):
         return self.net(x.unsqueeze(0).repeat(self.steps, *([1] * x.dim())))
 
 
+BASE = "dpap (no pruner)"
 MASKED = "dpap + DPAP, masks on"
+MASKED_BASE = "dpap, masks-on net, no pruner"
+TWIN = "dpap (no pruner), own net"
 
 
 def masked_pruner(net) -> DPAPPruner:
@@ -190,24 +199,36 @@ def masked_pruner(net) -> DPAPPruner:
 
 
 class Contender:
-    def __init__(self, name: str, net: nn.Module, pruner: DPAPPruner | None = None):
+    """One configuration to time. ``pruner``: a pruner attached to ``net`` and used at
+    every step (observation, ``mask_gradients``, ``apply_masks``). ``twin_of``: a
+    contender whose network, optimizer and pruner this one shares, stepping them with the
+    pruner switched off (``observing`` false, no mask calls): the same tensors at the same
+    addresses, so the pair's ratio holds DPAP's cost alone (two separate but identical
+    networks differ by up to ±3 % here, an A/A test shows: ``--twin``)."""
+
+    def __init__(self, name: str, net: nn.Module | None = None, pruner: DPAPPruner | None = None, twin_of: "Contender | None" = None):
         self.name = name
-        self.net = net.train()
-        self.pruner = pruner
-        self.opt = torch.optim.Adam(net.parameters(), lr=LR)
+        if twin_of is not None:
+            self.net, self.opt, self.pruner, self.use_pruner = twin_of.net, twin_of.opt, twin_of.pruner, False
+        else:
+            self.net, self.pruner, self.use_pruner = net.train(), pruner, pruner is not None
+            self.opt = torch.optim.Adam(net.parameters(), lr=LR)
         self.times: list[float] = []
         self.rounds: list[float] = []  # per round: the sum of its timed steps
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        use = self.use_pruner
+        if self.pruner is not None:
+            self.pruner.observing = use
         t0 = time.perf_counter()
         out = self.net(x)
         loss = firing_rate_mse(out, y, CLASSES)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.pruner is not None:
+        if use:
             self.pruner.mask_gradients()
         self.opt.step()
-        if self.pruner is not None:
+        if use:
             self.pruner.apply_masks()
         return time.perf_counter() - t0
 
@@ -220,19 +241,21 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1, help="timed steps per contender per round")
     ap.add_argument("--threads", type=int, default=cores())
     ap.add_argument("--no-peers", action="store_true", help="time only ours (with and without DPAP)")
+    ap.add_argument("--twin", action="store_true", help="add an A/A control: a second 'no pruner' net, whose ratio is the noise floor")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)  # the same initial weights with and without DPAP
-    contenders = [
-        Contender("dpap (no pruner)", build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)),
-    ]
+    torch.manual_seed(0)  # the same initial weights everywhere
+    net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)
+    dpap = Contender("dpap + DPAP", net, DPAPPruner(net, DPAPConfig()))
+    contenders = [Contender(BASE, twin_of=dpap), dpap]
+    if args.twin:
+        torch.manual_seed(0)
+        contenders.append(Contender(TWIN, build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)))
     torch.manual_seed(0)
     net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)
-    contenders.append(Contender("dpap + DPAP", net, DPAPPruner(net, DPAPConfig())))
-    torch.manual_seed(0)
-    net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)
-    contenders.append(Contender(MASKED, net, masked_pruner(net)))
+    masked = Contender(MASKED, net, masked_pruner(net))
+    contenders += [Contender(MASKED_BASE, twin_of=masked), masked]
     peers = [] if args.no_peers else [("plain PyTorch loop", PlainLoopNet), ("snnTorch Leaky", SnnTorchNet), ("SpikingJelly LIFNode", SpikingJellyNet)]
     for name, make in peers:
         try:
@@ -274,10 +297,10 @@ def main(argv=None) -> int:
     med = {}
     for c in contenders:
         med[c.name] = statistics.median(c.times)
-        rel = paired(c.name, "dpap (no pruner)")
+        rel = paired(c.name, BASE)
         print(f"{c.name:<24} {first[c.name] * 1e3:>13.1f} {med[c.name] * 1e3:>10.1f} {args.batch / med[c.name]:>10.1f} {rel:>12.3f}x")
     # the overhead of DPAP: the worse of a fresh pruner and one whose masks are all on
-    overhead = max(paired("dpap + DPAP", "dpap (no pruner)"), paired(MASKED, "dpap (no pruner)"))
+    overhead = max(paired("dpap + DPAP", BASE), paired(MASKED, MASKED_BASE))
     line = f"RESULT dpap_overhead={overhead:.3f}"
     peer_names = [name for name, _ in peers if name in by_name]
     if peer_names:
