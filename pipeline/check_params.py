@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     from dpap.config import load_params
 
     cfg = load_params(args.params)
-    print(f"params: {args.params} is valid ({cfg.data.name}, {cfg.model.arch}, {cfg.train.epochs} epochs, DPAP {'on, ' + cfg.dpap.protocol if cfg.dpap.enabled else 'off'})")
+    d = cfg.dpap
+    method = ("SD-SNN " + d.sdsnn.protocol if d.method == "sdsnn" else "DPAP " + d.protocol) if d.enabled else "no pruning"
+    print(f"params: {args.params} is valid ({cfg.data.name}, {cfg.model.arch}, {cfg.train.epochs} epochs, {method})")
     return 0
 
 

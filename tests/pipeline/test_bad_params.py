@@ -124,3 +124,16 @@ def test_a_broken_mlflow_store_is_one_line(repro_repo, tmp_path, content):
     assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert lines[0].startswith("error: MLflow store") and "mlflow.db" in lines[0] and "move it aside" in lines[0], lines[0]
     assert not (work / "models" / "model.pt").exists()
+
+
+def test_the_params_stage_names_the_pruning_method(repro_repo):
+    p = run([sys.executable, "pipeline/check_params.py"], repro_repo)
+    assert "is valid" in p.stdout and "DPAP gradual" in p.stdout, p.stdout
+    params = repro_repo / "params.yaml"
+    good = params.read_text()
+    try:
+        params.write_text(good.replace("  method: dpap", "  method: sdsnn", 1))
+        p = run([sys.executable, "pipeline/check_params.py"], repro_repo)
+        assert "SD-SNN fixed" in p.stdout, p.stdout
+    finally:
+        params.write_text(good)
