@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from .compaction.epoch import compacted_epoch
+from .compaction.epoch import compacted_epoch, mode as compaction_mode
 from .compaction.run import KEY as COMPACTION_KEY, dense_report, expand_run, restore_compacted
 from .config import Config, ConfigError
 from .encoding import encode
@@ -185,7 +185,7 @@ class TrainingRun:
         if self.pruner is not None and distributed is not None:
             self.pruner.reduce = distributed.all_reduce
         share = cfg.train.compact_share
-        if share > 0 and self.pruner is not None and self.pruner.method.permanent:
+        if share > 0 and self.pruner is not None and compaction_mode(self.pruner.method) == "between":
             from .compaction.run import CompactWhenShrunk
 
             self.callbacks.append(CompactWhenShrunk(share))  # after the others: they see the epoch as trained

@@ -24,10 +24,8 @@ saving is in the training steps, where the time goes.
 
 from __future__ import annotations
 
-import copy
-import math
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 
@@ -39,11 +37,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..training import TrainingRun
 
 
+def mode(method) -> Optional[str]:
+    """How a run with pruning ``method`` may be compacted while training: ``"between"``
+    (for good, between epochs: :mod:`.run`), ``"epoch"`` (each epoch, the dense shapes
+    kept between them: :func:`compacted_epoch`) or None (a pruned unit still computes:
+    masks applied only at the end of an epoch, or its bias and BatchNorm left live)."""
+    if not (method.masks_every_step and method.silence_units):
+        return None
+    if method.still_between_decisions:
+        return "epoch"
+    return "between" if method.permanent else None
+
+
 def applies(run: "TrainingRun", share: float) -> bool:
-    """Whether :func:`compacted_epoch` compacts ``run``'s next epoch: a method that regrows
-    and is still between decisions, and a hidden layer that has lost ``share`` of its units."""
+    """Whether :func:`compacted_epoch` compacts ``run``'s next epoch: a method of
+    :func:`mode` ``"epoch"`` and a hidden layer that has lost ``share`` of its units."""
     pruner = run.pruner
-    if share <= 0 or pruner is None or pruner.method.permanent or not pruner.method.still_between_decisions:
+    if share <= 0 or pruner is None or mode(pruner.method) != "epoch":
         return False
     for i, block in enumerate(run.net.blocks):
         if block.is_output:
@@ -54,15 +64,14 @@ def applies(run: "TrainingRun", share: float) -> bool:
     return False
 
 
-def idle_optimizer_state(state: dict, steps: int) -> dict:
-    """``state`` (an optimizer's ``state_dict()``, copied) after ``steps`` steps in which
-    every gradient is 0 on parameters held at 0: Adam/AdamW moments × β₁ⁿ and β₂ⁿ, SGD
-    momentum × μⁿ."""
-    out = copy.deepcopy(state)
-    for group in out["param_groups"]:
+def decay_idle_state_(state: dict, steps: int) -> dict:
+    """In place: ``state`` (an optimizer's ``state_dict()``; its tensors are the
+    optimizer's own) as after ``steps`` steps in which every gradient is 0 on parameters
+    held at 0: Adam/AdamW moments × β₁ⁿ and β₂ⁿ, SGD momentum × μⁿ. Returns ``state``."""
+    for group in state["param_groups"]:
         betas, momentum = group.get("betas"), group.get("momentum")
         for k in group["params"]:
-            entry = out["state"].get(k)
+            entry = state["state"].get(k)
             if not entry:
                 continue
             if betas is not None and "exp_avg" in entry:
@@ -70,20 +79,22 @@ def idle_optimizer_state(state: dict, steps: int) -> dict:
                 entry["exp_avg_sq"].mul_(betas[1] ** steps)
             if momentum and entry.get("momentum_buffer") is not None:
                 entry["momentum_buffer"].mul_(momentum**steps)
-    return out
+    return state
 
 
 def _idle_network_state(net: SpikingNetwork, batches: int) -> dict[str, torch.Tensor]:
-    """``net.state_dict()`` (copied) after ``batches`` training batches in which the removed
-    channels' BatchNorm input is 0: running mean and variance × (1 − momentum)ⁿ."""
-    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    """``net.state_dict()`` after ``batches`` training forward passes in which the removed
+    channels' BatchNorm input is 0: running mean and variance × (1 − momentum)ⁿ (copies of
+    those two; the rest are ``net``'s own tensors)."""
+    state = dict(net.state_dict())
     for i, block in enumerate(net.blocks):
         bn = block.norm
         if bn is None or not bn.track_running_stats or bn.running_mean is None or bn.momentum is None:
             continue
         keep = (1.0 - bn.momentum) ** batches
-        state[f"blocks.{i}.norm.running_mean"].mul_(keep)
-        state[f"blocks.{i}.norm.running_var"].mul_(keep)
+        for name in ("running_mean", "running_var"):
+            key = f"blocks.{i}.norm.{name}"
+            state[key] = state[key] * keep
     return state
 
 
@@ -97,7 +108,8 @@ def _block_of(key: str) -> int:
 @contextmanager
 def compacted_epoch(run: "TrainingRun", share: float) -> Iterator[bool]:
     """Train the epoch inside this block on ``run``'s compact network when :func:`applies`
-    (yields True), putting the removed units back afterwards (module docstring)."""
+    (yields True), putting the removed units back afterwards (module docstring). The dense
+    network, optimizer and pruner wait untouched meanwhile (nothing of them is copied)."""
     if not applies(run, share):
         yield False
         return
@@ -106,9 +118,6 @@ def compacted_epoch(run: "TrainingRun", share: float) -> Iterator[bool]:
 
     dense, cfg = run.net, run.cfg
     dense_optimizer, dense_scheduler, dense_pruner = run.optimizer, run.scheduler, run.pruner
-    start_net = {k: v.detach().clone() for k, v in dense.state_dict().items()}
-    start_optimizer = copy.deepcopy(dense_optimizer.state_dict())
-    start_pruner = dense_pruner.state_dict()
     c = compact_pruned(dense_pruner)
     frame = Frame.of(dense, c.kept)
 
@@ -116,44 +125,44 @@ def compacted_epoch(run: "TrainingRun", share: float) -> Iterator[bool]:
     small = c.net.to(next(dense.parameters()).device)
     small.train(dense.training)
     optimizer = make_optimizer(cfg, small.parameters())
-    optimizer.load_state_dict(map_optimizer_state(start_optimizer, dense, small, frame, optimizer.state_dict(), "cut"))
+    optimizer.load_state_dict(map_optimizer_state(dense_optimizer.state_dict(), dense, small, frame, optimizer.state_dict(), "cut"))
     scheduler = make_scheduler(cfg, optimizer)
     if scheduler is not None and dense_scheduler is not None:
         scheduler.load_state_dict(dense_scheduler.state_dict())
     dense_pruner.detach()
     pruner = make_pruner(small, cfg)
     state = pruner.state_dict()
-    state["units"] = [frame.cut(i, u) for i, u in enumerate(start_pruner["units"])]
-    state["synapses"] = [frame.cut(i, s) for i, s in enumerate(start_pruner["synapses"])]
+    state["units"] = [frame.cut(i, u) for i, u in enumerate(dense_pruner.units)]
+    state["synapses"] = [frame.cut(i, s) for i, s in enumerate(dense_pruner.synapses)]
     pruner.load_state_dict(state)
     pruner.reduce, pruner.last_reports = dense_pruner.reduce, list(dense_pruner.last_reports)
+    # what the removed units sat out: optimizer steps and training forward passes taken
+    counts = {"steps": 0, "forwards": 0}
+    step_hook = optimizer.register_step_post_hook(lambda *_: counts.__setitem__("steps", counts["steps"] + 1))
+    forward_hook = small.register_forward_pre_hook(lambda m, _: counts.__setitem__("forwards", counts["forwards"] + int(m.training)))
     run.net, run.optimizer, run.scheduler, run.pruner = small, optimizer, scheduler, pruner
     try:
         yield True
     finally:
-        steps = math.ceil(len(run.train_split) / cfg.train.batch_size)
+        step_hook.remove()
+        forward_hook.remove()
         # the network: kept units from the compact one, the rest as the masked run holds them
-        idle = _idle_network_state(dense, steps)
+        idle = _idle_network_state(dense, counts["forwards"])
         compact_state = small.state_dict()
         dense.load_state_dict({k: frame.expand(_block_of(k), compact_state[k], v, v) for k, v in idle.items()})
         dense.train(small.training)
         # the optimizer: kept entries' state from the compact one, the rest decayed
-        expanded = make_optimizer(cfg, dense.parameters())
-        expanded.load_state_dict(
-            map_optimizer_state(optimizer.state_dict(), small, dense, frame, expanded.state_dict(), "expand", idle_optimizer_state(start_optimizer, steps))
-        )
+        waiting = decay_idle_state_(dense_optimizer.state_dict(), counts["steps"])
+        dense_optimizer.load_state_dict(map_optimizer_state(optimizer.state_dict(), small, dense, frame, waiting, "expand", waiting))
         if scheduler is not None and dense_scheduler is not None:
             dense_scheduler.load_state_dict(scheduler.state_dict())
-        dense_optimizer.load_state_dict(expanded.state_dict())
         # the pruner: as it was (checked: nothing decided within the epoch)
-        moved = [not torch.equal(frame.cut(i, u).to(p.device), p) for i, (u, p) in enumerate(zip(start_pruner["units"], pruner.units))]
+        moved = [not torch.equal(frame.cut(i, u).to(p.device), p) for i, (u, p) in enumerate(zip(dense_pruner.units, pruner.units))]
         pruner.detach()
-        fresh = make_pruner(dense, cfg)
-        fresh.load_state_dict(start_pruner)
-        fresh.reduce, fresh.last_reports = pruner.reduce, list(pruner.last_reports)
-        run.net, run.optimizer, run.scheduler, run.pruner = dense, dense_optimizer, dense_scheduler, fresh
+        dense_pruner.reattach()
+        run.net, run.optimizer, run.scheduler, run.pruner = dense, dense_optimizer, dense_scheduler, dense_pruner
         if any(moved):
             raise CompactionError(
-                f"epoch compaction: method {fresh.method.name!r} changed masks within an epoch; "
+                f"epoch compaction: method {dense_pruner.method.name!r} changed masks within an epoch; "
                 "it must not declare still_between_decisions (set train.compact_share: 0 to train it dense)"
             )

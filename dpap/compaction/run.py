@@ -30,6 +30,7 @@ from torch import Tensor
 
 from ..compression import CompressionReport, compression_of, count_parameters
 from ..networks import SpikingNetwork, build_network
+from .epoch import mode
 from .network import CompactionError, compact_pruned, expand
 from .state import Frame, map_optimizer_state, map_pruner_state
 
@@ -88,11 +89,16 @@ def compact_run(run: "TrainingRun") -> bool:
     pruner = run.pruner
     if pruner is None:
         return False
-    if not pruner.method.permanent:
-        raise CompactionError(
-            f"compaction while training: method {pruner.method.name!r} can bring pruned units back; "
-            "only a method whose pruning is permanent (dpap) can be compacted before training ends"
-        )
+    how = mode(pruner.method)
+    if how != "between":
+        name = pruner.method.name
+        if not pruner.method.permanent:
+            why = f"method {name!r} can bring pruned units back"
+        elif how == "epoch":
+            why = f"method {name!r} keeps state for every unit in the dense shapes (it trains each epoch compact instead)"
+        else:
+            why = f"method {name!r} lets pruned units compute during the epoch (masks applied only at its end, or bias and BN left live)"
+        raise CompactionError(f"compaction while training: {why}; only a method whose pruning is permanent (dpap) can be compacted before training ends")
     c = compact_pruned(pruner)
     if all(len(k) == b.units for k, b in zip(c.kept, run.net.blocks)):
         return False
@@ -211,7 +217,7 @@ class CompactWhenShrunk:
 
     def __call__(self, run: "TrainingRun", metrics: "EpochMetrics") -> None:
         pruner = run.pruner
-        if pruner is None or not pruner.method.permanent or run.epoch >= run.cfg.train.epochs:
+        if pruner is None or mode(pruner.method) != "between" or run.epoch >= run.cfg.train.epochs:
             return
         if self.shrunk(run):
             compact_run(run)

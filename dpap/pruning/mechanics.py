@@ -104,6 +104,11 @@ class Pruner:
         """Stop observing the network (masks already applied stay applied)."""
         self._remove()
 
+    def reattach(self) -> None:
+        """Observe the network again after :meth:`detach`."""
+        self._remove()
+        self._remove = self.net.observe(self._observe)
+
     # ------------------------------------------------------------------ device
 
     def to(self, device) -> "Pruner":

@@ -32,11 +32,11 @@ class PruningMethod:
     """Nothing pruned comes back, so compression never falls (a search may stop a trial
     as soon as it overshoots its target)."""
     still_between_decisions = False
-    """For a method that is not ``permanent``: a pruned unit is exactly silent (masks every
-    step, ``silence_units``) and nothing of the method's state changes between two
-    :meth:`end_epoch` calls (it observes nothing), so an epoch may be trained without the
-    pruned units and they are put back, as the masked network would hold them, before the
-    method decides (:mod:`dpap.compaction.epoch`)."""
+    """Nothing of the method's state changes between two :meth:`end_epoch` calls (it
+    observes nothing). With masks every step and ``silence_units`` (a pruned unit exactly
+    silent), an epoch may then be trained without the pruned units, which are put back as
+    the masked network would hold them before the method decides; the method keeps its
+    state in the dense shapes (:func:`dpap.compaction.epoch.mode`)."""
     value_name = "survival"
     """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
 

@@ -235,7 +235,7 @@ class SDSNNMethod(PruningMethod):
         self.masks_every_step = not self.reference  # Q3
         self.silence_units = not self.reference  # Q4
         self.permanent = not cfg.regenerate
-        self.still_between_decisions = not self.reference  # reference: pruned shadow weights train on
+        self.still_between_decisions = True  # nothing observed; reference: masks_every_step is False anyway
         self.schedule = schedule(cfg, epochs)
         self.layers: list[LayerState] = []
 

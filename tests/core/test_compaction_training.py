@@ -219,6 +219,18 @@ def test_the_reference_protocol_trains_dense_and_a_method_may_not_decide_inside_
     train, test = digits
     ref = TrainingRun(_sdsnn(epochs=7, protocol="reference"), train, test, (1, 8, 8), 10, progress=False)
     assert all(row["width"] == row["units"] for m in ref.run() for row in m.layers)  # pruned shadow weights train on
+    # without regeneration SD-SNN is permanent, yet its state stays dense: it trains epoch by epoch compact too
+    lasting = _sdsnn(epochs=9)
+    lasting.dpap.sdsnn.regenerate = False
+    plain = _sdsnn(epochs=9, share=0.0)
+    plain.dpap.sdsnn.regenerate = False
+    runs = [TrainingRun(c, train, test, (1, 8, 8), 10, progress=False) for c in (lasting, plain)]
+    histories = [r.run() for r in runs]
+    assert min(row["width"] for row in histories[0][-1].layers if row["index"] == 2) < 40
+    assert [m.compression for m in histories[0]] == [m.compression for m in histories[1]]
+    with pytest.raises(CompactionError, match="keeps state for every unit in the dense shapes"):
+        compact_run(runs[0])
+
     run = TrainingRun(_sdsnn(epochs=3), train, test, (1, 8, 8), 10, progress=False)
     _kill_units(run, 2, range(64))
     with pytest.raises(CompactionError, match="changed masks within an epoch"):
