@@ -55,10 +55,16 @@ def applies(run: "TrainingRun", share: float) -> bool:
     pruner = run.pruner
     if share <= 0 or pruner is None or mode(pruner.method) != "epoch":
         return False
+    return lost_share(run, share)
+
+
+def lost_share(run: "TrainingRun", share: float) -> bool:
+    """Whether some hidden layer of ``run``'s network has lost at least ``share`` of the
+    units it computes (and at least one)."""
     for i, block in enumerate(run.net.blocks):
         if block.is_output:
             continue
-        dead = block.units - int(pruner.unit_mask(i).sum())
+        dead = block.units - int(run.pruner.unit_mask(i).sum())
         if dead > 0 and dead >= share * block.units:
             return True
     return False

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..compression import CompressionReport, compression_of, count_parameters
 from ..networks import SpikingNetwork, build_network
-from .epoch import mode
+from .epoch import lost_share, mode
 from .network import CompactionError, compact_pruned, expand
 from .state import Frame, map_optimizer_state, map_pruner_state
 
@@ -206,14 +206,7 @@ class CompactWhenShrunk:
 
     def shrunk(self, run: "TrainingRun") -> bool:
         """Whether some hidden layer has lost ``share`` of its units since the last compaction."""
-        pruner = run.pruner
-        for i, block in enumerate(run.net.blocks):
-            if block.is_output:
-                continue
-            alive = int(pruner.unit_mask(i).sum())
-            if block.units - alive >= self.share * block.units and alive < block.units:
-                return True
-        return False
+        return lost_share(run, self.share)
 
     def __call__(self, run: "TrainingRun", metrics: "EpochMetrics") -> None:
         pruner = run.pruner
