@@ -19,7 +19,9 @@ default for the RESULT line) and wall-clock time (``--clock wall``). A row "mask
 compacted" times the 50 % network as training runs it today: dense shapes, masks applied
 around every optimizer step (``--no-masked`` leaves it out). The header names the
 allocator settings (``MALLOC_*`` environment variables), which matter at batch 1000:
-docs/compaction.md.
+docs/compaction.md. ``--fusion`` also times each level's inference with every LIF and
+the average pooling after it run apart (the full-size spikes written and read back), to
+show what the fused inference kernel (:func:`dpap.fused_lif.pooled_spikes`) saves.
 
 FLOPs are counted analytically from the layer shapes: 2 per multiply-accumulate of the
 conv and FC layers (a conv: out channels × in channels × k² × output positions; the first
@@ -176,15 +178,23 @@ def train_step(level: Level, x: torch.Tensor, y: torch.Tensor) -> dict[str, floa
     return _timed(step)
 
 
-def inference(level: Level, x: torch.Tensor, chunk: int) -> dict[str, float]:
+def inference(level: Level, x: torch.Tensor, chunk: int, apart: bool = False) -> dict[str, float]:
+    """``apart``: with a no-op observer attached, so that each LIF and its pooling run as
+    two kernels (the full-size spikes written and read back), as before the fused kernel
+    (:func:`dpap.fused_lif.pooled_spikes`)."""
     net = level.net.eval()
+    remove = net.observe(lambda *a: None) if apart else None
 
     def forward():
         with torch.inference_mode():
             for start in range(0, len(x), chunk):
                 net(x[start : start + chunk])
 
-    return _timed(forward)
+    try:
+        return _timed(forward)
+    finally:
+        if remove is not None:
+            remove()
 
 
 def report(levels: list[Level], clock: str, args) -> dict[int, tuple[float, float]]:
@@ -234,6 +244,8 @@ def main(argv=None) -> int:
                          "load on a shared machine with --threads 1; wall: with several threads")
     ap.add_argument("--no-masked", action="store_true", help="do not time the masked, not compacted, 50 %% network")
     ap.add_argument("--elementwise", action="store_true", help="also print the share of neuron/pooling operations")
+    ap.add_argument("--fusion", action="store_true",
+                    help="also time inference with each LIF and its average pooling apart (not fused), and print the speed-up")
     args = ap.parse_args(argv)
     try:
         shares = sorted({0.0} | {float(s) / 100 for s in args.levels.split(",") if s.strip()})
@@ -266,9 +278,12 @@ def main(argv=None) -> int:
         for level in levels if r % 2 == 0 else levels[::-1]:
             t_train = train_step(level, x_train, y_train)
             t_infer = inference(level, x_infer, args.infer_chunk)
+            t_apart = inference(level, x_infer, args.infer_chunk, apart=True) if args.fusion and level.pruner is None else None
             if r >= args.warmup:
                 level.record("train", t_train)
                 level.record("infer", t_infer)
+                if t_apart is not None:
+                    level.record("apart", t_apart)
 
     tuned = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
     print(f"torch {torch.__version__}, {args.threads} thread(s), {ARCH} T={args.time_steps}, train batch {args.train_batch}, "
@@ -276,6 +291,14 @@ def main(argv=None) -> int:
     ratios = {}
     for clock in sorted(CLOCKS, key=lambda c: c == args.clock):  # the RESULT's clock last
         ratios = report(levels, clock, args)
+        print()
+    if args.fusion:
+        print(f"inference with each LIF and its pooling fused (the default) and apart ({args.clock} clock, medians):")
+        print(f"{'pruned':>6} {'fused ms':>9} {'apart ms':>9} {'speed-up':>9}")
+        for level in levels:
+            if level.pruner is None:
+                fused, apart = level.median("infer", args.clock), level.median("apart", args.clock)
+                print(f"{level.share * 100:>5.0f}% {fused * 1e3:>9.1f} {apart * 1e3:>9.1f} {apart / fused:>8.2f}x")
         print()
     at50 = ratios.get(50)
     if at50 is None:

@@ -62,6 +62,39 @@ def lif_spikes_steps(current: Tensor, decay: float, threshold: float) -> Tensor:
     return torch.stack(spikes)
 
 
+def lif_pool_static_steps(planes: Tensor, steps: int, decay: float, threshold: float) -> Tensor:
+    """Inference: the spikes of a current held over ``steps`` time steps (direct encoding's
+    first layer), average-pooled, ``[T, M]``.
+
+    ``planes`` ``[k², M]`` holds the current of the k² members of each pooling window
+    (window ``m`` has its members at ``planes[:, m]``), so the pooling is a sum over the
+    first dimension and every pass is contiguous. The membrane arithmetic is
+    :func:`lif_spikes_steps`'; the spikes are 0 or 1, so their sum is exact in any order
+    and ``sum / k²`` equals the row-by-row pooling of :class:`dpap.networks.AvgPool2d`."""
+    outs = []
+    u = planes
+    for t in range(steps):
+        if t > 0:
+            keep = (u < threshold).to(planes.dtype)
+            u = planes + (decay * u) * keep
+        outs.append((u >= threshold).to(planes.dtype).sum(0) / planes.shape[0])
+    return torch.stack(outs)
+
+
+def lif_pool_steps(current: Tensor, decay: float, threshold: float, k: int) -> Tensor:
+    """Inference: the spikes of ``current`` ``[T, N, C, H, W]`` followed by k×k average
+    pooling (kernel = stride = k), ``[T, N, C, H // k, W // k]``, without writing the
+    full-size spikes."""
+    outs = []
+    u = current[0]
+    for t in range(current.shape[0]):
+        if t > 0:
+            keep = (u < threshold).to(current.dtype)
+            u = current[t] + (decay * u) * keep
+        outs.append(torch.nn.functional.avg_pool2d((u >= threshold).to(current.dtype), k))
+    return torch.stack(outs)
+
+
 def lif_backward_steps(grad_spikes: Tensor, membranes: Tensor, decay: float, threshold: float, width: float, detach_reset: bool) -> Tensor:
     """∂L/∂I ``[T, M]``: back-propagation through time of Eq. 1-2 with the surrogate Eq. 4."""
     T = membranes.shape[0]
@@ -150,6 +183,53 @@ def spikes(current: Tensor, decay: float, threshold: float) -> Optional[Tensor]:
         return None
     with _quiet():
         return k[2](current.reshape(current.shape[0], -1), decay, threshold).view(current.shape)
+
+
+@functools.lru_cache(maxsize=None)
+def pool_kernels(device_type: str) -> Optional[tuple[Callable, Callable]]:
+    """The compiled inference kernels of the LIF with its average pooling (held current,
+    time-varying current), compiled and tried once; None (with a one-line warning) where
+    compilation fails. Compiled on first use, so training alone never pays for them;
+    None at once where :func:`kernels` failed (its warning said it all)."""
+    if kernels(device_type) is None:
+        return None
+    try:
+        static = torch.compile(lif_pool_static_steps, dynamic=True)
+        varying = torch.compile(lif_pool_steps, dynamic=True)
+        x = torch.linspace(0.0, 1.0, 64, device=device_type)
+        with _quiet():
+            static(x.view(4, 16), 3, 0.2, 0.5)
+            varying(x.view(2, 2, 1, 4, 4), 0.2, 0.5, 2)
+    except Exception as exc:  # noqa: BLE001 - any failure means: LIF and pooling apart
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(f"warning: the fused LIF + pooling kernel could not be compiled on {device_type} ({type(exc).__name__}: {first}); "
+              "inference runs the LIF and the pooling apart (same results, slower)", file=sys.stderr, flush=True)
+        return None
+    return static, varying
+
+
+def pooled_spikes(current: Tensor, decay: float, threshold: float, k: int) -> Optional[Tensor]:
+    """Inference: the spikes of ``current`` ``[T, N, C, H, W]`` average-pooled k×k (kernel
+    = stride = k, no padding, rows and columns past the last whole window dropped, as
+    ``F.avg_pool2d``), ``[T, N, C, H // k, W // k]``; None where there is no kernel.
+
+    Equal to the LIF followed by :class:`dpap.networks.AvgPool2d`, without the full-size
+    spikes ever written: on the paper's MNIST net the LIF and pooling of a layer take
+    2-4× less time so (``tests/core/test_fused_lif.py`` holds the results equal,
+    ``benchmarks/compaction.py`` times it). A current held over time (a stride-0 time
+    dimension: direct encoding's first layer) is regrouped once into its k² window
+    members (:func:`lif_pool_static_steps`), so that every pass is contiguous."""
+    kern = pool_kernels(current.device.type)
+    if kern is None:
+        return None
+    T, N, C, H, W = current.shape
+    Hk, Wk = H // k, W // k
+    with _quiet():
+        if T > 1 and current.stride(0) == 0:
+            held = current[0][..., : Hk * k, : Wk * k].reshape(N, C, Hk, k, Wk, k)
+            planes = held.permute(3, 5, 0, 1, 2, 4).reshape(k * k, N * C * Hk * Wk)
+            return kern[0](planes, T, decay, threshold).view(T, N, C, Hk, Wk)
+        return kern[1](current, decay, threshold, k)
 
 
 def backward(grad_spikes: Tensor, membranes: Tensor, decay: float, threshold: float, width: float, detach_reset: bool) -> Tensor:

@@ -126,15 +126,40 @@ class AvgPool2d(nn.AvgPool2d):
     """``nn.AvgPool2d`` (same results, same state) with a faster CPU path for the
     non-overlapping, unpadded pooling of the architectures (``AP<k>``)."""
 
-    def forward(self, x: Tensor) -> Tensor:
+    def window(self) -> Optional[int]:
+        """k where this pooling is the plain kind the fast paths handle (kernel = stride =
+        k > 1, no padding, floor mode, the default divisor), else None."""
         k = self.kernel_size
-        if (
+        plain = (
             isinstance(k, int) and k > 1 and self.stride in (k, (k, k)) and self.padding in (0, (0, 0)) and not self.ceil_mode
-            and self.divisor_override is None and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
+            and self.divisor_override is None
+        )
+        return k if plain else None  # type: ignore[return-value]
+
+    def forward(self, x: Tensor) -> Tensor:
+        k = self.window()
+        if (
+            k is not None and x.dim() == 4 and x.dtype in (torch.float32, torch.float64)
             and x.device.type == "cpu" and x.is_contiguous() and x.shape[-2] >= k and x.shape[-1] >= k
         ):
             return _AvgPoolFunction.apply(x, k)
         return super().forward(x)
+
+
+def _fused_neuron_and_pooling(block: "Block", current: Tensor) -> Optional[Tensor]:
+    """Inference: a block's LIF and the average pooling after it in one kernel
+    (:meth:`LIF.pooled`), where the block's ``post`` is that pooling alone (dropout in eval
+    mode counts as nothing) and the LIF uses the compiled kernels; None otherwise. Only
+    without observers: they need the full-size spikes."""
+    if not isinstance(block.neuron, LIF) or current.dim() != 5:
+        return None
+    post = [m for m in block.post if not (isinstance(m, nn.Dropout) and not m.training)]
+    if len(post) != 1 or not isinstance(post[0], AvgPool2d):
+        return None
+    k = post[0].window()
+    if k is None or current.shape[-2] < k or current.shape[-1] < k or current.dtype not in (torch.float32, torch.float64):
+        return None
+    return block.neuron.pooled(current, k)
 
 
 def fold_time(module: nn.Module, x: Tensor, time_major: bool) -> Tensor:
@@ -187,17 +212,20 @@ class SpikingNetwork(nn.Module):
         self.kind = kind
         self.time_steps = time_steps if kind == "snn" else 1
         self.arch = arch
-        self._observers: dict[int, Callable] = {}
+        self._observers: dict[int, tuple[Callable, bool]] = {}
         self._next_handle = 0
 
-    def observe(self, fn: Callable[[int, Block, Tensor, Tensor], None]) -> Callable[[], None]:
-        """Call ``fn(index, block, pre, post)`` for every block in every forward pass.
+    def observe(self, fn: Callable[[int, Block, Tensor, Tensor], None], training_only: bool = False) -> Callable[[], None]:
+        """Call ``fn(index, block, pre, post)`` for every block in every forward pass
+        (with ``training_only``, only while the network is in training mode).
 
         ``pre`` is the block's input (``[N, ...]`` when static, else ``[T, N, ...]``),
-        ``post`` its neurons' output ``[T, N, ...]``. Returns a function that removes it."""
+        ``post`` its neurons' output ``[T, N, ...]``. Returns a function that removes it.
+        Without an observer to call, inference fuses a LIF with the average pooling after
+        it and never writes its full-size spikes (:func:`dpap.fused_lif.pooled_spikes`)."""
         handle = self._next_handle
         self._next_handle += 1
-        self._observers[handle] = fn
+        self._observers[handle] = (fn, training_only)
         return lambda: self._observers.pop(handle, None)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -208,6 +236,7 @@ class SpikingNetwork(nn.Module):
             time_major = True
         else:
             raise ValueError(f"expected input [N, {self.input_shape}] or [T, N, {self.input_shape}], got {tuple(x.shape)}")
+        observers = [fn for fn, training_only in self._observers.values() if self.training or not training_only]
         for index, block in enumerate(self.blocks):
             pre = x
             if block.flatten:
@@ -219,8 +248,13 @@ class SpikingNetwork(nn.Module):
             if not time_major:
                 current = current.unsqueeze(0).expand(self.time_steps, *current.shape)
                 time_major = True
+            if not observers and not torch.is_grad_enabled():
+                pooled = _fused_neuron_and_pooling(block, current)
+                if pooled is not None:
+                    x = pooled
+                    continue
             out = block.neuron(current)
-            for fn in self._observers.values():
+            for fn in observers:
                 fn(index, block, pre, out)
             x = fold_time(block.post, out, True) if len(block.post) else out
         return x

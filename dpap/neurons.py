@@ -6,6 +6,8 @@ other layer is a plain batched op over ``T·N`` samples (see :mod:`dpap.layers`)
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
@@ -150,6 +152,19 @@ class LIF(nn.Module):
             if out is not None:
                 return out
         return LIFFunction.apply(current, self.decay, self.threshold, self.surrogate_width, self.detach_reset, fused)
+
+    def pooled(self, current: Tensor, k: int) -> Optional[Tensor]:
+        """Inference only (no gradient): the spikes followed by k×k average pooling in one
+        compiled kernel (:func:`dpap.fused_lif.pooled_spikes`), ``[T, N, C, H // k, W // k]``;
+        None where this neuron does not use the compiled kernels (then run the LIF and the
+        pooling apart: the same result)."""
+        if (
+            self.kernel == "eager" or current.dim() != 5 or current.device.type != "cpu"
+            or (current.requires_grad and torch.is_grad_enabled())
+            or not fused_lif.use_compiled(self.kernel, current.device, current[0].numel())
+        ):
+            return None
+        return fused_lif.pooled_spikes(current, self.decay, self.threshold, k)
 
     def extra_repr(self) -> str:
         return f"decay={self.decay}, threshold={self.threshold}, surrogate_width={self.surrogate_width}"

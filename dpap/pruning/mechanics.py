@@ -97,7 +97,7 @@ class Pruner:
         """Data-parallel training: an in-place sum over the ranks (:mod:`dpap.distributed`);
         the method's statistics go through it, so every rank decides the same."""
         method.attach(self)
-        self._remove = net.observe(self._observe)
+        self._remove = net.observe(self._observe, training_only=True)
         self.refresh_masks()
 
     def detach(self) -> None:
@@ -107,7 +107,7 @@ class Pruner:
     def reattach(self) -> None:
         """Observe the network again after :meth:`detach`."""
         self._remove()
-        self._remove = self.net.observe(self._observe)
+        self._remove = self.net.observe(self._observe, training_only=True)
 
     # ------------------------------------------------------------------ device
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dpap import fused_lif
-from dpap.networks import build_network
+from dpap.networks import AvgPool2d, build_network
 from dpap.neurons import LIF, LIFFunction, firing_rate_mse
 
 pytestmark = pytest.mark.skipif(fused_lif.kernels("cpu") is None, reason="torch.compile cannot build a CPU kernel here (no C++ compiler)")
@@ -97,9 +97,66 @@ def test_inference_kernel_gives_the_same_spikes():
     assert eager.sum() > 0 and torch.equal(eager, fused) and torch.equal(eager, inference)
 
 
+@pytest.mark.parametrize(
+    "shape,k,held,dtype",
+    [
+        ((4, 64, 15, 28, 28), 2, True, torch.float32),  # the first conv layer, a current held over T
+        ((4, 64, 40, 14, 14), 2, False, torch.float32),  # the second conv layer
+        ((4, 16, 6, 13, 14), 3, False, torch.float32),  # k = 3; rows and columns past the last window
+        ((3, 16, 6, 13, 14), 3, True, torch.float32),
+        ((1, 16, 6, 8, 8), 2, True, torch.float32),  # T = 1
+        ((4, 8, 5, 10, 10), 2, True, torch.float64),
+    ],
+)
+def test_lif_and_pooling_fused_equal_lif_then_pooling(shape, k, held, dtype):
+    """Inference's fused LIF + average pooling: the pooled spikes of the LIF followed by
+    AvgPool2d, bit for bit, including windows where only some members fire."""
+    g = torch.Generator().manual_seed(sum(shape) + k)
+    base = torch.randn(shape, generator=g, dtype=dtype) * 0.6 + 0.25
+    current = base[0].unsqueeze(0).expand(shape) if held else base
+    with torch.inference_mode():
+        spikes = LIF(kernel="compiled")(current)
+        ref = AvgPool2d(k)(spikes.flatten(0, 1))
+        fused = fused_lif.pooled_spikes(current, 0.2, 0.5, k)
+    T, N, C, H, W = shape
+    assert fused.shape == (T, N, C, H // k, W // k)
+    assert torch.equal(ref.view(fused.shape), fused)
+    partial = (fused > 0) & (fused < 1)
+    assert partial.float().mean() > 0.1 and (fused == 0).any()  # mixed windows, silent windows
+
+
+def test_inference_fuses_lif_and_pooling_unless_observed(monkeypatch):
+    """The network's inference takes the fused kernel for both pooled conv layers, with the
+    same outputs as the LIF and pooling apart; an observer (which needs the full-size
+    spikes) turns it off, a training-only observer (the pruner's) only in training mode."""
+    calls = []
+    real = fused_lif.pooled_spikes
+    monkeypatch.setattr(fused_lif, "pooled_spikes", lambda *a: calls.append(a[3]) or real(*a))
+    torch.manual_seed(0)
+    net = build_network("15C3-AP2-40C3-AP2-300FC-10FC", (1, 28, 28), 10, kernel="compiled").eval()
+    with torch.no_grad():
+        for block in net.blocks:
+            block.synapse.weight.mul_(3)
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    seen = []
+    with torch.no_grad():
+        remove = net.observe(lambda i, b, pre, post: seen.append(i))
+        apart = net(x)
+        remove()
+        assert calls == [] and seen == [0, 1, 2, 3]
+        fused = net(x)
+        assert calls == [2, 2] and torch.equal(apart, fused) and apart.sum() > 0
+        net.observe(lambda i, b, pre, post: seen.append(i), training_only=True)
+        assert torch.equal(net(x), apart) and calls == [2, 2, 2, 2] and seen == [0, 1, 2, 3]
+        net.train()
+        net(x)
+        assert calls == [2, 2, 2, 2] and seen == [0, 1, 2, 3] * 2
+
+
 def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
     """No working C++ compiler (CXX names none; an empty Inductor cache): one warning line,
-    then the network trains with the eager loop, and its spikes are those of kernel eager."""
+    then the network trains with the eager loop, and its spikes are those of kernel eager;
+    inference (LIF and pooling apart) adds no second warning."""
     import os
     import subprocess
     import sys
@@ -115,6 +172,7 @@ def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
         "    with torch.no_grad():\n"
         "        for b in net.blocks: b.synapse.weight.mul_(3)\n"
         "    out = net(x); out.sum().backward(); outs.append(out.detach())\n"
+        "    with torch.no_grad(): assert torch.equal(net.eval()(x), out)\n"  # inference: no second warning
         "assert outs[0].sum() > 0 and torch.equal(outs[0], outs[1])\n"
         "print('trained')\n"
     )
