@@ -71,9 +71,14 @@ def running_traces(spikes: Tensor, tau: float, conv: bool = False) -> Tensor:
     return out
 
 
+def bcm_post(post: Tensor, theta: Tensor) -> Tensor:
+    """The post-synaptic factor of Eq. 7, ``S_post[n,i]·(S_post[n,i] − θ_i)``, ``[N, units]``."""
+    return post * (post - theta)
+
+
 def bcm(pre: Tensor, post: Tensor, theta: Tensor) -> Tensor:
     """Eq. 7 summed over the samples of a batch: ``BCM[i,j] = Σ_n S_pre[n,j]·S_post[n,i]·(S_post[n,i] − θ_i)``."""
-    return (post * (post - theta)).t() @ pre
+    return bcm_post(post, theta).t() @ pre
 
 
 def hebb(pre: Tensor, post: Tensor) -> Tensor:

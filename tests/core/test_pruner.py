@@ -49,6 +49,47 @@ def test_pruner_accumulates_bcm_from_the_network_traces_by_hand():
     assert torch.allclose(layer.importance, expected)
 
 
+def test_importance_summed_in_float32_stays_within_1e6_of_float64():
+    """The BCM products of up to FLUSH_EVERY batches are summed in float32 before the
+    float64 epoch sum: over 40 batches (two flushes and a remainder, read mid-way too) the
+    accumulator equals the float64 sum of the per-batch products within 1e-6, and the
+    batches since the last flush are never lost to a reader or a checkpoint."""
+    from dpap.pruning.dpap import FLUSH_EVERY
+
+    torch.manual_seed(0)
+    net = build_network("30FC-20FC-5FC", (12,), 5, time_steps=4)
+    with torch.no_grad():
+        net.blocks[0].synapse.weight.mul_(4)
+        net.blocks[1].synapse.weight.mul_(4)
+    pruner = DPAPPruner(net, DPAPConfig())
+    layer = pruner.method.layers[1]
+    seen = []
+    net.observe(lambda i, b, pre, post: seen.append((pre.detach().clone(), post.detach().clone())) if i == 1 else None)
+    net.train()
+    g = torch.Generator().manual_seed(1)
+    expected = torch.zeros(20, 30, dtype=torch.float64)
+    theta = torch.zeros(20, dtype=torch.float64)
+    count = 0
+    assert FLUSH_EVERY < 40
+    for batch in range(40):
+        with torch.no_grad():
+            net(torch.rand(16, 12, generator=g))
+        pre_spikes, post_spikes = seen[-1]
+        w = torch.tensor([0.5 ** (3 - t) for t in range(4)], dtype=torch.float64)  # Eq. 5, tau = 0.5
+        pre = torch.tensordot(w, pre_spikes.double(), dims=1)
+        post = torch.tensordot(w, post_spikes.double(), dims=1)
+        theta = (theta * count + post.sum(0)) / (count + 16)
+        count += 16
+        expected += bcm(pre, post, theta)
+        if batch == 20:  # mid-way, 5 batches after a flush: a checkpoint, then a reader
+            saved = pruner.state_dict()["state"]["layers"][1]["importance"]
+            tol = 1e-6 * float(expected.abs().max())
+            assert torch.allclose(saved, expected, rtol=1e-6, atol=tol)
+            assert torch.allclose(layer.importance, expected, rtol=1e-6, atol=tol)
+    assert expected.abs().sum() > 0 and (expected < 0).any() and (expected > 0).any()
+    assert torch.allclose(layer.importance, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+
+
 def _train_steps(net, pruner, opt, steps, seed=0):
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
