@@ -6,7 +6,8 @@ unit masks, the same share in every layer but the output layer, which keeps its 
 units), compacted with :func:`dpap.compaction.compact`. For each level:
 
 * a training step: forward, MSE on the output firing rate, backward, Adam step, batch 100;
-* inference: 1000 samples under ``torch.inference_mode``, in batches of ``--infer-chunk``
+* inference: 1000 samples under ``torch.inference_mode`` with ``fuse_pooling`` (as
+  ``dpap.evaluation`` infers), in batches of ``--infer-chunk``
   (default 100: what ``dpap.evaluation`` does, in batches of ``train.batch_size``; pass
   ``--infer-chunk 1000`` for one pass of batch 1000, where the allocator's page faults on
   188 MB activations dominate: docs/compaction.md §3).
@@ -179,22 +180,17 @@ def train_step(level: Level, x: torch.Tensor, y: torch.Tensor) -> dict[str, floa
 
 
 def inference(level: Level, x: torch.Tensor, chunk: int, apart: bool = False) -> dict[str, float]:
-    """``apart``: with a no-op observer attached, so that each LIF and its pooling run as
-    two kernels (the full-size spikes written and read back), as before the fused kernel
-    (:func:`dpap.fused_lif.pooled_spikes`)."""
+    """As ``dpap.evaluation`` infers: each LIF fused with the average pooling after it
+    (``fuse_pooling``); ``apart``: the two as separate kernels (the full-size spikes
+    written and read back), as a plain ``net(x)`` runs them."""
     net = level.net.eval()
-    remove = net.observe(lambda *a: None) if apart else None
 
     def forward():
         with torch.inference_mode():
             for start in range(0, len(x), chunk):
-                net(x[start : start + chunk])
+                net(x[start : start + chunk], fuse_pooling=not apart)
 
-    try:
-        return _timed(forward)
-    finally:
-        if remove is not None:
-            remove()
+    return _timed(forward)
 
 
 def report(levels: list[Level], clock: str, args) -> dict[int, tuple[float, float]]:

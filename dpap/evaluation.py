@@ -131,7 +131,7 @@ def accuracy(model: LoadedModel, x: Tensor, y: Tensor, batch_size: Optional[int]
     correct = 0
     model.net.eval()
     for xb, yb in _batches(x, y, bs):
-        out = model.net(encode(xb, cfg.model.encoding, model.net.time_steps, g))
+        out = model.net(encode(xb, cfg.model.encoding, model.net.time_steps, g), fuse_pooling=True)
         correct += int((out.sum(0).argmax(1) == yb).sum())
     return correct / max(len(y), 1)
 

@@ -213,8 +213,8 @@ class TrainingRun:
             y = split.y[idx.to(split.y.device)]
             yield x.to(self.device, non_blocking=True), y
 
-    def _output(self, x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        return self.net(encode(x, self.encoding, self.T, generator))
+    def _output(self, x: Tensor, generator: Optional[torch.Generator], fuse_pooling: bool = False) -> Tensor:
+        return self.net(encode(x, self.encoding, self.T, generator), fuse_pooling=fuse_pooling)
 
     def _loss(self, out: Tensor, y: Tensor) -> Tensor:
         if self.net.kind == "snn":
@@ -228,7 +228,7 @@ class TrainingRun:
         correct = 0
         g = torch.Generator().manual_seed(_epoch_seed(self.cfg.train.seed, 10**6))
         for x, y in self._batches(split, False, None):
-            out = self._output(x, g)
+            out = self._output(x, g, fuse_pooling=True)
             correct += int((out.sum(0).argmax(1) == y).sum())
         return correct / max(len(split), 1)
 

@@ -125,10 +125,12 @@ def test_lif_and_pooling_fused_equal_lif_then_pooling(shape, k, held, dtype):
     assert partial.float().mean() > 0.1 and (fused == 0).any()  # mixed windows, silent windows
 
 
-def test_inference_fuses_lif_and_pooling_unless_observed(monkeypatch):
-    """The network's inference takes the fused kernel for both pooled conv layers, with the
+def test_inference_fuses_lif_and_pooling_when_asked_and_unobserved(monkeypatch):
+    """``fuse_pooling=True`` takes the fused kernel for both pooled conv layers, with the
     same outputs as the LIF and pooling apart; an observer (which needs the full-size
-    spikes) turns it off, a training-only observer (the pruner's) only in training mode."""
+    spikes) turns it off, a training-only observer (the pruner's) only in training mode.
+    A plain forward calls every neuron module, so forward hooks on them (NeuroBench's
+    activation probes) see every layer."""
     calls = []
     real = fused_lif.pooled_spikes
     monkeypatch.setattr(fused_lif, "pooled_spikes", lambda *a: calls.append(a[3]) or real(*a))
@@ -138,19 +140,25 @@ def test_inference_fuses_lif_and_pooling_unless_observed(monkeypatch):
         for block in net.blocks:
             block.synapse.weight.mul_(3)
     x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    hooked = []
+    for i, block in enumerate(net.blocks):
+        block.neuron.register_forward_hook(lambda m, args, out, i=i: hooked.append(i))
     seen = []
     with torch.no_grad():
+        plain = net(x)
+        assert calls == [] and hooked == [0, 1, 2, 3]
         remove = net.observe(lambda i, b, pre, post: seen.append(i))
-        apart = net(x)
+        assert torch.equal(net(x, fuse_pooling=True), plain)
         remove()
         assert calls == [] and seen == [0, 1, 2, 3]
-        fused = net(x)
-        assert calls == [2, 2] and torch.equal(apart, fused) and apart.sum() > 0
+        fused = net(x, fuse_pooling=True)
+        assert calls == [2, 2] and torch.equal(plain, fused) and plain.sum() > 0
         net.observe(lambda i, b, pre, post: seen.append(i), training_only=True)
-        assert torch.equal(net(x), apart) and calls == [2, 2, 2, 2] and seen == [0, 1, 2, 3]
+        assert torch.equal(net(x, fuse_pooling=True), plain) and calls == [2, 2, 2, 2] and seen == [0, 1, 2, 3]
         net.train()
-        net(x)
+        net(x, fuse_pooling=True)
         assert calls == [2, 2, 2, 2] and seen == [0, 1, 2, 3] * 2
+    assert hooked == [0, 1, 2, 3] * 2 + [2, 3] * 2 + [0, 1, 2, 3]
 
 
 def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
@@ -172,7 +180,7 @@ def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
         "    with torch.no_grad():\n"
         "        for b in net.blocks: b.synapse.weight.mul_(3)\n"
         "    out = net(x); out.sum().backward(); outs.append(out.detach())\n"
-        "    with torch.no_grad(): assert torch.equal(net.eval()(x), out)\n"  # inference: no second warning
+        "    with torch.no_grad(): assert torch.equal(net.eval()(x, fuse_pooling=True), out)\n"  # no second warning
         "assert outs[0].sum() > 0 and torch.equal(outs[0], outs[1])\n"
         "print('trained')\n"
     )
