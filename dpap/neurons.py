@@ -156,8 +156,8 @@ class LIF(nn.Module):
     def pooled(self, current: Tensor, k: int) -> Optional[Tensor]:
         """Inference only (no gradient): the spikes followed by k×k average pooling in one
         compiled kernel (:func:`dpap.fused_lif.pooled_spikes`), ``[T, N, C, H // k, W // k]``;
-        None where this neuron does not use the compiled kernels (then run the LIF and the
-        pooling apart: the same result)."""
+        None where this neuron does not use the compiled kernels or the current is not on
+        the CPU (then run the LIF and the pooling apart: the same result)."""
         if (
             self.kernel == "eager" or current.dim() != 5 or current.device.type != "cpu"
             or (current.requires_grad and torch.is_grad_enabled())
