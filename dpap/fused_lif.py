@@ -8,9 +8,9 @@ one pass over the current, the membranes and the spikes forward and one pass bac
 
 The step functions below are written with the same operations in the same order as
 :class:`~dpap.neurons.LIFFunction`, so they round identically: forward
-``u[t] = I[t] + (λ·u[t−1])·keep[t−1]`` and backward as there; the reset mask
-``keep[t] = 1[u[t] < V_th]`` is recomputed in backward from the saved membranes (the
-eager path saves it). ``tests/core/test_fused_lif.py`` holds the two bit-identical.
+``u[t] = I[t] + (λ·u[t−1])·keep[t−1]`` (:func:`lif_membrane`) and backward as there;
+the reset mask ``keep[t] = 1[u[t] < V_th]`` is recomputed in backward from the saved
+membranes (the eager path saves it). ``tests/core/test_fused_lif.py`` holds the two bit-identical.
 
 Tensors are ``[T, M]`` (a layer's state flattened), so one compiled graph per T serves
 every layer and batch size (``dynamic=True``). Compilation needs a C++ compiler on CPU
@@ -37,14 +37,20 @@ compiled on CPU for layers of at least :data:`AUTO_MIN_STATE` entries per step, 
 otherwise and on CUDA (where the compiled path is not measured)."""
 
 
+def lif_membrane(previous: Tensor, current: Tensor, decay: float, threshold: float) -> Tensor:
+    """Eq. 1 with the hard reset of Eq. 2: ``u[t] = I[t] + (λ·u[t−1])·1[u[t−1] < V_th]``,
+    in the operation order of :class:`~dpap.neurons.LIFFunction` (so it rounds the same)."""
+    keep = (previous < threshold).to(current.dtype)
+    return current + (decay * previous) * keep
+
+
 def lif_forward_steps(current: Tensor, decay: float, threshold: float) -> tuple[Tensor, Tensor]:
     """Spikes and membranes ``[T, M]`` of Eq. 1-2 for the currents ``[T, M]``."""
     spikes, membranes = [], []
     u = current[0]
     for t in range(current.shape[0]):
         if t > 0:
-            keep = (membranes[-1] < threshold).to(current.dtype)
-            u = current[t] + (decay * membranes[-1]) * keep
+            u = lif_membrane(u, current[t], decay, threshold)
         membranes.append(u)
         spikes.append((u >= threshold).to(current.dtype))
     return torch.stack(spikes), torch.stack(membranes)
@@ -56,8 +62,7 @@ def lif_spikes_steps(current: Tensor, decay: float, threshold: float) -> Tensor:
     u = current[0]
     for t in range(current.shape[0]):
         if t > 0:
-            keep = (u < threshold).to(current.dtype)
-            u = current[t] + (decay * u) * keep
+            u = lif_membrane(u, current[t], decay, threshold)
         spikes.append((u >= threshold).to(current.dtype))
     return torch.stack(spikes)
 
@@ -75,8 +80,7 @@ def lif_pool_static_steps(planes: Tensor, steps: int, decay: float, threshold: f
     u = planes
     for t in range(steps):
         if t > 0:
-            keep = (u < threshold).to(planes.dtype)
-            u = planes + (decay * u) * keep
+            u = lif_membrane(u, planes, decay, threshold)
         outs.append((u >= threshold).to(planes.dtype).sum(0) / planes.shape[0])
     return torch.stack(outs)
 
@@ -89,8 +93,7 @@ def lif_pool_steps(current: Tensor, decay: float, threshold: float, k: int) -> T
     u = current[0]
     for t in range(current.shape[0]):
         if t > 0:
-            keep = (u < threshold).to(current.dtype)
-            u = current[t] + (decay * u) * keep
+            u = lif_membrane(u, current[t], decay, threshold)
         outs.append(torch.nn.functional.avg_pool2d((u >= threshold).to(current.dtype), k))
     return torch.stack(outs)
 
