@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -37,24 +36,40 @@ def one_run(path):
     return client, runs
 
 
-def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path):
-    a = workdir(repro_repo, tmp_path / "a")
-    b = workdir(repro_repo, tmp_path / "b")
-    run([sys.executable, "pipeline/train.py", "--no-progress"], a)
+def start(cmd: list[str], cwd, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *cmd], cwd=cwd, env=env(), **kw)
 
-    proc = subprocess.Popen([sys.executable, "pipeline/train.py", "--no-progress"], cwd=b, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = b / "checkpoints" / "train.pt"
+
+def finish(*procs: subprocess.Popen) -> None:
+    """Wait for processes started with :func:`start` (each single-threaded: TINY's
+    ``train.threads`` is 1, so two share the machine's two cores); each must succeed."""
+    for proc in procs:
+        out, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, f"{proc.args} failed ({proc.returncode}):\n{(out or '')[-3000:]}\n{(err or '')[-3000:]}"
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, ckpt) -> None:
     deadline = time.time() + 240
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be killed"
+    assert proc.poll() is None, "training ended before it could be stopped"
+
+
+def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path):
+    a = workdir(repro_repo, tmp_path / "a")
+    b = workdir(repro_repo, tmp_path / "b")
+    uninterrupted = start(["pipeline/train.py", "--no-progress"], a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    proc = start(["pipeline/train.py", "--no-progress"], b, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = b / "checkpoints" / "train.pt"
+    wait_for_checkpoint(proc, ckpt)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state = torch.load(ckpt, weights_only=False)
     done = state["epoch"]
     assert 1 <= done < EPOCHS and not (b / "models" / "model.pt").exists()
 
-    run([sys.executable, "pipeline/train.py", "--no-progress"], b)
+    finish(start(["pipeline/train.py", "--no-progress"], b, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), uninterrupted)
 
     ma = torch.load(a / "models/model.pt", weights_only=False)
     mb = torch.load(b / "models/model.pt", weights_only=False)
@@ -69,8 +84,7 @@ def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path):
     assert strip(ma["history"]) == strip(mb["history"])
     assert not bool(ma["synapse_masks"][1].all()), "TINY should prune"
 
-    for d in (a, b):
-        run([sys.executable, "pipeline/evaluate.py"], d)
+    finish(*(start(["pipeline/evaluate.py"], d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in (a, b)))
     ma_json, mb_json = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     assert ma_json.pop("mlflow")["run_id"] != mb_json.pop("mlflow")["run_id"]  # each names its own MLflow run
     assert ma_json == mb_json
@@ -103,26 +117,26 @@ def test_same_seed_same_metrics(repro_repo, tmp_path):
     assert (c / "metrics.json").read_text() == json.dumps(committed, indent=2) + "\n"  # the rest byte for byte
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stopped_training_is_killed_in_mlflow_and_resumes(repro_repo, tmp_path, sig):
-    """SIGTERM (what `kill` and schedulers send) and Ctrl-C: exit 130 with one line, the
-    MLflow run ended KILLED (not RUNNING for ever), the checkpoint kept; the next run
-    continues the same MLflow run to FINISHED."""
-    b = workdir(repro_repo, tmp_path / "b")
-    proc = subprocess.Popen([sys.executable, "pipeline/train.py", "--no-progress"], cwd=b, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = b / "checkpoints" / "train.pt"
-    deadline = time.time() + 240
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be stopped"
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith("error: interrupted") and "Traceback" not in err, err[-2000:]
-    assert ckpt.exists() and not (b / "models" / "model.pt").exists()
-    client, runs = one_run(b)
-    assert [r.info.status for r in runs] == ["KILLED"]
-    run([sys.executable, "pipeline/train.py", "--no-progress"], b)
-    client, runs = one_run(b)
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags.get("dpap.resumed") == "true"
-    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "test/accuracy")) == list(range(1, EPOCHS + 1))
+def test_stopped_training_is_killed_in_mlflow_and_resumes(repro_repo, tmp_path):
+    """SIGTERM (what `kill` and schedulers send) and Ctrl-C (SIGINT), one run each, side
+    by side: exit 130 with one line, the MLflow run ended KILLED (not RUNNING for ever),
+    the checkpoint kept; the next run continues the same MLflow run to FINISHED."""
+    signals = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
+    dirs = {name: workdir(repro_repo, tmp_path / name) for name in signals}
+    procs = {name: start(["pipeline/train.py", "--no-progress"], d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name, d in dirs.items()}
+    for name, proc in procs.items():
+        wait_for_checkpoint(proc, dirs[name] / "checkpoints" / "train.pt")
+        proc.send_signal(signals[name])
+    for name, proc in procs.items():
+        b = dirs[name]
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, (name, err[-2000:])
+        assert err.strip().splitlines()[-1].startswith("error: interrupted") and "Traceback" not in err, (name, err[-2000:])
+        assert (b / "checkpoints" / "train.pt").exists() and not (b / "models" / "model.pt").exists(), name
+        client, runs = one_run(b)
+        assert [r.info.status for r in runs] == ["KILLED"], name
+    finish(*(start(["pipeline/train.py", "--no-progress"], d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in dirs.values()))
+    for name, b in dirs.items():
+        client, runs = one_run(b)
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags.get("dpap.resumed") == "true", name
+        assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "test/accuracy")) == list(range(1, EPOCHS + 1)), name
