@@ -15,8 +15,9 @@ membranes (the eager path saves it). ``tests/core/test_fused_lif.py`` holds the 
 Tensors are ``[T, M]`` (a layer's state flattened), so one compiled graph per T serves
 every layer and batch size (``dynamic=True``). Compilation needs a C++ compiler on CPU
 (Triton on CUDA); :func:`kernels` compiles once per process (a few seconds; Inductor's
-on-disk cache makes later processes faster) and, where that fails, says so in one line
-and returns None: the eager path is used.
+on-disk cache makes later processes faster), saying so in one note line on stderr first
+(a progress bar would otherwise sit still for that long), and, where that fails, says so
+in one line and returns None: the eager path is used.
 """
 
 from __future__ import annotations
@@ -119,6 +120,14 @@ def lif_backward_steps(grad_spikes: Tensor, membranes: Tensor, decay: float, thr
     return torch.stack(grads)  # type: ignore[arg-type]
 
 
+def _note(line: str) -> None:
+    """One line on stderr above any progress bar (``tqdm.write`` clears and redraws the
+    bars, so a training epoch's bar is not broken by the line)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"note: {line}", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def _quiet():
     """Compiling on a CPU-only machine, ``torch.utils.cpp_extension`` logs "No CUDA runtime
@@ -138,6 +147,8 @@ def _quiet():
 def kernels(device_type: str) -> Optional[tuple[Callable, Callable, Callable]]:
     """The compiled (forward, backward, spikes only) for ``device_type``, compiled and
     tried once on a small input; None (with a one-line warning) where compilation fails."""
+    _note(f"compiling the fused LIF kernels for {device_type} (once per process: about 15 s on a fresh machine, a few s once "
+          "Inductor's on-disk cache has them; neuron.kernel: eager skips it)")
     try:
         fwd = torch.compile(lif_forward_steps, dynamic=True)
         bwd = torch.compile(lif_backward_steps, dynamic=True)

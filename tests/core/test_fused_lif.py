@@ -162,9 +162,10 @@ def test_inference_fuses_lif_and_pooling_when_asked_and_unobserved(monkeypatch):
 
 
 def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
-    """No working C++ compiler (CXX names none; an empty Inductor cache): one warning line,
-    then the network trains with the eager loop, and its spikes are those of kernel eager;
-    inference (LIF and pooling apart) adds no second warning."""
+    """No working C++ compiler (CXX names none; an empty Inductor cache): a note that the
+    kernels are being compiled and one warning line that they could not be, then the
+    network trains with the eager loop, and its spikes are those of kernel eager;
+    inference (LIF and pooling apart) adds nothing."""
     import os
     import subprocess
     import sys
@@ -188,6 +189,7 @@ def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip() == "trained"
-    warnings = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: the fused LIF kernel could not be compiled on cpu"), r.stderr[-3000:]
-    assert "neuron.kernel: eager" in warnings[0]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2, r.stderr[-3000:]  # what it is doing, then that it failed: once each per process
+    assert lines[0].startswith("note: compiling the fused LIF kernels for cpu (once per process"), lines[0]
+    assert lines[1].startswith("warning: the fused LIF kernel could not be compiled on cpu") and "neuron.kernel: eager" in lines[1], lines[1]
