@@ -26,18 +26,25 @@ def rows() -> list[list[str]]:
 
 def collected(files: set[str]) -> set[str]:
     """Node ids pytest collects from ``files``, one pytest run per test folder (each folder
-    has its own conftest.py)."""
+    has its own conftest.py, which the tests import by name, so one run cannot collect
+    them all), two runs at a time (mostly imports: the machine has two cores)."""
     by_folder = defaultdict(list)
     for f in sorted(files):
         by_folder[str(Path(f).parent)].append(f)
+    groups = list(by_folder.values())
     ids: set[str] = set()
-    for folder, group in by_folder.items():
-        p = subprocess.run(
-            [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *group],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
-        )
-        assert p.returncode == 0, f"pytest cannot collect {group}:\n{p.stdout[-3000:]}\n{p.stderr[-2000:]}"
-        ids.update(line.strip() for line in p.stdout.splitlines() if "::" in line)
+    for start in range(0, len(groups), 2):
+        runs = [
+            (group, subprocess.Popen(
+                [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *group],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ))
+            for group in groups[start : start + 2]
+        ]
+        for group, proc in runs:
+            out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, f"pytest cannot collect {group}:\n{out[-3000:]}\n{err[-2000:]}"
+            ids.update(line.strip() for line in out.splitlines() if "::" in line)
     return ids
 
 
