@@ -122,8 +122,12 @@ def lif_backward_steps(grad_spikes: Tensor, membranes: Tensor, decay: float, thr
 
 def _note(line: str) -> None:
     """One line on stderr above any progress bar (``tqdm.write`` clears and redraws the
-    bars, so a training epoch's bar is not broken by the line)."""
+    bars, so a training epoch's bar is not broken by the line); in data-parallel training
+    from rank 0 only, which draws the bar (the other ranks compile the same)."""
     from tqdm.auto import tqdm
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return
 
     tqdm.write(f"note: {line}", file=sys.stderr)
 
@@ -146,18 +150,27 @@ def _quiet():
 @functools.lru_cache(maxsize=None)
 def kernels(device_type: str) -> Optional[tuple[Callable, Callable, Callable]]:
     """The compiled (forward, backward, spikes only) for ``device_type``, compiled and
-    tried once on a small input; None (with a one-line warning) where compilation fails."""
-    _note(f"compiling the fused LIF kernels for {device_type} (once per process: about 15 s on a fresh machine, a few s once "
+    tried once on small inputs in the ways training and evaluation call them (so that the
+    real calls find them compiled); None (with a one-line warning) where compilation fails."""
+    _note(f"compiling the fused LIF kernels for {device_type} (once per process: about 20 s on a fresh machine, a few s once "
           "Inductor's on-disk cache has them; neuron.kernel: eager skips it)")
     try:
         fwd = torch.compile(lif_forward_steps, dynamic=True)
         bwd = torch.compile(lif_backward_steps, dynamic=True)
         only = torch.compile(lif_spikes_steps, dynamic=True)
-        x = torch.linspace(0.0, 1.0, 16, device=device_type).view(2, 8)
-        with _quiet():
-            s, u = fwd(x, 0.2, 0.5)
+        # tried as they are used, so that these compilations serve the real calls (each
+        # difference is a guard that fails and a compilation more): with autograd off
+        # (inside LIFFunction's forward and backward, and in evaluation), a current that
+        # requires grad in training and one that does not in evaluation, T = 4 (the loops
+        # over T are unrolled, so another T compiles again)
+        x = torch.linspace(0.0, 1.0, 32, device=device_type).view(4, 8)
+        held = x[:1].clone().requires_grad_().expand(4, 8)  # direct encoding's first layer: stride 0 over T
+        with _quiet(), torch.no_grad():
+            s, u = fwd(x.clone().requires_grad_(), 0.2, 0.5)
+            fwd(held, 0.2, 0.5)
             bwd(s, u, 0.2, 0.5, 1.0, False)
             only(x, 0.2, 0.5)
+            only(x[:1].expand(4, 8), 0.2, 0.5)
     except Exception as exc:  # noqa: BLE001 - any failure means: use the eager path
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         print(f"warning: the fused LIF kernel could not be compiled on {device_type} ({type(exc).__name__}: {first}); "
@@ -210,10 +223,13 @@ def pool_kernels(device_type: str) -> Optional[tuple[Callable, Callable]]:
     try:
         static = torch.compile(lif_pool_static_steps, dynamic=True)
         varying = torch.compile(lif_pool_steps, dynamic=True)
-        x = torch.linspace(0.0, 1.0, 64, device=device_type)
-        with _quiet():
-            static(x.view(4, 16), 3, 0.2, 0.5)
-            varying(x.view(2, 2, 1, 4, 4), 0.2, 0.5, 2)
+        # as evaluation calls them (see kernels); no size-1 dimension and no two equal (they would be
+        # specialised); the pooling specialises the map size: 14×14 is the MNIST net's
+        # second layer, another size compiles once more at its first evaluation
+        x = torch.linspace(0.0, 1.0, 4 * 2 * 3 * 14 * 14, device=device_type)
+        with _quiet(), torch.no_grad():
+            static(x[:64].view(4, 16).clone(), 4, 0.2, 0.5)
+            varying(x[: 4 * 2 * 3 * 14 * 14].view(4, 2, 3, 14, 14), 0.2, 0.5, 2)
     except Exception as exc:  # noqa: BLE001 - any failure means: LIF and pooling apart
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         print(f"warning: the fused LIF + pooling kernel could not be compiled on {device_type} ({type(exc).__name__}: {first}); "
