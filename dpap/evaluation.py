@@ -161,8 +161,11 @@ class SynOps:
 
 
 @torch.no_grad()
-def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: int = 256) -> SynOps:
-    """Accumulates and multiply-accumulates per sample on ``x`` (see the module docstring)."""
+def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: Optional[int] = None) -> SynOps:
+    """Accumulates and multiply-accumulates per sample on ``x`` (see the module docstring),
+    in batches of ``batch_size`` (default ``train.batch_size``, as :func:`accuracy`: a rate
+    code then draws the same spikes, and a layer too small for the compiled LIF kernels in
+    training does not compile them here)."""
     net, cfg = model.net, model.cfg
     n = len(net.blocks)
     live = live_synapses(net, model.unit_masks, model.synapse_masks)  # dead inputs too: no MAC reads them
@@ -193,7 +196,7 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: int = 256) ->
     remove = net.observe(observe)
     try:
         net.eval()
-        for xb, _ in _batches(x, torch.zeros(len(x)), batch_size):
+        for xb, _ in _batches(x, torch.zeros(len(x)), batch_size or cfg.train.batch_size):
             net(encode(xb, cfg.model.encoding, net.time_steps, g))
     finally:
         remove()

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -69,9 +69,11 @@ def _predicted_class(out: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def neurobench_metrics(model, x: Tensor, y: Tensor, batch_size: int = 256) -> dict[str, Any]:
+def neurobench_metrics(model, x: Tensor, y: Tensor, batch_size: Optional[int] = None) -> dict[str, Any]:
     """NeuroBench's footprint, sparsities, synaptic operations and accuracy of ``model``
-    (a :class:`~dpap.evaluation.LoadedModel`) on ``(x, y)`` (module docstring)."""
+    (a :class:`~dpap.evaluation.LoadedModel`) on ``(x, y)`` (module docstring), in batches
+    of ``batch_size`` (default ``train.batch_size``, as :func:`~dpap.evaluation.accuracy`:
+    a rate code then draws the same spikes)."""
     try:
         from neurobench.benchmarks import Benchmark
         from neurobench.metrics.static import ConnectionSparsity, Footprint, ParameterCount
@@ -87,7 +89,7 @@ def neurobench_metrics(model, x: Tensor, y: Tensor, batch_size: int = 256) -> di
     net = copy.deepcopy(model.net).cpu().eval()
     wrapped = TorchModel(EncodedNetwork(net, model.cfg.model.encoding, _epoch_seed(model.cfg.train.seed, 10**6)))
     wrapped.add_activation_module(LIF)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu()), batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu()), batch_size=batch_size or model.cfg.train.batch_size, shuffle=False)
     bench = Benchmark(
         wrapped, loader, [], [_predicted_class],
         [[Footprint, ConnectionSparsity, ParameterCount], [ActivationSparsity, SynapticOperations, ClassificationAccuracy]],
