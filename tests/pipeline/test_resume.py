@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -36,16 +37,53 @@ def one_run(path):
     return client, runs
 
 
-def start(cmd: list[str], cwd, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *cmd], cwd=cwd, env=env(), **kw)
+class Processes:
+    """Stage processes a test runs side by side (TINY trains on one thread; the machine has
+    two cores). Whatever is still running when the test ends, passed or failed, is killed."""
+
+    def __init__(self):
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, cmd: list[str], cwd, capture: bool = True) -> subprocess.Popen:
+        out = subprocess.PIPE if capture else subprocess.DEVNULL
+        proc = subprocess.Popen([sys.executable, *cmd], cwd=cwd, env=env(), stdout=out, stderr=out, text=True)
+        proc.folder = cwd  # for failure messages: the runs side by side differ only there
+        self.started.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
-def finish(*procs: subprocess.Popen) -> None:
-    """Wait for processes started with :func:`start` (each single-threaded: TINY's
-    ``train.threads`` is 1, so two share the machine's two cores); each must succeed."""
+@pytest.fixture
+def processes():
+    p = Processes()
+    yield p
+    p.kill_all()
+
+
+def finish(*procs: subprocess.Popen, returncode: int = 0, timeout: float = 400) -> list[tuple[str, str]]:
+    """Wait for every one of ``procs`` (killing one that overruns ``timeout``), then assert
+    each ended with ``returncode``; the message names each one that did not, by its
+    folder, with its output. Returns their (stdout, stderr)."""
+    outs = []
     for proc in procs:
-        out, err = proc.communicate(timeout=400)
-        assert proc.returncode == 0, f"{proc.args} failed ({proc.returncode}):\n{(out or '')[-3000:]}\n{(err or '')[-3000:]}"
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        outs.append((out or "", err or ""))
+    bad = [
+        f"{' '.join(map(str, proc.args[1:]))} in {proc.folder} exited {proc.returncode}:\n{out[-2000:]}\n{err[-3000:]}"
+        for proc, (out, err) in zip(procs, outs)
+        if proc.returncode != returncode
+    ]
+    assert not bad, "\n\n".join(bad)
+    return outs
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, ckpt) -> None:
@@ -55,12 +93,12 @@ def wait_for_checkpoint(proc: subprocess.Popen, ckpt) -> None:
     assert proc.poll() is None, "training ended before it could be stopped"
 
 
-def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path):
+def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path, processes):
     a = workdir(repro_repo, tmp_path / "a")
     b = workdir(repro_repo, tmp_path / "b")
-    uninterrupted = start(["pipeline/train.py", "--no-progress"], a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    uninterrupted = processes.start(["pipeline/train.py", "--no-progress"], a)
 
-    proc = start(["pipeline/train.py", "--no-progress"], b, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = processes.start(["pipeline/train.py", "--no-progress"], b, capture=False)
     ckpt = b / "checkpoints" / "train.pt"
     wait_for_checkpoint(proc, ckpt)
     proc.send_signal(signal.SIGKILL)
@@ -69,7 +107,7 @@ def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path):
     done = state["epoch"]
     assert 1 <= done < EPOCHS and not (b / "models" / "model.pt").exists()
 
-    finish(start(["pipeline/train.py", "--no-progress"], b, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), uninterrupted)
+    finish(processes.start(["pipeline/train.py", "--no-progress"], b), uninterrupted)
 
     ma = torch.load(a / "models/model.pt", weights_only=False)
     mb = torch.load(b / "models/model.pt", weights_only=False)
@@ -84,7 +122,7 @@ def test_killed_training_resumes_to_the_same_result(repro_repo, tmp_path):
     assert strip(ma["history"]) == strip(mb["history"])
     assert not bool(ma["synapse_masks"][1].all()), "TINY should prune"
 
-    finish(*(start(["pipeline/evaluate.py"], d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in (a, b)))
+    finish(*(processes.start(["pipeline/evaluate.py"], d) for d in (a, b)))
     ma_json, mb_json = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     assert ma_json.pop("mlflow")["run_id"] != mb_json.pop("mlflow")["run_id"]  # each names its own MLflow run
     assert ma_json == mb_json
@@ -117,25 +155,23 @@ def test_same_seed_same_metrics(repro_repo, tmp_path):
     assert (c / "metrics.json").read_text() == json.dumps(committed, indent=2) + "\n"  # the rest byte for byte
 
 
-def test_stopped_training_is_killed_in_mlflow_and_resumes(repro_repo, tmp_path):
+def test_stopped_training_is_killed_in_mlflow_and_resumes(repro_repo, tmp_path, processes):
     """SIGTERM (what `kill` and schedulers send) and Ctrl-C (SIGINT), one run each, side
     by side: exit 130 with one line, the MLflow run ended KILLED (not RUNNING for ever),
     the checkpoint kept; the next run continues the same MLflow run to FINISHED."""
     signals = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
     dirs = {name: workdir(repro_repo, tmp_path / name) for name in signals}
-    procs = {name: start(["pipeline/train.py", "--no-progress"], d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name, d in dirs.items()}
+    procs = {name: processes.start(["pipeline/train.py", "--no-progress"], d) for name, d in dirs.items()}
     for name, proc in procs.items():
         wait_for_checkpoint(proc, dirs[name] / "checkpoints" / "train.pt")
         proc.send_signal(signals[name])
-    for name, proc in procs.items():
-        b = dirs[name]
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, (name, err[-2000:])
+    outs = finish(*procs.values(), returncode=130, timeout=120)
+    for (name, b), (out, err) in zip(dirs.items(), outs):
         assert err.strip().splitlines()[-1].startswith("error: interrupted") and "Traceback" not in err, (name, err[-2000:])
         assert (b / "checkpoints" / "train.pt").exists() and not (b / "models" / "model.pt").exists(), name
         client, runs = one_run(b)
         assert [r.info.status for r in runs] == ["KILLED"], name
-    finish(*(start(["pipeline/train.py", "--no-progress"], d, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for d in dirs.values()))
+    finish(*(processes.start(["pipeline/train.py", "--no-progress"], d) for d in dirs.values()))
     for name, b in dirs.items():
         client, runs = one_run(b)
         assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags.get("dpap.resumed") == "true", name
