@@ -128,8 +128,14 @@ def _note(line: str) -> None:
 
     if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
-
     tqdm.write(f"note: {line}", file=sys.stderr)
+
+
+def _failed(what: str, device_type: str, exc: Exception, fallback: str) -> None:
+    """The one warning line of a compilation that failed: what, why (the exception's first
+    line) and what runs instead."""
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    print(f"warning: {what} could not be compiled on {device_type} ({type(exc).__name__}: {first}); {fallback}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -172,9 +178,7 @@ def kernels(device_type: str) -> Optional[tuple[Callable, Callable, Callable]]:
             only(x, 0.2, 0.5)
             only(x[:1].expand(4, 8), 0.2, 0.5)
     except Exception as exc:  # noqa: BLE001 - any failure means: use the eager path
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        print(f"warning: the fused LIF kernel could not be compiled on {device_type} ({type(exc).__name__}: {first}); "
-              "using the eager LIF (same results, slower; set neuron.kernel: eager to skip the attempt)", file=sys.stderr, flush=True)
+        _failed("the fused LIF kernel", device_type, exc, "using the eager LIF (same results, slower; set neuron.kernel: eager to skip the attempt)")
         return None
     return fwd, bwd, only
 
@@ -229,11 +233,9 @@ def pool_kernels(device_type: str) -> Optional[tuple[Callable, Callable]]:
         x = torch.linspace(0.0, 1.0, 4 * 2 * 3 * 14 * 14, device=device_type)
         with _quiet(), torch.no_grad():
             static(x[:64].view(4, 16).clone(), 4, 0.2, 0.5)
-            varying(x[: 4 * 2 * 3 * 14 * 14].view(4, 2, 3, 14, 14), 0.2, 0.5, 2)
+            varying(x.view(4, 2, 3, 14, 14), 0.2, 0.5, 2)
     except Exception as exc:  # noqa: BLE001 - any failure means: LIF and pooling apart
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        print(f"warning: the fused LIF + pooling kernel could not be compiled on {device_type} ({type(exc).__name__}: {first}); "
-              "inference runs the LIF and the pooling apart (same results, slower)", file=sys.stderr, flush=True)
+        _failed("the fused LIF + pooling kernel", device_type, exc, "inference runs the LIF and the pooling apart (same results, slower)")
         return None
     return static, varying
 
