@@ -138,19 +138,36 @@ def _failed(what: str, device_type: str, exc: Exception, fallback: str) -> None:
     print(f"warning: {what} could not be compiled on {device_type} ({type(exc).__name__}: {first}); {fallback}", file=sys.stderr, flush=True)
 
 
+class _ErrorsOnly(logging.Filter):
+    """Lets a logger's records through from ERROR up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+_ERRORS_ONLY = _ErrorsOnly()
+
+
 @contextlib.contextmanager
 def _quiet():
     """Compiling on a CPU-only machine, ``torch.utils.cpp_extension`` logs "No CUDA runtime
-    is found" and Inductor warns about its choices; neither concerns a user."""
+    is found" and Inductor warns about its choices; neither concerns a user.
+
+    Entered around every call of a compiled kernel (a call may recompile), so it must be
+    cheap: a filter on the logger, not ``Logger.setLevel``, which clears the level cache
+    of every logger in the process (several hundred once Inductor is loaded: 0.37 ms a
+    call, 1.5 ms of a 12 ms inference forward of the half-pruned MNIST net)."""
     log = logging.getLogger("torch.utils.cpp_extension")
-    level = log.level
-    log.setLevel(logging.ERROR)
+    outermost = _ERRORS_ONLY not in log.filters  # nested: the outer one removes it
+    if outermost:
+        log.addFilter(_ERRORS_ONLY)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        log.setLevel(level)
+        if outermost:
+            log.removeFilter(_ERRORS_ONLY)
 
 
 @functools.lru_cache(maxsize=None)
