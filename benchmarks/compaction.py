@@ -18,9 +18,10 @@ relative to the dense network (level 0), on two clocks: the process's CPU time (
 system; with ``--threads 1`` the work itself, whatever else a shared machine runs: the
 default for the RESULT line) and wall-clock time (``--clock wall``). A row "masked, not
 compacted" times the 50 % network as training runs it today: dense shapes, masks applied
-around every optimizer step (``--no-masked`` leaves it out). The header names the
-allocator settings (``MALLOC_*`` environment variables), which matter at batch 1000:
-docs/compaction.md. ``--fusion`` also times each level's inference with every LIF and
+around every optimizer step (``--no-masked`` leaves it out). The process keeps freed
+memory, as the ``dpap`` command and the pipeline do (:mod:`dpap.allocator`; the header
+says so; ``DPAP_MALLOC=default`` measures glibc's defaults, whose page faults slow the
+dense network most: docs/compaction.md §3). ``--fusion`` also times each level's inference with every LIF and
 the average pooling after it run apart (the full-size spikes written and read back), to
 show what the fused inference kernel (:func:`dpap.fused_lif.pooled_spikes`) saves.
 
@@ -49,6 +50,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from dpap.allocator import keep_freed_memory
 from dpap.compaction import compact
 from dpap.networks import SpikingNetwork, build_network
 from dpap.neurons import firing_rate_mse
@@ -250,6 +252,7 @@ def main(argv=None) -> int:
     if any(not 0 <= s < 1 for s in shares):
         ap.error(f"--levels: every level must be in [0, 100), got {args.levels!r}")
 
+    malloc = keep_freed_memory()  # as the dpap command does; DPAP_MALLOC=default to compare
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     dense = build_network(ARCH, INPUT, CLASSES, time_steps=args.time_steps)
@@ -282,8 +285,9 @@ def main(argv=None) -> int:
                     level.record("apart", t_apart)
 
     tuned = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
+    allocator = f"{malloc}{' (' + tuned + ')' if tuned else ''}"
     print(f"torch {torch.__version__}, {args.threads} thread(s), {ARCH} T={args.time_steps}, train batch {args.train_batch}, "
-          f"inference {args.infer_batch} samples in batches of {args.infer_chunk}; allocator: {tuned or 'glibc defaults'}")
+          f"inference {args.infer_batch} samples in batches of {args.infer_chunk}; allocator: {allocator}")
     ratios = {}
     for clock in sorted(CLOCKS, key=lambda c: c == args.clock):  # the RESULT's clock last
         ratios = report(levels, clock, args)

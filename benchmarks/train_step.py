@@ -37,6 +37,9 @@ medians keeps. The last line is ``RESULT dpap_overhead=<ratio>
 speedup_vs_fastest_peer=<ratio> fastest_peer=<name>``: overhead = the larger of
 (DPAP fresh, DPAP masks on) / the same network without pruner; speedup = the fastest peer
 / ours with DPAP.
+
+The process keeps freed memory (:mod:`dpap.allocator`), as the ``dpap`` command and the
+pipeline do, for all contenders alike; ``DPAP_MALLOC=default`` measures glibc's defaults.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import time
 import torch
 from torch import nn
 
+from dpap.allocator import keep_freed_memory
 from dpap.config import DPAPConfig
 from dpap.networks import build_network
 from dpap.neurons import firing_rate_mse
@@ -244,6 +248,7 @@ def main(argv=None) -> int:
     ap.add_argument("--twin", action="store_true", help="add an A/A control: a second 'no pruner' net, whose ratio is the noise floor")
     args = ap.parse_args(argv)
 
+    malloc = keep_freed_memory()  # as the dpap command does, for every contender alike; DPAP_MALLOC=default to compare
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the same initial weights everywhere
     net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)
@@ -292,7 +297,7 @@ def main(argv=None) -> int:
         back to back, so a drift in machine load cancels."""
         return statistics.median(x / y for x, y in zip(by_name[a].rounds, by_name[b].rounds))
 
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, T={T}, {ARCH}, {args.rounds} rounds")
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, T={T}, {ARCH}, {args.rounds} rounds; allocator: {malloc}")
     print(f"{'configuration':<24} {'first step ms':>13} {'median ms':>10} {'samples/s':>10} {'vs no pruner':>13}")
     med = {}
     for c in contenders:

@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import Any, Callable, Optional
 
+from .allocator import keep_freed_memory
 from .user_errors import user_errors
 
 
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        keep_freed_memory()  # the process's allocator: dpap.allocator
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("\ninterrupted; run the same command again to resume", file=sys.stderr)

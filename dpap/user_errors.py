@@ -15,6 +15,7 @@ USER_ERRORS = (
     ("dpap.neurobench_metrics", "NeuroBenchError"),
     ("dpap.tracking", "TrackingStoreError"),
     ("dpap.search", "SearchError"),
+    ("dpap.allocator", "AllocatorError"),
 )
 
 

@@ -53,14 +53,17 @@ def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     (the train stage marks its MLflow run KILLED and keeps the checkpoint) and exits 130.
     SIGINT is handled even when the parent ignored it (a shell does that to commands it
     starts in the background with ``&``). Both wait for an MLflow write in progress to
-    end (:mod:`dpap.interrupts`)."""
+    end (:mod:`dpap.interrupts`). First, glibc is told to keep freed memory for the next
+    step (:mod:`dpap.allocator`; ``DPAP_MALLOC=default`` leaves it as it is)."""
     import signal
 
+    from dpap.allocator import keep_freed_memory
     from dpap.interrupts import interrupt_handler
 
     signal.signal(signal.SIGTERM, interrupt_handler)
     signal.signal(signal.SIGINT, interrupt_handler)
     try:
+        keep_freed_memory()
         return int(fn(argv) or 0)
     except KeyboardInterrupt:
         print("error: interrupted; the checkpoint is kept: run the stage (or `dvc repro`) again to resume", file=sys.stderr)

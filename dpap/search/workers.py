@@ -19,6 +19,7 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import TrialState
 
+from ..allocator import keep_freed_memory
 from ..config import Config
 from .locks import FileStudyLock, PostgresStudyLock, study_lock
 from .objective import make_objective
@@ -235,6 +236,7 @@ def _run_trial(job: WorkerJob, study: optuna.Study, storage: optuna.storages.Bas
 
 
 def _spawned_worker(job: WorkerJob) -> int:
+    keep_freed_memory()  # a fresh process: as the dpap command's (dpap.allocator)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

@@ -1,0 +1,82 @@
+"""dpap.allocator: glibc keeps freed memory, so that a block as large as the last one
+reuses its pages instead of faulting in fresh ones; the user's own settings win; a bad
+``DPAP_MALLOC`` is one line from every entry point.
+
+Each check runs in a fresh interpreter: ``mallopt`` changes the whole process."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only"
+)
+
+# 64 MiB blocks, allocated, written and freed again and again: glibc's defaults serve a
+# block that large with mmap and hand it back on free, so every round faults in its 16,384
+# pages; kept, the heap settles within a few rounds (aligned blocks of one size) and the
+# rounds after that fault nothing
+PROBE = textwrap.dedent(
+    """
+    import resource, sys, torch
+    from dpap.allocator import keep_freed_memory
+    said = keep_freed_memory()
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        x = torch.empty(16 << 20); x.fill_(1.0); del x
+    before = faults()
+    for _ in range(7):
+        x = torch.empty(16 << 20)
+        x.fill_(1.0)
+        del x
+    print(said)
+    print(faults() - before)
+    """
+)
+PAGES = 7 * (64 << 20) // 4096
+
+
+def probe(**env: str) -> tuple[str, int]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "DPAP_MALLOC")}
+    e.update(env, PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-c", PROBE], env=e, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    said, faults = p.stdout.strip().splitlines()[-2:]
+    return said, int(faults)
+
+
+def test_freed_blocks_are_reused_not_faulted_in_again():
+    said, faults = probe()
+    assert said == "kept"
+    assert faults < PAGES // 20, faults
+    said, faults = probe(DPAP_MALLOC="default")
+    assert said.startswith("DPAP_MALLOC=default")
+    assert faults > PAGES * 0.8, faults  # the defaults: every round faults its pages in
+
+
+def test_the_users_own_malloc_settings_win():
+    said, faults = probe(MALLOC_TOP_PAD_="0")
+    assert said == "the environment's malloc settings"
+    assert faults > PAGES * 0.8, faults
+    said, _ = probe(GLIBC_TUNABLES="glibc.malloc.trim_threshold=1000")
+    assert said == "the environment's malloc settings"
+
+
+def test_a_bad_DPAP_MALLOC_is_one_line_from_each_entry_point(tmp_path):
+    e = {**os.environ, "DPAP_MALLOC": "jemalloc", "PYTHONPATH": str(ROOT)}
+    stage = subprocess.run([sys.executable, str(ROOT / "pipeline" / "check_params.py")], cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
+    cli = subprocess.run([sys.executable, "-m", "dpap.cli", "search", "--params", "missing.yaml"], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=120)
+    for p, status in ((stage, 1), (cli, 2)):
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == status and len(lines) == 1, p.stderr[-2000:]
+        assert lines[0] == "error: DPAP_MALLOC='jemalloc': expected one of keep, default (keep: reuse freed memory, the default)", lines
