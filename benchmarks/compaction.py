@@ -9,8 +9,9 @@ units), compacted with :func:`dpap.compaction.compact`. For each level:
 * inference: 1000 samples under ``torch.inference_mode`` with ``fuse_pooling`` (as
   ``dpap.evaluation`` infers), in batches of ``--infer-chunk``
   (default 100: what ``dpap.evaluation`` does, in batches of ``train.batch_size``; pass
-  ``--infer-chunk 1000`` for one pass of batch 1000, where the allocator's page faults on
-  188 MB activations dominate: docs/compaction.md §3).
+  ``--infer-chunk 1000`` for one pass of batch 1000: with glibc's defaults
+  (``DPAP_MALLOC=default``) page faults on its 188 MB activations dominate it,
+  docs/compaction.md §3).
 
 Timings are interleaved (round robin over the levels, the order reversed every other
 round) so that changes in machine load hit every level alike; the tables show medians,

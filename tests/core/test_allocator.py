@@ -21,24 +21,30 @@ pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only"
 )
 
-# 64 MiB blocks, allocated, written and freed again and again: glibc's defaults serve a
-# block that large with mmap and hand it back on free, so every round faults in its 16,384
-# pages; kept, the heap settles within a few rounds (aligned blocks of one size) and the
-# rounds after that fault nothing
+# 64 MiB blocks (aligned as PyTorch's CPU allocator asks), allocated, written and freed
+# again and again: glibc's defaults serve a block that large with mmap and hand it back on
+# free, so every round faults in its 16,384 pages; kept, the heap settles within a few
+# rounds (aligned blocks of one size) and the rounds after that fault nothing
 PROBE = textwrap.dedent(
     """
-    import resource, sys, torch
+    import ctypes, ctypes.util, resource
     from dpap.allocator import keep_freed_memory
     said = keep_freed_memory()
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.free.argtypes = [ctypes.c_void_p]
+    SIZE = 64 << 20
+    def block():  # as torch.empty(...).fill_(1) then its release: 64-byte aligned
+        p = ctypes.c_void_p()
+        assert libc.posix_memalign(ctypes.byref(p), 64, SIZE) == 0
+        ctypes.memset(p, 1, SIZE)
+        libc.free(p)
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(10):
-        x = torch.empty(16 << 20); x.fill_(1.0); del x
+        block()
     before = faults()
     for _ in range(7):
-        x = torch.empty(16 << 20)
-        x.fill_(1.0)
-        del x
+        block()
     print(said)
     print(faults() - before)
     """
