@@ -31,6 +31,7 @@ PROBE = textwrap.dedent(
     from dpap.allocator import keep_freed_memory
     said = keep_freed_memory()
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, where huge pages are "always"
     libc.free.argtypes = [ctypes.c_void_p]
     SIZE = 64 << 20
     def block():  # as torch.empty(...).fill_(1) then its release: 64-byte aligned
@@ -72,10 +73,15 @@ def test_freed_blocks_are_reused_not_faulted_in_again():
 
 def test_the_users_own_malloc_settings_win():
     said, faults = probe(MALLOC_TOP_PAD_="0")
-    assert said == "the environment's malloc settings"
+    assert said == "left to the environment (MALLOC_TOP_PAD_ set)"
     assert faults > PAGES * 0.8, faults
     said, _ = probe(GLIBC_TUNABLES="glibc.malloc.trim_threshold=1000")
-    assert said == "the environment's malloc settings"
+    assert said == "left to the environment (glibc.malloc.trim_threshold in GLIBC_TUNABLES)"
+    said, _ = probe(LD_PRELOAD="libjemalloc.so.2.missing")
+    assert said == "left to the environment (jemalloc in LD_PRELOAD)"
+    # a debugging setting that does not touch these knobs does not turn the feature off
+    said, faults = probe(MALLOC_PERTURB_="0", GLIBC_TUNABLES="glibc.malloc.tcache_count=4")
+    assert said == "kept" and faults < PAGES // 20, (said, faults)
 
 
 def test_a_bad_DPAP_MALLOC_is_one_line_from_each_entry_point(tmp_path):
