@@ -255,7 +255,7 @@ def test_regeneration_restores_only_pruned_sites_never_before_k_plus_2_epochs(pr
             w[0, 3] = 5.0  # the largest weight of the layer, with a range that keeps it
         pruner.end_epoch(e)
     assert not bool(pruner.units[0][0]), "neuron 0 should have been pruned at epoch 5"
-    assert float(w[0, 3]) == 0.0
+    assert float(w[0, 3].detach()) == 0.0
     shadow = float(state.shadow[0, 3])
     pruned_at, grown_at = 5, None
     for e in range(6, 14):
@@ -268,7 +268,7 @@ def test_regeneration_restores_only_pruned_sites_never_before_k_plus_2_epochs(pr
         if bool(grown.any()):
             grown_at = e
             assert grown.sum() == 1 and bool(grown[0, 3]), "only the pruned site above the percentile grows"
-            value = float(w[0, 3])
+            value = float(w[0, 3].detach())
             break
     assert grown_at is not None, "nothing regrew"
     assert grown_at - pruned_at >= K + 2  # in the candidate set K+2 epochs in a row
