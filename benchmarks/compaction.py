@@ -285,10 +285,8 @@ def main(argv=None) -> int:
                 if t_apart is not None:
                     level.record("apart", t_apart)
 
-    tuned = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "GLIBC_TUNABLES")
-    allocator = f"{malloc}{' (' + tuned + ')' if tuned else ''}"
     print(f"torch {torch.__version__}, {args.threads} thread(s), {ARCH} T={args.time_steps}, train batch {args.train_batch}, "
-          f"inference {args.infer_batch} samples in batches of {args.infer_chunk}; allocator: {allocator}")
+          f"inference {args.infer_batch} samples in batches of {args.infer_chunk}; allocator: {malloc}")
     ratios = {}
     for clock in sorted(CLOCKS, key=lambda c: c == args.clock):  # the RESULT's clock last
         ratios = report(levels, clock, args)
