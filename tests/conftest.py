@@ -1,7 +1,20 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder, and how the suite is spread over pytest-xdist's
+workers (``-n auto --dist loadfile`` in pyproject.toml: a file's tests run on one worker,
+so a module's fixtures are made once)."""
+
+import os
 
 import pytest
 import torch
+
+MAX_WORKERS = 4
+"""At most this many workers for ``-n auto``: the suite's long tests start servers and
+training processes of their own, and every worker imports torch."""
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per CPU this process may use, at most :data:`MAX_WORKERS`."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
 
 
 @pytest.fixture(scope="session")

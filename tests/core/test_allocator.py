@@ -23,8 +23,10 @@ pytestmark = pytest.mark.skipif(
 
 # 64 MiB blocks (aligned as PyTorch's CPU allocator asks), allocated, written and freed
 # again and again: glibc's defaults serve a block that large with mmap and hand it back on
-# free, so every round faults in its 16,384 pages; kept, the heap settles within a few
-# rounds (aligned blocks of one size) and the rounds after that fault nothing
+# free, so every round faults in its 16,384 pages; kept, the heap grows for some rounds
+# and then settles (aligned blocks of one size: after 5 to 12 rounds, depending on what
+# the interpreter allocated before; more under pytest-xdist, whose environment differs),
+# and the rounds after that fault nothing
 PROBE = textwrap.dedent(
     """
     import ctypes, ctypes.util, resource
@@ -41,7 +43,7 @@ PROBE = textwrap.dedent(
         libc.free(p)
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
+    for _ in range(30):
         block()
     before = faults()
     for _ in range(7):
