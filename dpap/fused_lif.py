@@ -88,8 +88,10 @@ def lif_pool_static_steps(planes: Tensor, steps: int, decay: float, threshold: f
 
 def lif_pool_steps(current: Tensor, decay: float, threshold: float, k: int) -> Tensor:
     """Inference: the spikes of ``current`` ``[T, N, C, H, W]`` followed by k×k average
-    pooling (kernel = stride = k), ``[T, N, C, H // k, W // k]``, without writing the
-    full-size spikes."""
+    pooling (kernel = stride = k), ``[T, N, C, H // k, W // k]``. Compiled, it still writes
+    some steps' spikes and membranes at full size (Inductor does not fuse the pooling
+    window's reads with the recurrence: at T = 4 the spikes of two steps and one membrane;
+    docs/compaction.md §3), but no full-size spike tensor is returned."""
     outs = []
     u = current[0]
     for t in range(current.shape[0]):
@@ -263,7 +265,8 @@ def pooled_spikes(current: Tensor, decay: float, threshold: float, k: int) -> Op
     ``F.avg_pool2d``), ``[T, N, C, H // k, W // k]``; None where there is no kernel.
 
     Equal to the LIF followed by :class:`dpap.networks.AvgPool2d`, without the full-size
-    spikes ever written: on the paper's MNIST net the LIF and pooling of a layer take
+    spikes ever written for a held current (some steps' are, inside the compiled
+    :func:`lif_pool_steps`, for a time-varying one): on the paper's MNIST net the LIF and pooling of a layer take
     2-4× less time so (``tests/core/test_fused_lif.py`` holds the results equal,
     ``benchmarks/compaction.py`` times it). A current held over time (a stride-0 time
     dimension: direct encoding's first layer) is regrouped once into its k² window

@@ -233,7 +233,7 @@ class SpikingNetwork(nn.Module):
         steps) or ``[T, N, *input_shape]``.
 
         ``fuse_pooling`` (inference: no gradient, no observer to call): each LIF and the
-        average pooling after it run as one kernel that never writes the full-size spikes
+        average pooling after it run as one kernel that returns only the pooled spikes
         (:func:`dpap.fused_lif.pooled_spikes`; the same output, 1.2× faster on the MNIST
         net). Off by default, because the neuron modules are then not called, so forward
         hooks on them (NeuroBench's activation probes) would miss those layers."""

@@ -1,6 +1,8 @@
 """Fixtures shared by every test folder, and how the suite is spread over pytest-xdist's
 workers (``-n auto --dist loadfile`` in pyproject.toml: a file's tests run on one worker,
-so a module's fixtures are made once)."""
+so a module's fixtures are made once; a session fixture, such as the pipeline tests'
+repository after ``dvc repro`` or the search tests' PostgreSQL and MLflow server, once
+per worker that needs it)."""
 
 import os
 
@@ -13,8 +15,12 @@ training processes of their own, and every worker imports torch."""
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker per CPU this process may use, at most :data:`MAX_WORKERS`."""
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    """``-n auto``: one worker per CPU this process may use, at most :data:`MAX_WORKERS`;
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` or ``-n N`` choose otherwise."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # pytest-xdist reads it
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_WORKERS, cpus))
 
 
 @pytest.fixture(scope="session")

@@ -59,10 +59,13 @@ install_postgres() {
     command -v apt-get >/dev/null || die "PostgreSQL is not installed and there is no apt-get here; install PostgreSQL (initdb, pg_ctl) another way"
     echo "installing Debian's postgresql package (apt-get) ..." >&2
     # the package's own cluster, if it starts one, is not ours: it is left alone; one
-    # apt-get at a time (tools/install_browser.sh may be installing too: the test suite runs
-    # on several pytest-xdist workers), and DPkg::Lock::Timeout waits for any other apt user
-    if ! DEBIAN_FRONTEND=noninteractive flock /tmp/dpap-apt.lock sh -c \
-        'apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql' >"$DIR/apt.log" 2>&1; then
+    # apt-get at a time (the test suite runs on several pytest-xdist workers, and
+    # tools/install_browser.sh may be installing too), waiting up to 15 minutes for the
+    # lock; whoever waited checks again before installing; DPkg::Lock::Timeout waits for
+    # another apt's dpkg lock during the install
+    if ! DEBIAN_FRONTEND=noninteractive flock -w 900 /tmp/dpap-apt.lock sh -c '
+        ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 && exit 0
+        apt-get update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql' >"$DIR/apt.log" 2>&1; then
         die "apt-get could not install postgresql (see $DIR/apt.log); install it by hand: apt-get install -y postgresql"
     fi
     [[ -n $(find_bin) ]] || die "apt-get installed postgresql but no pg_ctl under /usr/lib/postgresql/*/bin"

@@ -24,9 +24,11 @@ pytestmark = pytest.mark.skipif(
 # 64 MiB blocks (aligned as PyTorch's CPU allocator asks), allocated, written and freed
 # again and again: glibc's defaults serve a block that large with mmap and hand it back on
 # free, so every round faults in its 16,384 pages; kept, the heap grows for some rounds
-# and then settles (aligned blocks of one size: after 5 to 12 rounds, depending on what
-# the interpreter allocated before; more under pytest-xdist, whose environment differs),
-# and the rounds after that fault nothing
+# and then settles (aligned blocks of one size), and the rounds after that fault nothing.
+# How many rounds it grows depends on what the interpreter allocated before: 5-8 in one
+# process, 12 under pytest-xdist, whose environment differs. So the warm-up runs until a
+# round faults in less than 5 % of its pages, 30 rounds at most (the defaults never get
+# there), and then 7 rounds are counted
 PROBE = textwrap.dedent(
     """
     import ctypes, ctypes.util, resource
@@ -44,7 +46,10 @@ PROBE = textwrap.dedent(
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(30):
+        start = faults()
         block()
+        if faults() - start < (SIZE // 4096) // 20:
+            break
     before = faults()
     for _ in range(7):
         block()
