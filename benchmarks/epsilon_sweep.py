@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    pd.processed_root(pd.setting_config(args.setting, Path(args.params), extra, args.epochs, True))  # once, before the jobs start
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     jobs = [
         {"setting": args.setting, "pruned": True, "params": args.params, "extra": {**extra, "dpap.epsilon": v}, "epochs": args.epochs,

@@ -48,19 +48,15 @@ def run_one(job: dict) -> dict:
     """One training run in a worker process; its history is rewritten after every epoch."""
     import torch
 
-    from dpap.data import download, load_processed, preprocess
+    from dpap.data import load_processed
     from dpap.training import fit
-    from pruning_dynamics import setting_config
+    from pruning_dynamics import processed_root, setting_config
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     extra = dict(job["extra"], **METHODS[job["method"]])
     cfg = setting_config(job["setting"], Path(job["params"]), extra, job["epochs"], True)
-    root = Path(cfg.data.processed_dir) / cfg.data.name
-    if not (root / "meta.json").exists():
-        download(cfg.data, progress=False, log=lambda *a: None)
-        preprocess(cfg.data, progress=False, log=lambda *a: None)
-    data = load_processed(root)
+    data = load_processed(processed_root(cfg))
     out = Path(job["out"])
     tag = f"{job['setting']}-{job['method']}{job.get('label', '')}"
     path = out / f"{tag}.json"
@@ -136,6 +132,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
+        from pruning_dynamics import processed_root, setting_config
+
+        processed_root(setting_config(args.setting, Path(args.params), extra, args.epochs, True))  # once, before the jobs start
         threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
         jobs = [{"setting": args.setting, "method": m, "params": args.params, "extra": extra, "epochs": args.epochs,
                  "out": str(out), "threads": threads, "label": args.label} for m in methods]

@@ -62,21 +62,31 @@ def setting_config(name: str, params: Path, extra: dict, epochs: int | None, pru
     return load_params(params, overrides=overrides)
 
 
+def processed_root(cfg) -> Path:
+    """The setting's processed data set, downloaded (from the offline copy) and
+    preprocessed first where it is missing. The mains call it once for every setting
+    before they start jobs in parallel: two jobs preparing the same data set at once
+    would extract the same raw files into each other's way."""
+    from dpap.data import download, preprocess
+
+    root = Path(cfg.data.processed_dir) / cfg.data.name
+    if not (root / "meta.json").exists():
+        download(cfg.data, progress=False, log=lambda *a: None)
+        preprocess(cfg.data, progress=False, log=lambda *a: None)
+    return root
+
+
 def run_one(job: dict) -> dict:
     """One training run (a worker process with ``job["threads"]`` threads)."""
     import torch
 
-    from dpap.data import download, load_processed, preprocess
+    from dpap.data import load_processed
     from dpap.training import fit
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     cfg = setting_config(job["setting"], Path(job["params"]), job["extra"], job["epochs"], job["pruned"])
-    root = Path(cfg.data.processed_dir) / cfg.data.name
-    if not (root / "meta.json").exists():
-        download(cfg.data, progress=False, log=lambda *a: None)
-        preprocess(cfg.data, progress=False, log=lambda *a: None)
-    data = load_processed(root)
+    data = load_processed(processed_root(cfg))
     out = Path(job["out"])
     tag = f"{job['setting']}-{'pruned' if job['pruned'] else 'baseline'}"
     print(f"[{tag}] {cfg.train.epochs} epochs of {cfg.model.arch} on {cfg.data.name}", flush=True)
@@ -184,6 +194,8 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for s in settings:  # once, before the jobs start
+        processed_root(setting_config(s, Path(args.params), extra, args.epochs, True))
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     jobs = [
         {"setting": s, "pruned": pruned, "params": args.params, "extra": extra, "epochs": args.epochs, "out": str(out),
