@@ -2,7 +2,8 @@
 a plain PyTorch time loop, snnTorch and SpikingJelly (issue #11, item 4).
 
 Network ``15C3-AP2-40C3-AP2-300FC-10FC``, T=4, batch 128, random 28×28 inputs in [0, 1]
-(direct encoding), MSE on the output firing rate, Adam, CPU. Every contender computes the
+(direct encoding), MSE on the output firing rate, Adam, CPU (``--device cuda``: a GPU,
+each step timed up to ``torch.cuda.synchronize``). Every contender computes the
 same LIF (``u[t] = 0.2·u[t−1]·(1 − o[t−1]) + I[t]``, threshold 0.5, hard reset to 0, the
 rectangle surrogate of width 1 where the framework has it). They are timed in the same
 process with their measurements interleaved (round robin), so that drifts in machine
@@ -224,6 +225,7 @@ class Contender:
         use = self.use_pruner
         if self.pruner is not None:
             self.pruner.observing = use
+        sync(x.device)
         t0 = time.perf_counter()
         out = self.net(x)
         loss = firing_rate_mse(out, y, CLASSES)
@@ -234,7 +236,14 @@ class Contender:
         self.opt.step()
         if use:
             self.pruner.apply_masks()
+        sync(x.device)
         return time.perf_counter() - t0
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued kernels, so that a step's time is its own (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:
@@ -246,32 +255,39 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=cores())
     ap.add_argument("--no-peers", action="store_true", help="time only ours (with and without DPAP)")
     ap.add_argument("--twin", action="store_true", help="add an A/A control: a second 'no pruner' net, whose ratio is the noise floor")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto (cuda when there is one)")
+    ap.add_argument("--kernel", default="auto", choices=("auto", "compiled", "eager"),
+                    help="our networks' neuron.kernel (auto: compiled for the large layers on CPU, eager on CUDA)")
     args = ap.parse_args(argv)
+    from dpap.training import resolve_device
+
+    device = resolve_device(args.device)
 
     malloc = keep_freed_memory()  # as the dpap command does, for every contender alike; DPAP_MALLOC=default to compare
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the same initial weights everywhere
-    net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)
+    net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T, kernel=args.kernel).to(device)
     dpap = Contender("dpap + DPAP", net, DPAPPruner(net, DPAPConfig()))
     contenders = [Contender(BASE, twin_of=dpap), dpap]
     if args.twin:
         torch.manual_seed(0)
-        contenders.append(Contender(TWIN, build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)))
+        contenders.append(Contender(TWIN, build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T, kernel=args.kernel).to(device)))
     torch.manual_seed(0)
-    net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T)
-    masked = Contender(MASKED, net, masked_pruner(net))
+    net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T, kernel=args.kernel)
+    masked = Contender(MASKED, net, masked_pruner(net))  # the pruner follows the net to the device at its first batch
+    net.to(device)
     contenders += [Contender(MASKED_BASE, twin_of=masked), masked]
     peers = [] if args.no_peers else [("plain PyTorch loop", PlainLoopNet), ("snnTorch Leaky", SnnTorchNet), ("SpikingJelly LIFNode", SpikingJellyNet)]
     for name, make in peers:
         try:
             torch.manual_seed(0)
-            contenders.append(Contender(name, make(T)))
+            contenders.append(Contender(name, make(T).to(device)))
         except ImportError as exc:
             print(f"{name}: not installed ({exc.name}; pip install -e '.[bench]'); skipping it", file=sys.stderr)
 
     g = torch.Generator().manual_seed(1)
     batches = [
-        (torch.rand(args.batch, 1, 28, 28, generator=g), torch.randint(0, CLASSES, (args.batch,), generator=g))
+        (torch.rand(args.batch, 1, 28, 28, generator=g).to(device), torch.randint(0, CLASSES, (args.batch,), generator=g).to(device))
         for _ in range(4)
     ]
     first = {}
@@ -297,7 +313,8 @@ def main(argv=None) -> int:
         back to back, so a drift in machine load cancels."""
         return statistics.median(x / y for x, y in zip(by_name[a].rounds, by_name[b].rounds))
 
-    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, T={T}, {ARCH}, {args.rounds} rounds; allocator: {malloc}")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
+    print(f"torch {torch.__version__}, {where}, neuron.kernel {args.kernel}, batch {args.batch}, T={T}, {ARCH}, {args.rounds} rounds; allocator: {malloc}")
     print(f"{'configuration':<24} {'first step ms':>13} {'median ms':>10} {'samples/s':>10} {'vs no pruner':>13}")
     med = {}
     for c in contenders:
