@@ -135,19 +135,28 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     settings = list(results)
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.6 * len(settings), 4.2), squeeze=False)
     for ax, s in zip(axes[0], settings):
         h = results[s].get("pruned")
         b = results[s].get("baseline")
+        acc = ax.twinx()  # accuracy on its own, zoomed axis: on one 0-1 axis the two runs' curves merge
+        lines = []
         if h:
             ep = [m["epoch"] + 1 for m in h]
-            ax.plot(ep, [m["compression"] for m in h], color="tab:red", label="compression")
-            ax.plot(ep, [m["test_accuracy"] for m in h], color="tab:blue", label="test accuracy (DPAP)")
+            lines += ax.plot(ep, [m["compression"] for m in h], color="tab:red", label="compression (left)")
+            lines += acc.plot(ep, [m["test_accuracy"] for m in h], color="tab:blue", label="test accuracy, DPAP (right)")
         if b:
-            ax.plot([m["epoch"] + 1 for m in b], [m["test_accuracy"] for m in b], color="tab:blue", linestyle="--", label="test accuracy (unpruned)")
-        ax.set(title=s, xlabel="epoch", ylim=(0, 1.02))
+            lines += acc.plot([m["epoch"] + 1 for m in b], [m["test_accuracy"] for m in b], color="tab:blue", linestyle="--",
+                              alpha=0.7, label="test accuracy, unpruned (right)")
+        late = [m["test_accuracy"] for r in (h or [], b or []) for m in r[len(r) // 10:]]  # past the first tenth of the epochs
+        if late:
+            lo, hi = min(late), max(late)
+            pad = max(0.005, 0.1 * (hi - lo))
+            acc.set_ylim(lo - pad, hi + pad)
+        acc.set_ylabel("test accuracy", color="tab:blue")
+        ax.set(title=s, xlabel="epoch", ylabel="compression", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
