@@ -5,6 +5,7 @@ repository after ``dvc repro`` or the search tests' PostgreSQL and MLflow server
 per worker that needs it)."""
 
 import os
+import socket
 
 import pytest
 import torch
@@ -37,3 +38,13 @@ def digits():
     y = torch.tensor(d.target)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=360, random_state=0, stratify=y)
     return Split(xtr, ytr), Split(xte, yte)
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port that refuses connections for the whole test: bound, never listening.
+    Held, so no other process (another worker's MLflow server or PostgreSQL) can take it
+    meanwhile, as it could a port that was probed and closed."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -33,12 +32,6 @@ def set_params(w, **dotted) -> None:
             node = node.setdefault(h, {})
         node[last] = value
     (w / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def error_line(w, args, env_extra=None) -> str:
@@ -109,10 +102,10 @@ def test_cuda_asked_for_without_a_gpu(work):
     assert error_line(work, TRAIN) == "error: train.device: 'cuda' asked for but no CUDA device is available; use 'auto' or 'cpu'"
 
 
-def test_mlflow_server_down(work):
+def test_mlflow_server_down(work, refused_port):
     """A tracking server that is not there: one line within seconds (MLflow's client alone
     retries for about four minutes), naming the address and the ways out."""
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{refused_port}"
     line = error_line(work, ["pipeline/train.py", "--no-progress"], {"MLFLOW_TRACKING_URI": uri})
     assert line == f"error: MLflow store {uri}: cannot connect (Connection refused); check that the server is up, or set MLFLOW_TRACKING_URI, or pass --no-mlflow"
 

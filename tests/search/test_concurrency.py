@@ -140,12 +140,6 @@ def _can_create(folder: Path) -> bool:
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("case", ["journal-read-only-folder", "journal-under-a-file", "sqlite-read-only-folder", "postgresql-nobody-listens"])
 def test_unusable_storage_is_one_line(case, make_params, in_tmp, mlflow_uri, capfd, request):
     """A storage that cannot be created, written or reached: exit 2, one line naming it and
@@ -159,7 +153,7 @@ def test_unusable_storage_is_one_line(case, make_params, in_tmp, mlflow_uri, cap
     elif case == "sqlite-read-only-folder":
         storage, shown, what = f"sqlite:///{request.getfixturevalue('read_only_dir') / 'optuna.db'}", None, "unable to open database file"
     else:
-        port = _free_port()
+        port = request.getfixturevalue("refused_port")
         storage = f"postgresql+psycopg://dpap:secret@127.0.0.1:{port}/dpap"
         shown, what = f"postgresql+psycopg://dpap:***@127.0.0.1:{port}/dpap", ""  # refused, or no driver installed
     capfd.readouterr()
