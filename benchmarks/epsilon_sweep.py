@@ -22,7 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("pruning_dynamics", HERE / "pruning_dynamics.py")
@@ -47,16 +46,11 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"error: --values {args.values!r}: expected numbers separated by commas", file=sys.stderr)
         return 2
-    extra = {}
-    for kv in args.set:
-        if "=" not in kv:
-            print(f"error: -S {kv!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        k, v = kv.split("=", 1)
-        extra[k.strip()] = yaml.safe_load(v)
     from dpap.config import ConfigError
+    from dpap.params_file import parse_overrides
 
     try:
+        extra = parse_overrides(args.set, "-S")
         for v in values:
             pd.setting_config(args.setting, Path(args.params), {**extra, "dpap.epsilon": v}, args.epochs, True)
     except ConfigError as exc:

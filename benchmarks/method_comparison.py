@@ -115,15 +115,14 @@ def main(argv=None) -> int:
     ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override for every run, e.g. dpap.sdsnn.fc_rate_gain=2")
     ap.add_argument("--label", default="", help="appended to each run's name (runs with other -S values side by side)")
     args = ap.parse_args(argv)
-    import yaml
+    from dpap.config import ConfigError
+    from dpap.params_file import parse_overrides
 
-    extra = {}
-    for kv in args.set:
-        if "=" not in kv:
-            print(f"error: -S {kv!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        k, v = kv.split("=", 1)
-        extra[k.strip()] = yaml.safe_load(v)
+    try:
+        extra = parse_overrides(args.set, "-S")
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

@@ -32,7 +32,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -181,28 +180,23 @@ def main(argv=None) -> int:
     if unknown:
         print(f"error: --settings: unknown {unknown[0]!r}; expected {', '.join(SETTINGS)}", file=sys.stderr)
         return 2
-    extra = {}
-    for kv in args.set:
-        if "=" not in kv:
-            print(f"error: -S {kv!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        k, v = kv.split("=", 1)
-        extra[k.strip()] = yaml.safe_load(v)
-    out = Path(args.out)
-    if args.fresh:
-        for p in list(out.glob("*.json")) + list((out / "checkpoints").glob("*.pt")):
-            p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
     import os
 
     from dpap.config import ConfigError
+    from dpap.params_file import parse_overrides
 
     try:
+        extra = parse_overrides(args.set, "-S")
         for s in settings:  # validate everything before hours of training
             setting_config(s, Path(args.params), extra, args.epochs, True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    if args.fresh:
+        for p in list(out.glob("*.json")) + list((out / "checkpoints").glob("*.pt")):
+            p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     for s in settings:  # once, before the jobs start
         processed_root(setting_config(s, Path(args.params), extra, args.epochs, True))
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))

@@ -20,20 +20,6 @@ from .allocator import keep_freed_memory
 from .user_errors import user_errors
 
 
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    import yaml
-
-    from .config import ConfigError
-
-    out = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set model.arch=8C3-AP2-32FC")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
-
-
 # ------------------------------------------------------------------------- search
 
 
@@ -67,7 +53,9 @@ def cmd_search(args) -> int:
 
     from .config import load_params
 
-    overrides = _parse_set(args.set)
+    from .params_file import parse_overrides
+
+    overrides = parse_overrides(args.set)
     for flag, key in [("target", "search.target"), ("tolerance", "search.tolerance"), ("trials", "search.trials"), ("epochs", "search.epochs"), ("storage", "search.storage"), ("study_name", "search.study_name"), ("seed", "search.seed")]:
         value = getattr(args, flag)
         if value is not None:

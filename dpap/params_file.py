@@ -13,8 +13,22 @@ from typing import Any, Mapping
 
 import yaml
 
-from .config import config_from_dict
+from .config import ConfigError, config_from_dict
 from .outputs import atomic_write_text
+
+
+def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
+    """Command-line overrides ``KEY=VALUE`` (``dpap search --set``, the benchmarks' ``-S``)
+    as ``{dotted key: value}``, each value read as YAML (``3`` an int, ``null`` or nothing
+    None, ``[1, 2]`` a list). :class:`~dpap.config.ConfigError` naming the item and
+    ``flag`` where one has no ``=`` or no key."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} model.arch=8C3-AP2-32FC")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
 
 
 def flatten_dotted(d: Mapping[str, Any], prefix: str = "", keep: tuple[str, ...] = ("search.ranges",)) -> dict[str, Any]:

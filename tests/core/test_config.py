@@ -80,3 +80,15 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
         p.write_text(f"train:\n  {text}\n")
         with pytest.raises(ConfigError, match=re.escape(msg)):
             load_params(p)
+
+
+def test_command_line_overrides_are_read_as_yaml_and_bad_ones_named():
+    from dpap.params_file import parse_overrides
+
+    got = parse_overrides(["dpap.epsilon=1.2", " train.epochs = 3", "dpap.enabled=false", "search.tolerance=", "model.arch=8C3-AP2-32FC", "x.y=[1, 2]"])
+    assert got == {"dpap.epsilon": 1.2, "train.epochs": 3, "dpap.enabled": False, "search.tolerance": None,
+                   "model.arch": "8C3-AP2-32FC", "x.y": [1, 2]}
+    assert parse_overrides(None) == {}
+    for bad in ("nonsense", "=3", " =3"):
+        with pytest.raises(ConfigError, match=rf"^-S '{re.escape(bad)}': expected KEY=VALUE"):
+            parse_overrides(["a.b=1", bad], "-S")
