@@ -22,7 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("pruning_dynamics", HERE / "pruning_dynamics.py")
 pd = importlib.util.module_from_spec(_spec)
@@ -56,7 +55,13 @@ def main(argv=None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    pd.processed_root(pd.setting_config(args.setting, Path(args.params), extra, args.epochs, True))  # once, before the jobs start
+    from dpap.data import DataError
+
+    try:
+        pd.processed_root(pd.setting_config(args.setting, Path(args.params), extra, args.epochs, True))  # once, before the jobs start
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     jobs = [
         {"setting": args.setting, "pruned": True, "params": args.params, "extra": {**extra, "dpap.epsilon": v}, "epochs": args.epochs,

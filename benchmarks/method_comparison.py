@@ -10,7 +10,9 @@ params.yaml as it is), four trainings:
 * ``sdsnn-reference``: SD-SNN as the authors' code behaves (``protocol: reference``),
 
 and prints per method the final and best test accuracy, compression, the share of conv
-channels / FC neurons / FC synapses pruned, and how many sites regenerated. Every run
+channels / FC neurons / FC synapses pruned, and how many sites regenerated; with DPAP
+among the methods it also draws DPAP's compression and accuracy per epoch against the
+unpruned run's (``--out``/``<setting>-dpap-<epochs>-epochs.png``). Every run
 checkpoints each epoch and writes its history after each epoch (``--out``), so a killed
 benchmark resumes and a cut-off one still reports what it did.
 
@@ -116,24 +118,27 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="", help="appended to each run's name (runs with other -S values side by side)")
     args = ap.parse_args(argv)
     from dpap.config import ConfigError
+    from dpap.data import DataError
     from dpap.params_file import parse_overrides
+    from pruning_dynamics import processed_root, setting_config
 
-    try:
-        extra = parse_overrides(args.set, "-S")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         print(f"error: --methods: unknown {unknown[0]!r}; expected {', '.join(METHODS)}", file=sys.stderr)
         return 2
+    try:
+        extra = parse_overrides(args.set, "-S")
+        for m in methods:  # every run's params valid before hours of training
+            setting_config(args.setting, Path(args.params), dict(extra, **METHODS[m]), args.epochs, True)
+        if not args.report_only:
+            processed_root(setting_config(args.setting, Path(args.params), extra, args.epochs, True))  # once, before the jobs start
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        from pruning_dynamics import processed_root, setting_config
-
-        processed_root(setting_config(args.setting, Path(args.params), extra, args.epochs, True))  # once, before the jobs start
         threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
         jobs = [{"setting": args.setting, "method": m, "params": args.params, "extra": extra, "epochs": args.epochs,
                  "out": str(out), "threads": threads, "label": args.label} for m in methods]
@@ -149,6 +154,15 @@ def main(argv=None) -> int:
         if path.exists():
             rows[m + args.label] = summary(json.loads(path.read_text())["history"])
     print(table(args.setting, rows))
+    histories = {m: json.loads((out / f"{args.setting}-{m}{args.label}.json").read_text())["history"]
+                 for m in ("dpap", "baseline") if (out / f"{args.setting}-{m}{args.label}.json").exists()}
+    if "dpap" in histories:  # DPAP's compression and accuracy against the unpruned run's, per epoch
+        from pruning_dynamics import plot
+
+        epochs = len(histories["dpap"])
+        figure = out / f"{args.setting}{args.label}-dpap-{epochs}-epochs.png"
+        plot({f"{args.setting}, {epochs} epochs": {"pruned": histories["dpap"], "baseline": histories.get("baseline")}}, figure)
+        print(f"figure: {figure}")
     keys = [f"{m.replace('-', '_')}_{k}={v:.4f}" if isinstance(v, float) else f"{m.replace('-', '_')}_{k}={v}"
             for m, r in rows.items() for k, v in r.items() if k in ("accuracy", "compression", "regenerated", "epochs")]
     print("RESULT " + " ".join(keys))

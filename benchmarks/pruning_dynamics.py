@@ -32,7 +32,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -127,6 +126,17 @@ def result_keys(history: list[dict], baseline: list[dict] | None, prefix: str = 
     return [f"{prefix}{k}={v}" for k, v in values.items()]
 
 
+def _ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5, 7, 8]`` → ``"1-3, 5, 7-8"``."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -148,11 +158,15 @@ def plot(results: dict, path: Path) -> None:
             lines += acc.plot([m["epoch"] + 1 for m in b], [m["test_accuracy"] for m in b], color="tab:blue", linestyle="--",
                               alpha=0.7, label="test accuracy, unpruned (right)")
         late = [m["test_accuracy"] for r in (h or [], b or []) for m in r[len(r) // 10:]]  # past the first tenth of the epochs
+        label = "test accuracy"
         if late:
             lo, hi = min(late), max(late)
             pad = max(0.005, 0.1 * (hi - lo))
             acc.set_ylim(lo - pad, hi + pad)
-        acc.set_ylabel("test accuracy", color="tab:blue")
+            below = sorted({m["epoch"] + 1 for r in (h or [], b or []) for m in r if m["test_accuracy"] < lo - pad})
+            if below:  # the zoom leaves the first epochs' accuracy off the axis: say which
+                label += f" ({'epoch' if len(below) == 1 else 'epochs'} {_ranges(below)} below the axis)"
+        acc.set_ylabel(label, color="tab:blue")
         ax.set(title=s, xlabel="epoch", ylabel="compression", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(lines, [l.get_label() for l in lines], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
@@ -197,8 +211,14 @@ def main(argv=None) -> int:
         for p in list(out.glob("*.json")) + list((out / "checkpoints").glob("*.pt")):
             p.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    for s in settings:  # once, before the jobs start
-        processed_root(setting_config(s, Path(args.params), extra, args.epochs, True))
+    from dpap.data import DataError
+
+    try:
+        for s in settings:  # once, before the jobs start
+            processed_root(setting_config(s, Path(args.params), extra, args.epochs, True))
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     jobs = [
         {"setting": s, "pruned": pruned, "params": args.params, "extra": extra, "epochs": args.epochs, "out": str(out),

@@ -255,13 +255,17 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=cores())
     ap.add_argument("--no-peers", action="store_true", help="time only ours (with and without DPAP)")
     ap.add_argument("--twin", action="store_true", help="add an A/A control: a second 'no pruner' net, whose ratio is the noise floor")
-    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or auto (cuda when there is one)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="cpu (default), cuda or auto (cuda when there is one)")
     ap.add_argument("--kernel", default="auto", choices=("auto", "compiled", "eager"),
                     help="our networks' neuron.kernel (auto: compiled for the large layers on CPU, eager on CUDA)")
     args = ap.parse_args(argv)
+    from dpap.config import ConfigError
     from dpap.training import resolve_device
 
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        ap.error(str(exc).replace("train.device", "--device"))
 
     malloc = keep_freed_memory()  # as the dpap command does, for every contender alike; DPAP_MALLOC=default to compare
     torch.set_num_threads(args.threads)

@@ -21,13 +21,17 @@ def parse_overrides(items: list[str] | None, flag: str = "--set") -> dict[str, A
     """Command-line overrides ``KEY=VALUE`` (``dpap search --set``, the benchmarks' ``-S``)
     as ``{dotted key: value}``, each value read as YAML (``3`` an int, ``null`` or nothing
     None, ``[1, 2]`` a list). :class:`~dpap.config.ConfigError` naming the item and
-    ``flag`` where one has no ``=`` or no key."""
+    ``flag`` where one has no ``=``, no key or a value that is not YAML."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} model.arch=8C3-AP2-32FC")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise ConfigError(f"{flag} {item!r}: the value is not valid YAML ({problem}); quote a string, e.g. {flag} '{key.strip()}=\"...\"'") from None
     return out
 
 

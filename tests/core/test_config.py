@@ -92,3 +92,6 @@ def test_command_line_overrides_are_read_as_yaml_and_bad_ones_named():
     for bad in ("nonsense", "=3", " =3"):
         with pytest.raises(ConfigError, match=rf"^-S '{re.escape(bad)}': expected KEY=VALUE"):
             parse_overrides(["a.b=1", bad], "-S")
+    for bad in ("a=[1, 2", "model.arch=@x"):  # YAML that does not parse: named, not a traceback
+        with pytest.raises(ConfigError, match=rf"^--set '{re.escape(bad)}': the value is not valid YAML \("):
+            parse_overrides([bad])
