@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The checks that need a GPU, as one command for a lent GPU machine, whose files come back
+# from OUT (at most 8 files). Run tools/gpu_prepare.sh here first, then on that machine:
+#
+#   bash tools/gpu_check.sh "$OUT" 500     # OUT: a folder; 500: seconds the whole script may take
+#
+# 1. the tests that skip without CUDA (`pytest -k cuda tests/core`);
+# 2. benchmarks/train_step.py --device cuda, with the eager and the compiled LIF, peers beside;
+# 3. the pipeline's stages on the GPU without DVC or MLflow (digits, params.yaml as it is,
+#    train.device auto): download, preprocess, train, evaluate (NeuroBench metrics, NIR
+#    export) - the CPU gives 0.9583 test accuracy and 0.612 compression;
+# 4. with the time left: Fashion-MNIST, the mnist-snn recipe for EPOCHS (100) epochs, DPAP and
+#    its baseline side by side (benchmarks/method_comparison.py), resuming from .gpu/mc/ when
+#    an earlier call's histories and checkpoints were put there.
+# Each step's output is in OUT: cuda_tests.log, train_step.log, pipeline.log (metrics.json at
+# its end), training.log, the two histories (*.json) and the two checkpoints (*.pt).
+set -uo pipefail
+OUT=${1:?usage: gpu_check.sh OUT SECONDS}; BUDGET=${2:-500}; PY=${PY:-python3}
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+left() { local s=$(( BUDGET - ($(date +%s) - start) )); echo $(( s > 1 ? s : 1 )); }  # timeout 0 would mean none
+if ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+
+{ nvidia-smi -L; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
+  "$PY" -m pytest -p no:cacheprovider -n 0 -q -rs -k cuda tests/core 2>&1 | tail -15; } 2>&1 | tee "$OUT/cuda_tests.log"
+echo "[$(( $(date +%s) - start )) s] tests done"
+
+for kernel in auto compiled; do
+  timeout 150 "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" --kernel "$kernel" --rounds "${ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14
+done 2>&1 | tee "$OUT/train_step.log"
+echo "[$(( $(date +%s) - start )) s] train_step done"
+
+stage() {  # one pipeline stage, its last lines; its own exit status
+  timeout "$(left)" "$PY" "pipeline/$1.py" "${@:2}" 2>&1 | grep -v Warning | tail -4
+  return "${PIPESTATUS[0]}"
+}
+{ stage download && stage preprocess && stage train --no-mlflow --no-progress && stage evaluate --no-mlflow \
+    && "$PY" -c "import json; m = json.load(open('metrics.json')); print({k: m[k] for k in ('test_accuracy', 'compression', 'params_retained')})" \
+    || echo "a stage failed (exit $?)"
+} > "$OUT/pipeline.log" 2>&1
+tail -3 "$OUT/pipeline.log"
+echo "[$(( $(date +%s) - start )) s] pipeline done"
+
+if ls .gpu/FashionMNIST/raw/*.gz >/dev/null 2>&1 && [ "$(left)" -gt 60 ]; then
+  mkdir -p data/raw/fashion-mnist .gpu/mc && cp -r .gpu/FashionMNIST data/raw/fashion-mnist/
+  timeout "$(( $(left) - 15 ))" "$PY" benchmarks/method_comparison.py --methods baseline,dpap --jobs 2 --epochs "${EPOCHS:-100}" --out .gpu/mc 2>&1 \
+    | grep -v Warning | tee "$OUT/training.log" | tail -8
+  cp .gpu/mc/fashion-mnist-*.json "$OUT/" 2>/dev/null; cp .gpu/mc/checkpoints/*.pt "$OUT/" 2>/dev/null
+fi
+echo "[$(( $(date +%s) - start )) s] all done"; ls -la "$OUT"
