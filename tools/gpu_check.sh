@@ -10,8 +10,9 @@
 #    train.device auto): download, preprocess, train, evaluate (NeuroBench metrics, NIR
 #    export) - the CPU gives 0.9583 test accuracy and 0.612 compression;
 # 4. with the time left: Fashion-MNIST, the mnist-snn recipe for EPOCHS (100) epochs, DPAP and
-#    its baseline side by side (benchmarks/method_comparison.py), resuming from .gpu/mc/ when
-#    an earlier call's histories and checkpoints were put there.
+#    its baseline side by side (benchmarks/method_comparison.py). A call cut off before the
+#    last epoch resumes in the next one: put the returned *.json in .gpu/mc/ and *.pt in
+#    .gpu/mc/checkpoints/ first (`--report-only --out .gpu/mc` here redraws the figure).
 # Each step's output is in OUT: cuda_tests.log, train_step.log, pipeline.log (metrics.json at
 # its end), training.log, the two histories (*.json) and the two checkpoints (*.pt).
 set -uo pipefail
