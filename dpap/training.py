@@ -9,11 +9,13 @@ neither.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,8 +128,30 @@ def fingerprint(cfg: Config, data_hash: str = "") -> str:
     CPU thread count included: it changes float sums, hence pruning decisions)."""
     d = cfg.to_dict()
     d.pop("search", None)
+    d["train"].pop("deterministic", None)  # how a GPU orders its sums, not what is computed: a run may switch it and resume
     d["data"].pop("checksums", None)  # which files were trusted, not what they hold (data_hash)
     return hashlib.sha256((json.dumps(d, sort_keys=True) + data_hash).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool):
+    """``train.deterministic``: PyTorch's deterministic kernels while the block runs, the
+    previous settings restored after it (they are process-wide). cuBLAS reads its workspace
+    setting when a process first calls it, so ``CUBLAS_WORKSPACE_CONFIG`` is set, where it
+    is not, before any training step. An op with no deterministic CUDA kernel (max-pool's
+    backward, for one) warns and runs as it is (``warn_only``)."""
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -317,6 +341,10 @@ class TrainingRun:
 
     def run(self) -> list[EpochMetrics]:
         """Train up to ``train.epochs`` epochs (resuming where a checkpoint left off)."""
+        with deterministic_algorithms(self.cfg.train.deterministic):
+            return self._run()
+
+    def _run(self) -> list[EpochMetrics]:
         while self.epoch < self.cfg.train.epochs:
             epoch = self.epoch
             t0 = time.perf_counter()

@@ -100,3 +100,53 @@ def test_at_chance_needs_the_whole_window_at_chance():
     assert not at_chance(h, 10, 0)  # 0 = never
     assert not at_chance(h + [M(train_accuracy=0.16, test_accuracy=0.10)], 10, 3)  # train left chance
     assert not at_chance(h, 20, 3)  # 20 classes: chance limit 0.075
+
+
+def _deterministic_runs(digits, device: str):
+    """Two runs of a small pruning configuration with ``train.deterministic`` on, and what
+    ``torch.are_deterministic_algorithms_enabled()`` said at the end of every epoch."""
+    train, test = digits
+    cfg = Config()
+    cfg.train.epochs = 4
+    cfg.train.device = device
+    cfg.train.deterministic = True
+    cfg.dpap.fc.eta = 2.0
+    cfg.dpap.fc.beta = 1.0
+    seen = []
+    record = lambda run, m: seen.append(torch.are_deterministic_algorithms_enabled())  # noqa: E731
+    strip = lambda ms: [dataclasses.replace(m, seconds=0.0) for m in ms]  # noqa: E731
+    return [strip(TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False, callbacks=[record]).run()) for _ in range(2)], seen, cfg
+
+
+def test_deterministic_kernels_are_on_for_the_run_only_and_change_nothing_on_cpu(digits):
+    before = torch.are_deterministic_algorithms_enabled()
+    (one, two), seen, cfg = _deterministic_runs(digits, "cpu")
+    assert seen == [True] * 8  # on during every epoch of both runs
+    assert torch.are_deterministic_algorithms_enabled() == before  # restored after each
+    assert one == two and one[-1].compression > 0  # pruned, and repeated exactly
+    cfg.train.deterministic = False  # the CPU's kernels are deterministic already: the same numbers
+    train, test = digits
+    plain = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False).run()
+    assert [dataclasses.replace(m, seconds=0.0) for m in plain] == one
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_deterministic_cuda_runs_repeat_to_the_last_digit(digits):
+    """On a GPU two runs differ without ``train.deterministic`` (docs/pruning.md §2); with
+    it they must repeat exactly."""
+    (one, two), seen, _ = _deterministic_runs(digits, "cuda")
+    assert all(seen)
+    assert one == two and one[-1].compression > 0
+
+
+def test_switching_deterministic_keeps_the_checkpoint():
+    """How a GPU orders its sums is not part of what a run computes: a run resumes after
+    ``train.deterministic`` was switched."""
+    from dpap.training import fingerprint
+
+    a = Config()
+    b = Config()
+    b.train.deterministic = True
+    assert fingerprint(a) == fingerprint(b)
+    b.train.threads = 3  # what does change the CPU's sums still counts
+    assert fingerprint(a) != fingerprint(b)
