@@ -157,12 +157,17 @@ class Level:
         return statistics.median(self.times[(what, clock)])
 
 
-def _timed(fn) -> dict[str, float]:
+def _timed(fn, device: torch.device) -> dict[str, float]:
     """Seconds ``fn()`` took on each clock: wall time, and the CPU time of this process
     (user + system, all its threads: with one thread, the work itself, whatever else
-    the machine runs)."""
+    the machine runs). On a GPU, up to the end of its queued kernels (wall time is then
+    the one that counts: the CPU time is the host's share)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = {k: c() for k, c in CLOCKS.items()}
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return {k: c() - start[k] for k, c in CLOCKS.items()}
 
 
@@ -179,7 +184,7 @@ def train_step(level: Level, x: torch.Tensor, y: torch.Tensor) -> dict[str, floa
         if level.pruner is not None:
             level.pruner.apply_masks()
 
-    return _timed(step)
+    return _timed(step, x.device)
 
 
 def inference(level: Level, x: torch.Tensor, chunk: int, apart: bool = False) -> dict[str, float]:
@@ -193,7 +198,7 @@ def inference(level: Level, x: torch.Tensor, chunk: int, apart: bool = False) ->
             for start in range(0, len(x), chunk):
                 net(x[start : start + chunk], fuse_pooling=not apart)
 
-    return _timed(forward)
+    return _timed(forward, x.device)
 
 
 def report(levels: list[Level], clock: str, args) -> dict[int, tuple[float, float]]:
@@ -245,7 +250,18 @@ def main(argv=None) -> int:
     ap.add_argument("--elementwise", action="store_true", help="also print the share of neuron/pooling operations")
     ap.add_argument("--fusion", action="store_true",
                     help="also time inference with each LIF and its average pooling apart (not fused), and print the speed-up")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                    help="cpu (default), cuda or auto; on a GPU the RESULT line uses the wall clock")
     args = ap.parse_args(argv)
+    from dpap.config import ConfigError
+    from dpap.training import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as exc:
+        ap.error(str(exc).replace("train.device", "--device"))
+    if device.type == "cuda":
+        args.clock = "wall"
     try:
         shares = sorted({0.0} | {float(s) / 100 for s in args.levels.split(",") if s.strip()})
     except ValueError:
@@ -270,9 +286,11 @@ def main(argv=None) -> int:
             pruner.refresh_masks()
             pruner.apply_masks()
             levels.append(Level(share, masked, torch.optim.Adam(masked.parameters(), lr=LR), pruner))
-    x_train = torch.rand(args.train_batch, *INPUT, generator=g)
-    y_train = torch.randint(0, CLASSES, (args.train_batch,), generator=g)
-    x_infer = torch.rand(args.infer_batch, *INPUT, generator=g)
+    for level in levels:  # in place: the optimizers keep their parameters; a pruner follows at its first call
+        level.net.to(device)
+    x_train = torch.rand(args.train_batch, *INPUT, generator=g).to(device)
+    y_train = torch.randint(0, CLASSES, (args.train_batch,), generator=g).to(device)
+    x_infer = torch.rand(args.infer_batch, *INPUT, generator=g).to(device)
 
     for r in range(args.warmup + args.rounds):
         for level in levels if r % 2 == 0 else levels[::-1]:
@@ -285,7 +303,8 @@ def main(argv=None) -> int:
                 if t_apart is not None:
                     level.record("apart", t_apart)
 
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {ARCH} T={args.time_steps}, train batch {args.train_batch}, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} thread(s)"
+    print(f"torch {torch.__version__}, {where}, {ARCH} T={args.time_steps}, train batch {args.train_batch}, "
           f"inference {args.infer_batch} samples in batches of {args.infer_chunk}; allocator: {malloc}")
     ratios = {}
     for clock in sorted(CLOCKS, key=lambda c: c == args.clock):  # the RESULT's clock last

@@ -5,7 +5,8 @@
 #   bash tools/gpu_check.sh "$OUT" 500     # OUT: a folder; 500: seconds the whole script may take
 #
 # 1. the tests that skip without CUDA (`pytest -k cuda tests/core`);
-# 2. benchmarks/train_step.py --device cuda, with the eager and the compiled LIF, peers beside;
+# 2. benchmarks/train_step.py --device cuda, with the eager and the compiled LIF, peers beside,
+#    and benchmarks/compaction.py --device cuda (dense against compacted networks);
 # 3. the pipeline's stages on the GPU without DVC or MLflow (digits, params.yaml as it is,
 #    train.device auto): download, preprocess, train, evaluate (NeuroBench metrics, NIR
 #    export) - the CPU gives 0.9583 test accuracy and 0.612 compression;
@@ -13,7 +14,7 @@
 #    its baseline side by side (benchmarks/method_comparison.py). A call cut off before the
 #    last epoch resumes in the next one: put the returned *.json in .gpu/mc/ and *.pt in
 #    .gpu/mc/checkpoints/ first (`--report-only --out .gpu/mc` here redraws the figure).
-# Each step's output is in OUT: cuda_tests.log, train_step.log, pipeline.log (metrics.json at
+# Each step's output is in OUT: cuda_tests.log, train_step.log (both benchmarks), pipeline.log (metrics.json at
 # its end), training.log, the two histories (*.json) and the two checkpoints (*.pt).
 set -uo pipefail
 OUT=${1:?usage: gpu_check.sh OUT SECONDS}; BUDGET=${2:-500}; PY=${PY:-python3}
@@ -32,10 +33,12 @@ export PYTHONUNBUFFERED=1
   "$PY" -m pytest -p no:cacheprovider -n 0 -q -rs -k cuda tests/core 2>&1 | tail -15; } 2>&1 | tee "$OUT/cuda_tests.log"
 echo "[$(( $(date +%s) - start )) s] tests done"
 
-for kernel in auto compiled; do
-  timeout 150 "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" --kernel "$kernel" --rounds "${ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14
-done 2>&1 | tee "$OUT/train_step.log"
-echo "[$(( $(date +%s) - start )) s] train_step done"
+{ for kernel in auto compiled; do
+    timeout 150 "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" --kernel "$kernel" --rounds "${ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14
+  done
+  timeout 150 "$PY" benchmarks/compaction.py --device "${DEVICE:-cuda}" --rounds "${ROUNDS:-7}" 2>&1 | grep -v Warning | tail -9
+} 2>&1 | tee "$OUT/train_step.log"
+echo "[$(( $(date +%s) - start )) s] train_step and compaction done"
 
 stage() {  # one pipeline stage, its last lines; its own exit status
   timeout "$(left)" "$PY" "pipeline/$1.py" "${@:2}" 2>&1 | grep -v Warning | tail -4
