@@ -291,9 +291,9 @@ class TrainConfig:
     """torch CPU threads (0 = torch's default)."""
     deterministic: bool = False
     """Train with PyTorch's deterministic kernels (``torch.use_deterministic_algorithms``,
-    cuDNN without benchmarking, cuBLAS's fixed workspace) for the run's duration, so that a
-    run on a GPU repeats to the last digit; an op with no deterministic kernel warns and
-    runs as it is. On the CPU, runs repeat without it (README, "What is reproducible")."""
+    cuDNN without benchmarking) for the run's duration, so that a run on a GPU repeats to
+    the last digit; an op with no deterministic kernel warns and runs as it is. On the CPU,
+    runs repeat without it (README, "What is reproducible")."""
     baseline_accuracy: Optional[float] = None
     """Accuracy of a baseline run; the first epoch reaching it is the convergence epoch."""
     compact_share: float = 0.25

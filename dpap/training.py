@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,23 +134,32 @@ def fingerprint(cfg: Config, data_hash: str = "") -> str:
 
 @contextlib.contextmanager
 def deterministic_algorithms(enabled: bool):
-    """``train.deterministic``: PyTorch's deterministic kernels while the block runs, the
-    previous settings restored after it (they are process-wide). cuBLAS reads its workspace
-    setting when a process first calls it, so ``CUBLAS_WORKSPACE_CONFIG`` is set, where it
-    is not, before any training step. An op with no deterministic CUDA kernel (max-pool's
-    backward, for one) warns and runs as it is (``warn_only``)."""
+    """``train.deterministic``: PyTorch's deterministic kernels while the block runs
+    (``torch.use_deterministic_algorithms``, which also picks cuDNN's deterministic
+    convolutions; cuDNN's benchmarking off), the previous settings restored after it: they
+    are process-wide. An op with no deterministic CUDA kernel warns, naming itself, and runs
+    as it is (``warn_only``). Uninitialised memory is not filled with NaN, as that mode
+    would otherwise do for every ``torch.empty``: every buffer of ours is written whole."""
     if not enabled:
         yield
         return
-    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    from torch.utils import deterministic as det
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, det.fill_uninitialized_memory)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    det.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
+        det.fill_uninitialized_memory = before[3]
+
+
+DETERMINISTIC_KEY = "deterministic"
+"""``TrainingRun.extra``: whether every epoch so far ran with ``train.deterministic``."""
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -341,6 +349,8 @@ class TrainingRun:
 
     def run(self) -> list[EpochMetrics]:
         """Train up to ``train.epochs`` epochs (resuming where a checkpoint left off)."""
+        # whether every epoch so far was trained with deterministic kernels (a checkpoint keeps it)
+        self.extra[DETERMINISTIC_KEY] = self.cfg.train.deterministic and self.extra.get(DETERMINISTIC_KEY, self.epoch == 0)
         with deterministic_algorithms(self.cfg.train.deterministic):
             return self._run()
 
@@ -432,6 +442,10 @@ class TrainingRun:
             return
         self.load_state_dict(state)
         self.resumed = True
+        was = self.extra.get(DETERMINISTIC_KEY, False)
+        if self.device.type == "cuda" and was != self.cfg.train.deterministic:  # on the CPU it changes nothing
+            print(f"note: train.deterministic is {str(self.cfg.train.deterministic).lower()}, but the checkpoint's {self.epoch} "
+                  f"epoch(s) were trained with it {str(was).lower()}: the run as a whole will not repeat exactly", flush=True)
         if self.progress:
             print(f"resuming from checkpoint {self.checkpoint} after epoch {self.epoch}", flush=True)
 

@@ -17,10 +17,12 @@
 # Each step's output is in OUT: cuda_tests.log, train_step.log (both benchmarks), pipeline.log (metrics.json at
 # its end), training.log, the two histories (*.json) and the two checkpoints (*.pt).
 set -uo pipefail
-OUT=${1:?usage: gpu_check.sh OUT SECONDS}; BUDGET=${2:-500}; PY=${PY:-python3}
+OUT=$(realpath -m "${1:?usage: gpu_check.sh OUT SECONDS}"); BUDGET=${2:-500}; PY=${PY:-python3}
+mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 left() { local s=$(( BUDGET - ($(date +%s) - start) )); echo $(( s > 1 ? s : 1 )); }  # timeout 0 would mean none
+upto() { local l; l=$(left); echo $(( l < $1 ? l : $1 )); }  # at most $1 seconds, and no more than is left
 if ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -30,23 +32,25 @@ fi
 export PYTHONUNBUFFERED=1
 
 { nvidia-smi -L; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
-  "$PY" -m pytest -p no:cacheprovider -n 0 -q -rs -k cuda tests/core 2>&1 | tail -15; } 2>&1 | tee "$OUT/cuda_tests.log"
+  timeout "$(upto 150)" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rfEs -k cuda tests/core; } 2>&1 | tee "$OUT/cuda_tests.log"
 echo "[$(( $(date +%s) - start )) s] tests done"
 
 { for kernel in auto compiled; do
-    timeout 150 "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" --kernel "$kernel" --rounds "${ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14
+    timeout "$(upto 100)" "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" --kernel "$kernel" --rounds "${TS_ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14
   done
-  timeout 150 "$PY" benchmarks/compaction.py --device "${DEVICE:-cuda}" --rounds "${ROUNDS:-7}" 2>&1 | grep -v Warning | tail -9
+  timeout "$(upto 100)" "$PY" benchmarks/compaction.py --device "${DEVICE:-cuda}" --rounds "${CMP_ROUNDS:-7}" 2>&1 | grep -v Warning | tail -9
 } 2>&1 | tee "$OUT/train_step.log"
 echo "[$(( $(date +%s) - start )) s] train_step and compaction done"
 
 stage() {  # one pipeline stage, its last lines; its own exit status
   timeout "$(left)" "$PY" "pipeline/$1.py" "${@:2}" 2>&1 | grep -v Warning | tail -4
-  return "${PIPESTATUS[0]}"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || echo "stage $1 failed (exit $rc; 124: out of time)"
+  return "$rc"
 }
 { stage download && stage preprocess && stage train --no-mlflow --no-progress && stage evaluate --no-mlflow \
     && "$PY" -c "import json; m = json.load(open('metrics.json')); print({k: m[k] for k in ('test_accuracy', 'compression', 'params_retained')})" \
-    || echo "a stage failed (exit $?)"
+    || true
 } > "$OUT/pipeline.log" 2>&1
 tail -3 "$OUT/pipeline.log"
 echo "[$(( $(date +%s) - start )) s] pipeline done"
@@ -55,6 +59,8 @@ if ls .gpu/FashionMNIST/raw/*.gz >/dev/null 2>&1 && [ "$(left)" -gt 60 ]; then
   mkdir -p data/raw/fashion-mnist .gpu/mc && cp -r .gpu/FashionMNIST data/raw/fashion-mnist/
   timeout "$(( $(left) - 15 ))" "$PY" benchmarks/method_comparison.py --methods baseline,dpap --jobs 2 --epochs "${EPOCHS:-100}" --out .gpu/mc 2>&1 \
     | grep -v Warning | tee "$OUT/training.log" | tail -8
-  cp .gpu/mc/fashion-mnist-*.json "$OUT/" 2>/dev/null; cp .gpu/mc/checkpoints/*.pt "$OUT/" 2>/dev/null
+  for m in baseline dpap; do  # these four files only: OUT takes 8
+    cp ".gpu/mc/fashion-mnist-$m.json" ".gpu/mc/checkpoints/fashion-mnist-$m.pt" "$OUT/" 2>/dev/null
+  done
 fi
 echo "[$(( $(date +%s) - start )) s] all done"; ls -la "$OUT"

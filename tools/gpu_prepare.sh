@@ -13,8 +13,10 @@ version() {  # the project's venv's version of a package, else the given default
   "$PY" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p' | grep . || echo "$2"
 }
 mkdir -p .whl .gpu/FashionMNIST/raw
+exclude=$(git rev-parse --git-path info/exclude)  # a worktree's too
+mkdir -p "$(dirname "$exclude")"
 for entry in "/.whl/" "/.gpu/"; do
-  grep -qxF "$entry" .git/info/exclude 2>/dev/null || echo "$entry" >> .git/info/exclude
+  grep -qxF "$entry" "$exclude" 2>/dev/null || echo "$entry" >> "$exclude"
 done
 # pure-Python wheels: the peers of benchmarks/train_step.py (snnTorch, SpikingJelly and its
 # logger), NeuroBench and NIR for the evaluate stage

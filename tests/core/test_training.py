@@ -102,41 +102,97 @@ def test_at_chance_needs_the_whole_window_at_chance():
     assert not at_chance(h, 20, 3)  # 20 classes: chance limit 0.075
 
 
-def _deterministic_runs(digits, device: str):
-    """Two runs of a small pruning configuration with ``train.deterministic`` on, and what
-    ``torch.are_deterministic_algorithms_enabled()`` said at the end of every epoch."""
-    train, test = digits
+def _deterministic_runs(train, test, shape, cfg, runs=2):
+    """``runs`` runs of ``cfg`` with ``train.deterministic`` on, and the deterministic
+    settings seen at the end of every epoch."""
+    cfg.train.deterministic = True
+    seen = []
+
+    def record(run, m):
+        from torch.utils import deterministic as det
+
+        seen.append((torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                     torch.backends.cudnn.benchmark, det.fill_uninitialized_memory))
+
+    strip = lambda ms: [dataclasses.replace(m, seconds=0.0) for m in ms]  # noqa: E731
+    return [strip(TrainingRun(cfg, train, test, shape, 10, progress=False, callbacks=[record]).run()) for _ in range(runs)], seen
+
+
+def _small_pruning_config(device: str) -> Config:
     cfg = Config()
     cfg.train.epochs = 4
     cfg.train.device = device
-    cfg.train.deterministic = True
     cfg.dpap.fc.eta = 2.0
     cfg.dpap.fc.beta = 1.0
-    seen = []
-    record = lambda run, m: seen.append(torch.are_deterministic_algorithms_enabled())  # noqa: E731
-    strip = lambda ms: [dataclasses.replace(m, seconds=0.0) for m in ms]  # noqa: E731
-    return [strip(TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False, callbacks=[record]).run()) for _ in range(2)], seen, cfg
+    return cfg
+
+
+def _deterministic_settings():
+    from torch.utils import deterministic as det
+
+    return (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, det.fill_uninitialized_memory)
 
 
 def test_deterministic_kernels_are_on_for_the_run_only_and_change_nothing_on_cpu(digits):
-    before = torch.are_deterministic_algorithms_enabled()
-    (one, two), seen, cfg = _deterministic_runs(digits, "cpu")
-    assert seen == [True] * 8  # on during every epoch of both runs
-    assert torch.are_deterministic_algorithms_enabled() == before  # restored after each
+    train, test = digits
+    before = _deterministic_settings()
+    cfg = _small_pruning_config("cpu")
+    (one, two), seen = _deterministic_runs(train, test, (1, 8, 8), cfg)
+    assert seen == [(True, True, False, False)] * 8  # on during every epoch of both runs
+    assert _deterministic_settings() == before  # and restored after each
     assert one == two and one[-1].compression > 0  # pruned, and repeated exactly
     cfg.train.deterministic = False  # the CPU's kernels are deterministic already: the same numbers
-    train, test = digits
     plain = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False).run()
     assert [dataclasses.replace(m, seconds=0.0) for m in plain] == one
+
+
+def test_deterministic_settings_are_restored_when_a_run_fails(digits):
+    train, test = digits
+    before = _deterministic_settings()
+    cfg = _small_pruning_config("cpu")
+    cfg.train.deterministic = True
+    with pytest.raises(_Crash):
+        TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False, callbacks=[_stop_after(1)]).run()
+    assert _deterministic_settings() == before
+
+
+def test_a_checkpoint_says_whether_all_its_epochs_were_deterministic(digits, tmp_path):
+    """Epochs trained without ``train.deterministic`` and resumed with it: the run as a
+    whole is not deterministic, and its checkpoint says so."""
+    from dpap.training import DETERMINISTIC_KEY
+
+    train, test = digits
+    cfg = _small_pruning_config("cpu")
+    ckpt = tmp_path / "last.pt"
+    with pytest.raises(_Crash):
+        TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[_stop_after(2)]).run()
+    cfg.train.deterministic = True
+    resumed = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False)
+    assert resumed.resumed and resumed.epoch == 2  # the flag does not invalidate the checkpoint
+    resumed.run()
+    assert resumed.extra[DETERMINISTIC_KEY] is False
+    fresh = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=tmp_path / "fresh.pt", progress=False)
+    fresh.run()
+    assert fresh.extra[DETERMINISTIC_KEY] is True
+    assert torch.load(tmp_path / "fresh.pt", weights_only=False)["extra"][DETERMINISTIC_KEY] is True
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_deterministic_cuda_runs_repeat_to_the_last_digit(digits):
     """On a GPU two runs differ without ``train.deterministic`` (docs/pruning.md §2); with
-    it they must repeat exactly."""
-    (one, two), seen, _ = _deterministic_runs(digits, "cuda")
-    assert all(seen)
-    assert one == two and one[-1].compression > 0
+    it they must repeat exactly. The MNIST net on digits scaled to 28×28, so that cuDNN's
+    convolution gradients have enough to sum over."""
+    import torch.nn.functional as F
+
+    train, test = digits
+    big = lambda s: Split(F.interpolate(s.x.float(), size=(28, 28), mode="bilinear"), s.y)  # noqa: E731
+    cfg = _small_pruning_config("cuda")
+    cfg.model.arch = "15C3-AP2-40C3-AP2-300FC-10FC"
+    cfg.train.epochs = 3
+    (one, two), seen = _deterministic_runs(big(train), big(test), (1, 28, 28), cfg)
+    assert all(s[:3] == (True, True, False) for s in seen)
+    assert one == two
 
 
 def test_switching_deterministic_keeps_the_checkpoint():
