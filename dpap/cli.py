@@ -52,7 +52,6 @@ def cmd_search(args) -> int:
     from pathlib import Path
 
     from .config import load_params
-
     from .params_file import parse_overrides
 
     overrides = parse_overrides(args.set)

@@ -109,10 +109,7 @@ def _deterministic_runs(train, test, shape, cfg, runs=2):
     seen = []
 
     def record(run, m):
-        from torch.utils import deterministic as det
-
-        seen.append((torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                     torch.backends.cudnn.benchmark, det.fill_uninitialized_memory))
+        seen.append(_deterministic_settings())
 
     strip = lambda ms: [dataclasses.replace(m, seconds=0.0) for m in ms]  # noqa: E731
     return [strip(TrainingRun(cfg, train, test, shape, 10, progress=False, callbacks=[record]).run()) for _ in range(runs)], seen
