@@ -95,3 +95,9 @@ def test_command_line_overrides_are_read_as_yaml_and_bad_ones_named():
     for bad in ("a=[1, 2", "model.arch=@x"):  # YAML that does not parse: named, not a traceback
         with pytest.raises(ConfigError, match=rf"^--set '{re.escape(bad)}': the value is not valid YAML \("):
             parse_overrides([bad])
+
+
+def test_train_deterministic_must_be_true_or_false():
+    assert config_from_dict({"train": {"deterministic": True}}).train.deterministic is True
+    with pytest.raises(ConfigError, match=r"^train\.deterministic: got 'yes', expected true or false$"):
+        config_from_dict({"train": {"deterministic": "yes"}})
