@@ -59,6 +59,7 @@ from dpap.config import DPAPConfig
 from dpap.networks import build_network
 from dpap.neurons import firing_rate_mse
 from dpap.pruning import DPAPPruner
+from dpap.training import deterministic_algorithms
 
 ARCH = "15C3-AP2-40C3-AP2-300FC-10FC"
 T = 4
@@ -258,6 +259,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"), help="cpu (default), cuda or auto (cuda when there is one)")
     ap.add_argument("--kernel", default="auto", choices=("auto", "compiled", "eager"),
                     help="our networks' neuron.kernel (auto: compiled for the large layers on CPU, eager on CUDA)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="every contender with PyTorch's deterministic kernels, as train.deterministic trains (its cost: compare with a run without)")
     args = ap.parse_args(argv)
     from dpap.config import ConfigError
     from dpap.training import resolve_device
@@ -289,6 +292,11 @@ def main(argv=None) -> int:
         except ImportError as exc:
             print(f"{name}: not installed ({exc.name}; pip install -e '.[bench]'); skipping it", file=sys.stderr)
 
+    with deterministic_algorithms(args.deterministic):
+        return _time(args, device, malloc, contenders, peers)
+
+
+def _time(args, device: torch.device, malloc: str, contenders: list[Contender], peers: list) -> int:
     g = torch.Generator().manual_seed(1)
     batches = [
         (torch.rand(args.batch, 1, 28, 28, generator=g).to(device), torch.randint(0, CLASSES, (args.batch,), generator=g).to(device))
@@ -318,7 +326,8 @@ def main(argv=None) -> int:
         return statistics.median(x / y for x, y in zip(by_name[a].rounds, by_name[b].rounds))
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{args.threads} threads"
-    print(f"torch {torch.__version__}, {where}, neuron.kernel {args.kernel}, batch {args.batch}, T={T}, {ARCH}, {args.rounds} rounds; allocator: {malloc}")
+    det = ", deterministic kernels" if args.deterministic else ""
+    print(f"torch {torch.__version__}, {where}, neuron.kernel {args.kernel}{det}, batch {args.batch}, T={T}, {ARCH}, {args.rounds} rounds; allocator: {malloc}")
     print(f"{'configuration':<24} {'first step ms':>13} {'median ms':>10} {'samples/s':>10} {'vs no pruner':>13}")
     med = {}
     for c in contenders:

@@ -136,17 +136,22 @@ class SlidingThreshold:
         """Fold the traces ``[N, units]`` of one batch in; returns θ (in ``post``'s dtype).
         ``reduce`` (data-parallel training: a sum over ranks) folds in every rank's share of
         the batch, so θ is that of the whole batch on every rank."""
-        sums = post.sum(0).to(self.value.dtype)
-        n = post.shape[0]
+        return self.fold(post.sum(0), post.shape[0], reduce)
+
+    def fold(self, batch_sum: Tensor, n: int, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
+        """:meth:`update` from the batch's sum over its ``n`` samples (``[units]``), for a
+        caller that needs that sum too; returns θ in ``batch_sum``'s dtype."""
+        dtype = batch_sum.dtype
+        sums = batch_sum.to(self.value.dtype)
         if reduce is not None:
             packed = reduce(torch.cat([sums, sums.new_tensor([float(n)])]))
             sums, n = packed[:-1], int(round(float(packed[-1])))
         total = self.count + n
         if total == 0:
-            return self.value.to(post.dtype)
+            return self.value.to(dtype)
         self.value = (self.value * self.count + sums) / total
         self.count = total
-        return self.value.to(post.dtype)
+        return self.value.to(dtype)
 
     def to(self, device) -> "SlidingThreshold":
         self.value = self.value.to(device)

@@ -5,17 +5,21 @@
 #   bash tools/gpu_check.sh "$OUT" 500     # OUT: a folder; 500: seconds the whole script may take
 #
 # 1. the tests that skip without CUDA (`pytest -k cuda tests/core`);
-# 2. benchmarks/train_step.py --device cuda, with the eager and the compiled LIF, peers beside,
-#    and benchmarks/compaction.py --device cuda (dense against compacted networks);
+# 2. benchmarks/train_step.py --device cuda, peers beside, without and with --deterministic
+#    (what train.deterministic costs there), and benchmarks/compaction.py --device cuda (dense
+#    against compacted networks), inferring in batches of 100 (as the evaluate stage does),
+#    1000 and 10000;
 # 3. the pipeline's stages on the GPU without DVC or MLflow (digits, params.yaml as it is,
 #    train.device auto): download, preprocess, train, evaluate (NeuroBench metrics, NIR
-#    export) - the CPU gives 0.9583 test accuracy and 0.612 compression;
+#    export) - the CPU gives 0.9583 test accuracy and 0.612 compression; its outputs
+#    (models/, metrics.json) come back in pipeline_outputs.tgz, to be evaluated on the CPU;
 # 4. with the time left: Fashion-MNIST, the mnist-snn recipe for EPOCHS (100) epochs, DPAP and
 #    its baseline side by side (benchmarks/method_comparison.py). A call cut off before the
 #    last epoch resumes in the next one: put the returned *.json in .gpu/mc/ and *.pt in
 #    .gpu/mc/checkpoints/ first (`--report-only --out .gpu/mc` here redraws the figure).
-# Each step's output is in OUT: cuda_tests.log, train_step.log (both benchmarks), pipeline.log (metrics.json at
-# its end), training.log, the two histories (*.json) and the two checkpoints (*.pt).
+# Each step's output is in OUT: checks.log (the tests and both benchmarks), pipeline.log
+# (metrics.json at its end), pipeline_outputs.tgz, training.log, the two histories (*.json)
+# and the two checkpoints (*.pt): 8 files at most.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: gpu_check.sh OUT SECONDS}"); BUDGET=${2:-500}; PY=${PY:-python3}
 mkdir -p "$OUT"
@@ -32,15 +36,17 @@ fi
 export PYTHONUNBUFFERED=1
 
 { nvidia-smi -L; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
-  timeout "$(upto 150)" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rfEs -k cuda tests/core; } 2>&1 | tee "$OUT/cuda_tests.log"
-echo "[$(( $(date +%s) - start )) s] tests done"
-
-{ for kernel in auto compiled; do
-    timeout "$(upto 100)" "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" --kernel "$kernel" --rounds "${TS_ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14
+  timeout "$(upto 150)" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rfEs -k cuda tests/core
+  echo "[$(( $(date +%s) - start )) s] tests done"
+  for det in "" --deterministic; do
+    timeout "$(upto 100)" "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" $det --rounds "${TS_ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14
   done
-  timeout "$(upto 100)" "$PY" benchmarks/compaction.py --device "${DEVICE:-cuda}" --rounds "${CMP_ROUNDS:-7}" 2>&1 | grep -v Warning | tail -9
-} 2>&1 | tee "$OUT/train_step.log"
-echo "[$(( $(date +%s) - start )) s] train_step and compaction done"
+  for chunk in 100 1000 10000; do  # samples per batch in inference
+    timeout "$(upto 100)" "$PY" benchmarks/compaction.py --device "${DEVICE:-cuda}" --rounds "${CMP_ROUNDS:-7}" \
+      --infer-batch $(( chunk > 1000 ? chunk : 1000 )) --infer-chunk "$chunk" 2>&1 | grep -v Warning | tail -9
+  done
+} 2>&1 | tee "$OUT/checks.log"
+echo "[$(( $(date +%s) - start )) s] tests, train_step and compaction done"
 
 stage() {  # one pipeline stage, its last lines; its own exit status
   timeout "$(left)" "$PY" "pipeline/$1.py" "${@:2}" 2>&1 | grep -v Warning | tail -4
@@ -52,6 +58,7 @@ stage() {  # one pipeline stage, its last lines; its own exit status
     && "$PY" -c "import json; m = json.load(open('metrics.json')); print({k: m[k] for k in ('test_accuracy', 'compression', 'params_retained')})" \
     || true
 } > "$OUT/pipeline.log" 2>&1
+tar czf "$OUT/pipeline_outputs.tgz" models metrics.json 2>/dev/null
 tail -3 "$OUT/pipeline.log"
 echo "[$(( $(date +%s) - start )) s] pipeline done"
 

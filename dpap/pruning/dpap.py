@@ -221,7 +221,8 @@ class DPAPMethod(PruningMethod):
             post_pop = population(post, conv)
         T = post_pop.shape[0]
         post_tr = spike_trace(post_pop, self.cfg.tau, False, self.reference)  # Eq. 5-6
-        layer.post_sum += post_tr.sum(0)  # float64 += float32: promoted in place, no temporary
+        batch_sum = post_tr.sum(0)  # Σ_b S_post (Eq. 11) and θ's share of this batch (Eq. 8)
+        layer.post_sum += batch_sum  # float64 += float32: promoted in place, no temporary
         # A conv synapse links channel c_in of the previous layer to c_out (Eq. 6): its
         # pre-synaptic trace is the previous layer's channel trace, over all N×N neurons
         # of the channel *before* pooling (what the pre-synaptic neurons fired). An FC
@@ -241,7 +242,7 @@ class DPAPMethod(PruningMethod):
         if rule == "hebb":  # post_trᵀ @ pre_tr (importance.hebb)
             layer.accumulate(post_tr, pre_tr)
         else:  # Eq. 7 (importance.bcm): bcm_postᵀ @ pre_tr
-            theta = layer.theta.update(post_tr, reduce=pruner.reduce)
+            theta = layer.theta.fold(batch_sum, post_tr.shape[0], reduce=pruner.reduce)
             layer.accumulate(bcm_post(post_tr, theta), pre_tr)
 
     # -------------------------------------------------------------------- decision

@@ -118,6 +118,11 @@ def test_sliding_threshold_eq8_over_unequal_batches():
     # after the small batch: the mean over every sample seen, not over batches
     assert torch.allclose(values[2], torch.cat(batches).mean(0), atol=1e-6)
     assert th.count == 12
+    # fold: the same from each batch's sum (the DPAP observer shares that sum with Eq. 11)
+    folded = SlidingThreshold(3)
+    for b, v in zip(batches, values):
+        assert torch.equal(folded.fold(b.sum(0), b.shape[0]), v)
+    assert torch.equal(folded.value, th.value) and folded.count == 12
 
 
 def test_dendritic_spine_eq11_by_hand():
