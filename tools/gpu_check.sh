@@ -11,7 +11,7 @@
 #    1000 and 10000;
 # 3. the pipeline's stages on the GPU without DVC or MLflow (digits, params.yaml as it is,
 #    train.device auto): download, preprocess, train, evaluate (NeuroBench metrics, NIR
-#    export) - the CPU gives 0.9583 test accuracy and 0.612 compression; its outputs
+#    export) - this CPU gives 0.9556 test accuracy and 0.616 compression, a GPU others; its outputs
 #    (models/, metrics.json) come back in pipeline_outputs.tgz, to be evaluated on the CPU;
 # 4. with the time left: Fashion-MNIST, the mnist-snn recipe for EPOCHS (100) epochs, DPAP and
 #    its baseline side by side (benchmarks/method_comparison.py). A call cut off before the
