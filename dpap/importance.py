@@ -133,7 +133,8 @@ class SlidingThreshold:
         self.count = 0
 
     def update(self, post: Tensor, reduce: Optional[Callable[[Tensor], Tensor]] = None) -> Tensor:
-        """Fold the traces ``[N, units]`` of one batch in; returns θ (in ``post``'s dtype).
+        """Fold the traces ``[N, units]`` of one batch in; returns θ (in ``post``'s dtype, for
+        float traces).
         ``reduce`` (data-parallel training: a sum over ranks) folds in every rank's share of
         the batch, so θ is that of the whole batch on every rank."""
         return self.fold(post.sum(0), post.shape[0], reduce)

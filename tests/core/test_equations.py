@@ -118,11 +118,23 @@ def test_sliding_threshold_eq8_over_unequal_batches():
     # after the small batch: the mean over every sample seen, not over batches
     assert torch.allclose(values[2], torch.cat(batches).mean(0), atol=1e-6)
     assert th.count == 12
-    # fold: the same from each batch's sum (the DPAP observer shares that sum with Eq. 11)
-    folded = SlidingThreshold(3)
-    for b, v in zip(batches, values):
-        assert torch.equal(folded.fold(b.sum(0), b.shape[0]), v)
-    assert torch.equal(folded.value, th.value) and folded.count == 12
+
+
+
+def test_sliding_threshold_fold_from_batch_sums_and_across_ranks():
+    """fold: θ from each batch's sum (the DPAP observer shares that sum with Eq. 11); with
+    ``reduce`` (data-parallel: a sum over ranks) the sums and counts of every rank."""
+    torch.manual_seed(2)
+    batches = [torch.rand(n, 3) for n in (4, 4, 3)]
+    th = SlidingThreshold(3)
+    for i, b in enumerate(batches):
+        got = th.fold(b.sum(0), b.shape[0])
+        assert got.dtype == torch.float32
+        assert torch.allclose(got.double(), torch.cat(batches[: i + 1]).double().mean(0), atol=1e-7)
+    assert th.count == 11
+    two_ranks = SlidingThreshold(3)  # two ranks that saw the same batch: the same mean, twice the count
+    got = two_ranks.fold(batches[0].sum(0), 4, reduce=lambda t: t * 2)
+    assert torch.allclose(got, batches[0].mean(0), atol=1e-7) and two_ranks.count == 8
 
 
 def test_dendritic_spine_eq11_by_hand():
