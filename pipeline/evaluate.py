@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)
     metrics = evaluate(model, data.test, data.val, cfg.train.baseline_accuracy)
     plot_files = write_plots(model.history, PLOTS)
-    exported = export_model(model, EXPORT)
+    exported = export_model(model, EXPORT, data_meta=data.meta)
     run_id = model.mlflow_run_id
     if _cli.mlflow_enabled(args) and run_id:  # metrics.json names the MLflow run it came from
         from dpap.tracking import EXPERIMENT

@@ -110,6 +110,29 @@ def _to_float(x: torch.Tensor, storage: dict) -> torch.Tensor:
     return out
 
 
+def input_description(meta: dict) -> dict:
+    """How a network trained on this processed data set reads its input (``meta``: its
+    ``meta.json``), for whoever runs an exported model elsewhere: the data set, its class
+    names in output order, what the stored values are, and the formula that turns them into
+    the network's input, ``x = value · scale`` and, for standardised images,
+    ``(x − mean[c]) / std[c]`` per channel (:func:`load_processed` computes exactly this)."""
+    storage = meta.get("storage") or {}
+    mean, std = storage.get("mean"), storage.get("std")
+    desc: dict = {"dataset": meta.get("name"), "kind": meta.get("kind"), "classes": list(meta.get("classes") or [])}
+    if meta.get("kind") == "events":
+        params = meta.get("params") or {}
+        desc["values"] = "event counts per polarity, pixel and time bin (tonic ToFrame), one frame per time step"
+        desc["frames"] = {k: params.get(k) for k in ("time_bins", "denoise_us", "downsample") if k in params}
+        if "clipped_at" in storage:
+            desc["values"] += f", clipped at {storage['clipped_at']}"
+    else:
+        desc["values"] = "the data set's 8-bit pixel values (0-255; digits: 0-16)"
+    desc["scale"] = float(storage.get("scale", 1.0))
+    desc["mean"], desc["std"] = mean, std
+    desc["formula"] = "x = value * scale" + (", then x[c] = (x[c] - mean[c]) / std[c] for each channel c" if mean is not None else "")
+    return desc
+
+
 def load_processed(path: str | Path, *, verify: bool = True, as_float: bool = True) -> ProcessedData:
     """Load ``<processed_dir>/<name>/`` as written by the preprocess stage.
 

@@ -6,7 +6,8 @@
   :mod:`dpap.export.to_onnx`) of the compacted network (dead channels and neurons
   removed), pruned synapses of living units as zeros;
 - ``export.json``: what was written and how to run it (format, file, time steps,
-  encoding, input shape, classes, the LIF parameter mapping), or why nothing was (a
+  encoding, input shape, classes, the LIF parameter mapping and, from the evaluate stage,
+  how the data set's values become the input), or why nothing was (a
   layer the format cannot express, e.g. max pooling in an SNN: NIR has none).
 
 Both files are replaced atomically; a model file from an earlier export that no longer
@@ -25,6 +26,11 @@ from torch import Tensor
 
 MANIFEST = "export.json"
 FILES = {"nir": "model.nir", "onnx": "model.onnx"}
+STEP_INPUT = {  # what an SNN reads at each of its time steps (dpap.encoding)
+    "direct": "the sample x itself, the same at every step",
+    "poisson": "Bernoulli spikes, 1 with probability x (clipped to [0, 1]), drawn anew per step and pixel",
+    "events": "that step's frame",
+}
 
 
 class ExportError(ValueError):
@@ -79,7 +85,7 @@ def export_network(
             write_nir(nir_graph(net, live, metadata={"encoding": encoding}), target)
             manifest["dt"] = DT
             manifest["lif"] = "tau = dt/(1 - decay), r = tau/dt, v_leak = 0, v_threshold = threshold, v_reset = 0 (IF with r = 1/dt when decay = 1)"
-            manifest["decoding"] = "argmax of the output layer's spike counts over time_steps; input at every step: the sample (direct) or that step's frame"
+            manifest["decoding"] = "argmax of the output layer's spike counts over time_steps; input at every step: " + STEP_INPUT.get(encoding, encoding)
         else:
             from .to_onnx import write_onnx
 
@@ -99,21 +105,30 @@ def export_network(
     return ExportResult(fmt, None if reason else target, path, reason)
 
 
-def export_model(model, folder: str | Path, compact: bool = True) -> ExportResult:
+def export_model(model, folder: str | Path, compact: bool = True, data_meta: Optional[dict] = None) -> ExportResult:
     """:func:`export_network` of a saved model (:func:`~dpap.evaluation.load_model`):
     compacted (:func:`~dpap.compaction.compact_model`: dead channels and neurons removed,
     the pruned synapses of living units written as zeros; ``export.json`` names the
     compact ``arch``, the ``dense_arch`` and, per block, the ``kept`` units of the dense
-    network), or with ``compact=False`` in the dense shapes, every pruned weight a zero."""
+    network), or with ``compact=False`` in the dense shapes, every pruned weight a zero.
+    ``data_meta`` (the processed data set's ``meta.json``, as the evaluate stage passes it)
+    adds ``input`` to ``export.json``: the data set, its class names and how its values
+    become the network's input (:func:`~dpap.data.processed.input_description`)."""
     from ..compression import live_synapses
 
     encoding = model.cfg.model.encoding
+    extra: dict = {}
+    if data_meta is not None:
+        from ..data.processed import input_description
+
+        extra["input"] = input_description(data_meta)
     if model.unit_masks is None:
-        return export_network(model.net, folder, None, encoding, {"compacted": False})
+        return export_network(model.net, folder, None, encoding, {"compacted": False, **extra})
     if not compact:
-        return export_network(model.net, folder, live_synapses(model.net, model.unit_masks, model.synapse_masks), encoding, {"compacted": False})
+        live = live_synapses(model.net, model.unit_masks, model.synapse_masks)
+        return export_network(model.net, folder, live, encoding, {"compacted": False, **extra})
     from ..compaction import compact_model
 
     c = compact_model(model)
-    notes = {"compacted": True, "dense_arch": model.net.arch, "kept": [k.tolist() for k in c.kept]}
+    notes = {"compacted": True, "dense_arch": model.net.arch, "kept": [k.tolist() for k in c.kept], **extra}
     return export_network(c.net, folder, c.synapse_masks, encoding, notes)

@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from dpap.data import DataError, download, load_processed, preprocess
+from dpap.data.processed import input_description
 from dpap.data.registry import DEBIAN_FASHION_MNIST_DIR
+
+
+def by_the_description(desc: dict, values: np.ndarray) -> np.ndarray:
+    """A model's input made as export.json's ``input`` tells a user: ``x = value · scale``,
+    then ``(x[c] − mean[c]) / std[c]`` per channel when standardised ([N, C, H, W])."""
+    x = values.astype(np.float64) * desc["scale"]
+    if desc["mean"] is not None:
+        x = (x - np.array(desc["mean"])[:, None, None]) / np.array(desc["std"])[:, None, None]
+    return x
 
 
 # --------------------------------------------------------------------------- MNIST
@@ -114,6 +124,11 @@ def test_cifar10(cfg_for, synth, archive):
         assert len(data.meta["storage"]["mean"]) == 3
     else:
         np.testing.assert_allclose(data.train[0].numpy(), x / 255.0, atol=1e-7)
+    # what an exported model's export.json tells a user to feed it, from the raw pixels
+    desc = input_description(data.meta)
+    assert desc["dataset"] == "cifar10" and desc["kind"] == "static" and desc["classes"][:2] == ["airplane", "automobile"]
+    assert desc["scale"] == 1 / 255 and ("mean[c]" in desc["formula"]) == archive
+    np.testing.assert_allclose(by_the_description(desc, x), data.train[0].numpy(), atol=1e-5)
 
 
 # ------------------------------------------------------------------------- N-MNIST
@@ -139,6 +154,10 @@ def test_nmnist_frames(cfg_for, synth):
         iy, ix = divmod(int(spatial.argmax()), 34)
         assert abs(ix - (4 + 2 * label)) <= 1 and abs(iy - (6 + label)) <= 1
     assert torch.load(Path(cfg.processed_dir) / "nmnist" / "train.pt", weights_only=True)["x"].dtype == torch.uint8
+    desc = input_description(data.meta)
+    assert desc["kind"] == "events" and desc["frames"] == {"time_bins": 4, "denoise_us": 0, "downsample": cfg.downsample}
+    assert desc["scale"] == 1.0 and desc["mean"] is None and desc["formula"] == "x = value * scale"
+    assert len(desc["classes"]) == 10 and desc["classes"] == list(data.meta["classes"])
 
 
 def test_nmnist_denoise_and_parallel(cfg_for, synth):

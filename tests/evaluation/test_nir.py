@@ -104,6 +104,15 @@ def test_a_neuron_without_leak_is_an_integrate_and_fire_node():
     assert isinstance(node, nir.IF) and np.allclose(node.r * DT, 1.0) and np.all(node.v_threshold == 0.7)
 
 
+@pytest.mark.parametrize("encoding,says", [("direct", "the same at every step"), ("poisson", "Bernoulli"), ("events", "that step's frame")])
+def test_manifest_says_what_each_step_reads(encoding, says, tmp_path):
+    from dpap.networks import build_network
+
+    result = export_network(build_network("3FC", (4,), 3), tmp_path, encoding=encoding)
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["encoding"] == encoding and says in manifest["decoding"]
+
+
 def test_batchnorm_is_folded_and_max_pooling_is_refused(digits, tmp_path):
     from dpap.networks import build_network
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from dpap.data import load_processed
+
 from conftest import run
 
 pytestmark = pytest.mark.timeout(600)
@@ -35,6 +37,11 @@ def test_repro_writes_every_output(repro_repo):
     export = json.loads((repro_repo / "models/export/export.json").read_text())
     assert export["format"] == "nir" and export["file"] == "model.nir" and export["time_steps"] == 3
     assert export["compacted"] and export["dense_arch"] == "6C3-AP2-24FC-10FC" and export["arch"] != export["dense_arch"]
+    # ... and how the data set's values become its input: the stored digits (0-16) x 1/16
+    inp = export["input"]
+    assert inp["dataset"] == "digits" and inp["classes"] == [str(c) for c in range(10)] and inp["scale"] == 1 / 16
+    stored = load_processed(repro_repo / "data/processed/digits", as_float=False).test[0]
+    assert torch.equal(stored.float() * inp["scale"], load_processed(repro_repo / "data/processed/digits").test[0])
     assert (repro_repo / "models/export/model.nir").stat().st_size > 0
 
 
