@@ -117,7 +117,7 @@ class LayerTypeConfig:
 
 @dataclass
 class SDSNNConfig:
-    """SD-SNN (``../shared/spec/SDSNN.md``): synaptic constraint by dendritic-spine ranges,
+    """SD-SNN (``docs/spec/SDSNN.md``): synaptic constraint by dendritic-spine ranges,
     structured neuron pruning at "neurotrophic" rates, synaptic regeneration. Defaults are
     the authors' constants (spec §2.1). Epoch counts are in the authors' 600-epoch
     schedule; a shorter run compresses that schedule (:func:`dpap.pruning.sdsnn.schedule`)."""

@@ -3,7 +3,7 @@
     python pipeline/apply_preset.py mnist-snn && dvc repro
     python pipeline/apply_preset.py --list
 
-Presets: mnist-snn, nmnist-snn, dvs-gesture-snn, cifar10-snn, mnist-dnn, cifar10-dnn.
+Presets: mnist-snn, mnist-sdsnn, nmnist-snn, dvs-gesture-snn, cifar10-snn, mnist-dnn, cifar10-dnn.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SD-SNN as a pruning method: a synaptic constraint by dendritic-spine ranges, structured
 neuron pruning at "neurotrophic" rates, and synaptic regeneration
-(``../shared/spec/SDSNN.md``; section numbers below are the spec's).
+(``docs/spec/SDSNN.md``; section numbers below are the spec's).
 
 Nothing is observed per batch: every statistic comes from the weights at the end of an
 epoch. Per epoch e (from 0), in the spec's order (§2.3):

@@ -1,5 +1,5 @@
 """SD-SNN (dpap/pruning/sdsnn.py) against the spec's testable properties
-(../shared/spec/SDSNN.md §5), with hand-computed numbers on small networks.
+(docs/spec/SDSNN.md §5), with hand-computed numbers on small networks.
 
 The method reads only end-of-epoch weights, so most tests set weights by hand and call
 ``pruner.end_epoch(e)`` directly; the last ones train on digits (resume through a
