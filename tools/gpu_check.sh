@@ -20,8 +20,8 @@
 #    last epoch resumes in the next one: put the returned *.json in .gpu/mc/ and *.pt in
 #    .gpu/mc/checkpoints/ first (`--report-only --out .gpu/mc` here redraws the figure).
 # Each step's output is in OUT: checks.log (the tests and both benchmarks), pipeline.log
-# (metrics.json at its end), pipeline_outputs.tgz, training.log, the two histories (*.json)
-# and the two checkpoints (*.pt): 8 files at most.
+# (metrics.json at its end), pipeline_outputs.tgz (when every stage passed), training.log,
+# the two histories (*.json) and the two checkpoints (*.pt): 8 files at most.
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: gpu_check.sh OUT SECONDS}"); BUDGET=${2:-500}; PY=${PY:-python3}
 mkdir -p "$OUT"
@@ -38,7 +38,7 @@ fi
 export PYTHONUNBUFFERED=1
 
 { nvidia-smi -L; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
-  timeout "$(upto 120)" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rfEs -k cuda tests/core
+  timeout "$(upto 150)" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rfEs -k cuda tests/core
   echo "[$(( $(date +%s) - start )) s] tests done"
   for det in "" --deterministic; do
     timeout "$(upto 60)" "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" ${det:+"$det"} --rounds "${TS_ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14

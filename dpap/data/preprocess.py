@@ -218,6 +218,13 @@ def _verified_cifar10():
 # ------------------------------------------------------------------------------ events
 
 
+def _fields(step) -> str:
+    """A tonic transform's settings as ``name=value`` (its dataclass fields)."""
+    import dataclasses
+
+    return ", ".join(f"{f.name}={getattr(step, f.name)!r}" for f in dataclasses.fields(step)) if dataclasses.is_dataclass(step) else ""
+
+
 class FrameTransform:
     """tonic ``Denoise`` -> ``Downsample`` -> ``ToFrame``; an empty stream gives empty frames."""
 
@@ -234,6 +241,9 @@ class FrameTransform:
         self.sensor_size = (w, h, p)
         self.to_frame = T.ToFrame(sensor_size=self.sensor_size, n_time_bins=time_bins)
         self.shape = (time_bins, p, h, w)
+        self.description = [f"{type(s).__name__}({_fields(s)})" for s in self.steps] + [
+            f"ToFrame(sensor_size={self.sensor_size}, n_time_bins={time_bins})"
+        ]
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
         for step in self.steps:
@@ -316,4 +326,8 @@ def _load_events(spec: DatasetSpec, cfg: DataConfig, root: Path, progress: bool,
     dtype = "uint8" if all(a.dtype == np.uint8 for a, _ in out) else "int16"
     out = [(a.astype(np.dtype(dtype), copy=False), b) for a, b in out]
     log(f"{spec.name}: frames {transform.shape} per sample, max count {peak}, stored as {dtype}")
-    return out[0], out[1], {"dtype": dtype, "scale": 1.0, "mean": None, "std": None, "clipped_at": int(np.iinfo(np.int16).max)}
+    import tonic
+
+    storage = {"dtype": dtype, "scale": 1.0, "mean": None, "std": None, "clipped_at": int(np.iinfo(np.int16).max)}
+    storage["frames"] = {"transforms": transform.description, "tonic": tonic.__version__}  # what export.json tells users
+    return out[0], out[1], storage

@@ -110,23 +110,48 @@ def _to_float(x: torch.Tensor, storage: dict) -> torch.Tensor:
     return out
 
 
+STATIC_VALUES = {
+    "digits": "scikit-learn's digits: grey values 0-16",
+    "mnist": "8-bit grey values 0-255 (torchvision's MNIST)",
+    "fashion-mnist": "8-bit grey values 0-255 (torchvision's FashionMNIST)",
+    "cifar10": "8-bit colour values 0-255, channels R, G, B (torchvision's CIFAR10)",
+}
+"""The stored values of each static data set, for :func:`input_description`."""
+
+FRAMES = (
+    "tonic's ToFrame(n_time_bins): each recording's own time span is cut into time_bins equal "
+    "windows and the events in each counted per polarity and pixel"
+)
+
+
 def input_description(meta: dict) -> dict:
     """How a network trained on this processed data set reads its input (``meta``: its
     ``meta.json``), for whoever runs an exported model elsewhere: the data set, its class
-    names in output order, what the stored values are, and the formula that turns them into
+    names in output order, the layout, what the stored values are (for event data: the
+    tonic transforms, in order, that made the frames) and the formula that turns them into
     the network's input, ``x = value · scale`` and, for standardised images,
     ``(x − mean[c]) / std[c]`` per channel (:func:`load_processed` computes exactly this)."""
     storage = meta.get("storage") or {}
     mean, std = storage.get("mean"), storage.get("std")
-    desc: dict = {"dataset": meta.get("name"), "kind": meta.get("kind"), "classes": list(meta.get("classes") or [])}
+    name = meta.get("name")
+    desc: dict = {"dataset": name, "kind": meta.get("kind"), "classes": list(meta.get("classes") or [])}
     if meta.get("kind") == "events":
         params = meta.get("params") or {}
-        desc["values"] = "event counts per polarity, pixel and time bin (tonic ToFrame), one frame per time step"
-        desc["frames"] = {k: params.get(k) for k in ("time_bins", "denoise_us", "downsample") if k in params}
-        if "clipped_at" in storage:
-            desc["values"] += f", clipped at {storage['clipped_at']}"
+        desc["layout"] = "[T, P, H, W] per sample: T = time_bins frames, one per time step, P polarities"
+        desc["values"] = "event counts per time bin, polarity and pixel"
+        if storage.get("dtype") == "int16":
+            desc["values"] += f" (stored as int16: counts above {storage.get('clipped_at', 32767)} clipped)"
+        frames = dict(storage.get("frames") or {})
+        if not frames:  # data preprocessed before the transforms were recorded
+            steps = [f"Denoise(filter_time={params.get('denoise_us')})"] if params.get("denoise_us") else []
+            if name == "dvs-gesture":
+                steps.append(f"Downsample to {params.get('downsample')} x {params.get('downsample')} pixels")
+            frames["transforms"] = steps + [f"ToFrame(n_time_bins={meta.get('time_bins')})"]
+        frames["binning"] = FRAMES
+        desc["frames"] = frames
     else:
-        desc["values"] = "the data set's 8-bit pixel values (0-255; digits: 0-16)"
+        desc["layout"] = "[C, H, W] per sample (input_shape); decoding says what each time step reads"
+        desc["values"] = STATIC_VALUES.get(name, "8-bit values 0-255")
     desc["scale"] = float(storage.get("scale", 1.0))
     desc["mean"], desc["std"] = mean, std
     desc["formula"] = "x = value * scale" + (", then x[c] = (x[c] - mean[c]) / std[c] for each channel c" if mean is not None else "")

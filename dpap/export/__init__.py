@@ -92,6 +92,10 @@ def export_network(
             write_onnx(net, target, live)
             manifest["inputs"] = {"input": ["batch", *net.input_shape]}
             manifest["outputs"] = {"logits": ["batch", int(net.num_classes)]}
+            manifest["decoding"] = (
+                f"run the graph once per frame ({int(net.time_steps)} frames) and take the argmax of the logits summed over them"
+                if encoding == "events" else "one pass per sample; class = argmax of the logits"
+            )
     except ExportError as exc:
         reason = str(exc)
         manifest["file"] = None

@@ -120,7 +120,6 @@ def test_sliding_threshold_eq8_over_unequal_batches():
     assert th.count == 12
 
 
-
 def test_sliding_threshold_fold_from_batch_sums_and_across_ranks():
     """fold: θ from each batch's sum (the DPAP observer shares that sum with Eq. 11); with
     ``reduce`` (data-parallel: a sum over ranks) the sums and counts of every rank."""
@@ -132,9 +131,14 @@ def test_sliding_threshold_fold_from_batch_sums_and_across_ranks():
         assert got.dtype == torch.float32
         assert torch.allclose(got.double(), torch.cat(batches[: i + 1]).double().mean(0), atol=1e-7)
     assert th.count == 11
-    two_ranks = SlidingThreshold(3)  # two ranks that saw the same batch: the same mean, twice the count
-    got = two_ranks.fold(batches[0].sum(0), 4, reduce=lambda t: t * 2)
-    assert torch.allclose(got, batches[0].mean(0), atol=1e-7) and two_ranks.count == 8
+    # two ranks with unequal shares (4 and 3 samples): θ is the mean over all 7, not the
+    # mean of the two ranks' means; `reduce` adds the other rank's sums and count
+    other = batches[2]
+    two_ranks = SlidingThreshold(3)
+    reduce = lambda t: t + torch.cat([other.sum(0).double(), torch.tensor([3.0], dtype=torch.float64)])  # noqa: E731
+    got = two_ranks.fold(batches[0].sum(0), 4, reduce=reduce)
+    assert torch.allclose(got.double(), torch.cat([batches[0], other]).double().mean(0), atol=1e-7)
+    assert two_ranks.count == 7
 
 
 def test_dendritic_spine_eq11_by_hand():

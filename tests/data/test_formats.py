@@ -154,10 +154,14 @@ def test_nmnist_frames(cfg_for, synth):
         iy, ix = divmod(int(spatial.argmax()), 34)
         assert abs(ix - (4 + 2 * label)) <= 1 and abs(iy - (6 + label)) <= 1
     assert torch.load(Path(cfg.processed_dir) / "nmnist" / "train.pt", weights_only=True)["x"].dtype == torch.uint8
+    # export.json's input: the tonic transforms that made these frames, in order (no Denoise
+    # at denoise_us 0, no Downsample: N-MNIST keeps its 34 x 34 sensor)
     desc = input_description(data.meta)
-    assert desc["kind"] == "events" and desc["frames"] == {"time_bins": 4, "denoise_us": 0, "downsample": cfg.downsample}
+    assert desc["kind"] == "events" and desc["layout"].startswith("[T, P, H, W]")
+    assert desc["frames"]["transforms"] == ["ToFrame(sensor_size=(34, 34, 2), n_time_bins=4)"]
+    assert desc["frames"]["tonic"] and "time_bins equal windows" in desc["frames"]["binning"]
     assert desc["scale"] == 1.0 and desc["mean"] is None and desc["formula"] == "x = value * scale"
-    assert len(desc["classes"]) == 10 and desc["classes"] == list(data.meta["classes"])
+    assert len(desc["classes"]) == 10 and "int16" not in desc["values"]  # stored as uint8
 
 
 def test_nmnist_denoise_and_parallel(cfg_for, synth):
@@ -171,6 +175,9 @@ def test_nmnist_denoise_and_parallel(cfg_for, synth):
     assert denoised.train[0][:, :, :, 0, 33].sum() == 0
     assert denoised.train[0].sum() < plain.train[0].sum()
     assert denoised.meta["params"]["denoise_us"] == 1000
+    assert input_description(denoised.meta)["frames"]["transforms"] == [
+        "Denoise(filter_time=1000)", "ToFrame(sensor_size=(34, 34, 2), n_time_bins=2)"
+    ]
 
 
 # --------------------------------------------------------------------- DVS-Gesture
@@ -190,9 +197,14 @@ def test_dvs_gesture_downsampled_frames(cfg_for, synth):
     assert (x[:, :, :, 16, 31].sum(dim=(1, 2)) >= 10).all()
     assert sorted(data.test[1].tolist()) == [0, 1, 2, 10]
 
+    transforms = input_description(data.meta)["frames"]["transforms"]
+    assert len(transforms) == 2 and transforms[0].startswith("Downsample(") and "spatial_factor=0.25" in transforms[0]
+    assert transforms[1] == "ToFrame(sensor_size=(32, 32, 2), n_time_bins=3)"
+
     full = load_processed(preprocess(cfg_for("dvs-gesture", time_bins=3, downsample=128, denoise_us=0)))
     assert full.train[0].shape == (8, 3, 2, 128, 128)
     assert (full.train[0][:, :, :, 64, 127].sum(dim=(1, 2)) >= 10).all()
+    assert input_description(full.meta)["frames"]["transforms"] == ["ToFrame(sensor_size=(128, 128, 2), n_time_bins=3)"]
 
 
 def test_event_counts_above_255_stored_as_int16(cfg_for, synth):
@@ -211,5 +223,6 @@ def test_event_counts_above_255_stored_as_int16(cfg_for, synth):
     assert torch.load(out / "train.pt", weights_only=True)["x"].dtype == torch.int16
     data = load_processed(out)
     assert data.meta["storage"]["dtype"] == "int16"
+    assert "stored as int16: counts above 32767 clipped" in input_description(data.meta)["values"]
     count = float(data.train[0][0, 0, 1, 7, 5])
     assert 255 < count <= n and float(data.train[0].sum()) == count

@@ -17,9 +17,13 @@ onnx = pytest.importorskip("onnx")
 def test_onnxruntime_predicts_what_the_pruned_dnn_predicts(trained, digits, tmp_path):
     model = trained("6C3-BN-MP2-6C3-AP2-24FC-10FC", kind="dnn", epochs=2)
     assert any(not m.all() for m in model.unit_masks), "the fixture should have pruned units"
-    result = export_model(model, tmp_path / "export")
+    meta = {"name": "digits", "kind": "static", "classes": [str(c) for c in range(10)],
+            "storage": {"dtype": "uint8", "scale": 1 / 16, "mean": None, "std": None}}
+    result = export_model(model, tmp_path / "export", data_meta=meta)
     assert result.path == tmp_path / "export" / "model.onnx"
-    assert json.loads(result.manifest.read_text())["format"] == "onnx"
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["format"] == "onnx" and manifest["decoding"] == "one pass per sample; class = argmax of the logits"
+    assert manifest["input"]["scale"] == 1 / 16 and manifest["input"]["layout"].startswith("[C, H, W]")
     onnx.checker.check_model(onnx.load(str(result.path)))
 
     x = digits[1].x[:100]

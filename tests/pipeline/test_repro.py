@@ -40,6 +40,7 @@ def test_repro_writes_every_output(repro_repo):
     # ... and how the data set's values become its input: the stored digits (0-16) x 1/16
     inp = export["input"]
     assert inp["dataset"] == "digits" and inp["classes"] == [str(c) for c in range(10)] and inp["scale"] == 1 / 16
+    assert inp["mean"] is None and inp["formula"] == "x = value * scale" and "0-16" in inp["values"]
     stored = load_processed(repro_repo / "data/processed/digits", as_float=False).test[0]
     assert torch.equal(stored.float() * inp["scale"], load_processed(repro_repo / "data/processed/digits").test[0])
     assert (repro_repo / "models/export/model.nir").stat().st_size > 0
