@@ -7,8 +7,8 @@ units), compacted with :func:`dpap.compaction.compact`. For each level:
 
 * a training step: forward, MSE on the output firing rate, backward, Adam step, batch 100;
 * inference: 1000 samples under ``torch.inference_mode`` with ``fuse_pooling`` (as
-  ``dpap.evaluation`` infers), in batches of ``--infer-chunk``
-  (default 100: what ``dpap.evaluation`` does, in batches of ``train.batch_size``; pass
+  ``dpap.evaluation.metrics`` infers), in batches of ``--infer-chunk``
+  (default 100: what ``dpap.evaluation.metrics`` does, in batches of ``train.batch_size``; pass
   ``--infer-chunk 1000`` for one pass of batch 1000: with glibc's defaults
   (``DPAP_MALLOC=default``) page faults on its 188 MB activations dominate it,
   docs/compaction.md §3).
@@ -20,11 +20,11 @@ system; with ``--threads 1`` the work itself, whatever else a shared machine run
 default for the RESULT line) and wall-clock time (``--clock wall``). A row "masked, not
 compacted" times the 50 % network as training runs it today: dense shapes, masks applied
 around every optimizer step (``--no-masked`` leaves it out). The process keeps freed
-memory, as the ``dpap`` command and the pipeline do (:mod:`dpap.allocator`; the header
+memory, as the ``dpap`` command and the pipeline do (:mod:`dpap.runtime.allocator`; the header
 says so; ``DPAP_MALLOC=default`` measures glibc's defaults, whose page faults slow the
 dense network most: docs/compaction.md §3). ``--fusion`` also times each level's inference with every LIF and
 the average pooling after it run apart (the full-size spikes written and read back), to
-show what the fused inference kernel (:func:`dpap.fused_lif.pooled_spikes`) saves.
+show what the fused inference kernel (:func:`dpap.snn.fused_lif.pooled_spikes`) saves.
 
 FLOPs are counted analytically from the layer shapes: 2 per multiply-accumulate of the
 conv and FC layers (a conv: out channels × in channels × k² × output positions; the first
@@ -51,10 +51,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dpap.allocator import keep_freed_memory
+from dpap.runtime.allocator import keep_freed_memory
 from dpap.compaction import compact
-from dpap.networks import SpikingNetwork, build_network
-from dpap.neurons import firing_rate_mse
+from dpap.snn.networks import SpikingNetwork, build_network
+from dpap.snn.neurons import firing_rate_mse
 from dpap.pruning import Pruner, PruningMethod
 
 ARCH = "mnist-snn"
@@ -188,7 +188,7 @@ def train_step(level: Level, x: torch.Tensor, y: torch.Tensor) -> dict[str, floa
 
 
 def inference(level: Level, x: torch.Tensor, chunk: int, apart: bool = False) -> dict[str, float]:
-    """As ``dpap.evaluation`` infers: each LIF fused with the average pooling after it
+    """As ``dpap.evaluation.metrics`` infers: each LIF fused with the average pooling after it
     (``fuse_pooling``); ``apart``: the two as separate kernels (the full-size spikes
     written and read back), as a plain ``net(x)`` runs them."""
     net = level.net.eval()
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     ap.add_argument("--levels", default="0,50,75,90", help="percent of channels/neurons pruned, comma-separated (0 is added)")
     ap.add_argument("--train-batch", type=int, default=100)
     ap.add_argument("--infer-batch", type=int, default=1000, help="samples inferred per timing")
-    ap.add_argument("--infer-chunk", type=int, default=100, help="... in batches of this many (dpap.evaluation: train.batch_size)")
+    ap.add_argument("--infer-chunk", type=int, default=100, help="... in batches of this many (dpap.evaluation.metrics: train.batch_size)")
     ap.add_argument("--time-steps", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=7, help="timed round-robin rounds (medians over them)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
                     help="cpu (default), cuda or auto; on a GPU the RESULT line uses the wall clock")
     args = ap.parse_args(argv)
     from dpap.config import ConfigError
-    from dpap.training import resolve_device
+    from dpap.training.setup import resolve_device
 
     try:
         device = resolve_device(args.device)

@@ -1,7 +1,7 @@
 """One knob, ε, sets how much the gradual protocol prunes: the curve it draws.
 
 Trains one setting of ``benchmarks/pruning_dynamics.py`` (default: Fashion-MNIST with the
-``mnist-snn`` preset's network and recipe, 30 epochs) once per value of ``dpap.epsilon``
+``mnist-snn`` preset's network and recipe, 30 epochs) once per value of ``pruning.dpap.epsilon``
 and prints final compression, test accuracy, the largest one-epoch jump, the first
 pruning epoch and the share pruned per layer kind. Runs checkpoint every epoch into
 ``--out`` and their histories stay there: running the script again resumes and reprints.
@@ -46,12 +46,12 @@ def main(argv=None) -> int:
         print(f"error: --values {args.values!r}: expected numbers separated by commas", file=sys.stderr)
         return 2
     from dpap.config import ConfigError
-    from dpap.params_file import parse_overrides
+    from dpap.config.params_file import parse_overrides
 
     try:
         extra = parse_overrides(args.set, "-S")
         for v in values:
-            pd.setting_config(args.setting, Path(args.params), {**extra, "dpap.epsilon": v}, args.epochs, True)
+            pd.setting_config(args.setting, Path(args.params), {**extra, "pruning.dpap.epsilon": v}, args.epochs, True)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         return 2
     threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs))
     jobs = [
-        {"setting": args.setting, "pruned": True, "params": args.params, "extra": {**extra, "dpap.epsilon": v}, "epochs": args.epochs,
+        {"setting": args.setting, "pruned": True, "params": args.params, "extra": {**extra, "pruning.dpap.epsilon": v}, "epochs": args.epochs,
          "out": str(Path(args.out) / f"epsilon-{v:g}"), "threads": threads, "progress": args.jobs == 1 and sys.stderr.isatty()}
         for v in values
     ]
@@ -76,9 +76,9 @@ def main(argv=None) -> int:
     else:
         done = [pd.run_one(j) for j in jobs]
 
-    from dpap.dynamics import pruning_dynamics
+    from dpap.evaluation.dynamics import pruning_dynamics
 
-    print(f"\n{args.setting}: final compression and accuracy against ε (dpap.epsilon)")
+    print(f"\n{args.setting}: final compression and accuracy against ε (pruning.dpap.epsilon)")
     print(f"{'ε':>5} {'compression':>11} {'test acc':>8} {'max jump':>8} {'first':>5} {'conv ch.':>8} {'fc neur.':>8} {'fc syn.':>8}")
     comps = []
     for v, r in zip(values, done):

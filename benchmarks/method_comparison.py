@@ -4,7 +4,7 @@ Runs, on one setting of :mod:`benchmarks.pruning_dynamics` (``fashion-mnist``: t
 ``mnist-snn`` preset's network and recipe on Fashion-MNIST, 30 epochs; ``digits``:
 params.yaml as it is), four trainings:
 
-* ``baseline``: ``dpap.enabled: false``;
+* ``baseline``: ``pruning.enabled: false``;
 * ``dpap``: DPAP, the default (``gradual``) protocol;
 * ``sdsnn``: SD-SNN, the default (``fixed``) protocol;
 * ``sdsnn-reference``: SD-SNN as the authors' code behaves (``protocol: reference``),
@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 METHODS = {
-    "baseline": {"dpap.enabled": False},
-    "dpap": {"dpap.method": "dpap"},
-    "sdsnn": {"dpap.method": "sdsnn", "dpap.sdsnn.protocol": "fixed"},
-    "sdsnn-reference": {"dpap.method": "sdsnn", "dpap.sdsnn.protocol": "reference"},
+    "baseline": {"pruning.enabled": False},
+    "dpap": {"pruning.method": "dpap"},
+    "sdsnn": {"pruning.method": "sdsnn", "pruning.sdsnn.protocol": "fixed"},
+    "sdsnn-reference": {"pruning.method": "sdsnn", "pruning.sdsnn.protocol": "reference"},
 }
 
 
@@ -51,7 +51,7 @@ def run_one(job: dict) -> dict:
     import torch
 
     from dpap.data import load_processed
-    from dpap.training import fit
+    from dpap.training.loop import fit
     from pruning_dynamics import processed_root, setting_config
 
     if job["threads"]:
@@ -76,7 +76,7 @@ def run_one(job: dict) -> dict:
 
 
 def summary(history: list[dict]) -> dict:
-    from dpap.dynamics import kind_shares
+    from dpap.evaluation.dynamics import kind_shares
 
     last = history[-1]
     k = kind_shares(last["layers"])
@@ -114,12 +114,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores / jobs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "method_comparison"))
     ap.add_argument("--report-only", action="store_true", help="print the table from the histories in --out")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override for every run, e.g. dpap.sdsnn.fc_rate_gain=2")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override for every run, e.g. pruning.sdsnn.fc_rate_gain=2")
     ap.add_argument("--label", default="", help="appended to each run's name (runs with other -S values side by side)")
     args = ap.parse_args(argv)
     from dpap.config import ConfigError
     from dpap.data import DataError
-    from dpap.params_file import parse_overrides
+    from dpap.config.params_file import parse_overrides
     from pruning_dynamics import processed_root, setting_config
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

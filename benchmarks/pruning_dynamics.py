@@ -13,7 +13,7 @@ histories to ``--out``; every run checkpoints each epoch there, so a killed benc
 resumes where it stopped (``--fresh`` starts over).
 
     python benchmarks/pruning_dynamics.py [--settings digits,fashion-mnist] [--jobs 2]
-        [--epochs N] [--no-baseline] [-S dpap.epsilon=1.2 ...] [--out DIR] [--fresh]
+        [--epochs N] [--no-baseline] [-S pruning.dpap.epsilon=1.2 ...] [--out DIR] [--fresh]
 
 Fashion-MNIST takes about 1-2 minutes an epoch per run on 2 CPU cores (about 75 minutes
 for the pruned run and the baseline with ``--jobs 2``); digits about 20 seconds a run.
@@ -43,8 +43,8 @@ SETTINGS = {
 
 def setting_config(name: str, params: Path, extra: dict, epochs: int | None, pruned: bool):
     from dpap.config import load_params
-    from dpap.params_file import flatten_dotted
-    from dpap.presets import read_preset
+    from dpap.config.params_file import flatten_dotted
+    from dpap.config.presets import read_preset
 
     spec = dict(SETTINGS[name])
     overrides = {}
@@ -56,7 +56,7 @@ def setting_config(name: str, params: Path, extra: dict, epochs: int | None, pru
     if epochs:
         overrides["train.epochs"] = epochs
     if not pruned:
-        overrides["dpap.enabled"] = False
+        overrides["pruning.enabled"] = False
     return load_params(params, overrides=overrides)
 
 
@@ -79,7 +79,7 @@ def run_one(job: dict) -> dict:
     import torch
 
     from dpap.data import load_processed
-    from dpap.training import fit
+    from dpap.training.loop import fit
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
@@ -95,7 +95,7 @@ def run_one(job: dict) -> dict:
 
 
 def table(setting: str, history: list[dict], baseline: list[dict] | None) -> str:
-    from dpap.dynamics import kind_shares
+    from dpap.evaluation.dynamics import kind_shares
 
     lines = [f"\n{setting}: DPAP (gradual protocol) vs. unpruned baseline",
              f"{'epoch':>5} {'compression':>11} {'max jump':>8} {'conv ch.':>8} {'fc neur.':>8} {'fc syn.':>8} {'test acc':>8} {'baseline':>8}"]
@@ -110,7 +110,7 @@ def table(setting: str, history: list[dict], baseline: list[dict] | None) -> str
 
 
 def result_keys(history: list[dict], baseline: list[dict] | None, prefix: str = "") -> list[str]:
-    from dpap.dynamics import pruning_dynamics
+    from dpap.evaluation.dynamics import pruning_dynamics
 
     d = pruning_dynamics(history)
     values = {
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--epochs", type=int, default=None, help="override every setting's epochs (quick looks)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unpruned runs")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="extra params override, e.g. dpap.epsilon=1.2")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="extra params override, e.g. pruning.dpap.epsilon=1.2")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes; threads split between them)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: cores / jobs)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pruning_dynamics"))
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     import os
 
     from dpap.config import ConfigError
-    from dpap.params_file import parse_overrides
+    from dpap.config.params_file import parse_overrides
 
     try:
         extra = parse_overrides(args.set, "-S")

@@ -4,7 +4,7 @@ replay it through the pruner under many settings.
     python benchmarks/replay_importance.py record [--setting fashion-mnist] [--limit-train 10000]
         [--epochs 30] [--out FILE]
     python benchmarks/replay_importance.py replay [--recording FILE] [--setting fashion-mnist]
-        [--grid '{dpap.epsilon: [0.8, 1.0, 1.2], dpap.conv.beta: [4, 6]}'] [-S key=value ...]
+        [--grid '{dpap.epsilon: [0.8, 1.0, 1.2], pruning.dpap.conv.beta: [4, 6]}'] [-S key=value ...]
 
 ``record`` trains the setting's network without pruning (DPAP observes; no survival value
 can fall below 0) and saves, after every epoch, each layer's accumulated importance (BCM)
@@ -39,9 +39,9 @@ DEFAULT_OUT = pd.ROOT / "benchmarks" / "results" / "replay"
 def record(args) -> int:
     from dpap.data import download, load_processed, preprocess
     from dpap.pruning import DPAPMethod
-    from dpap.training import fit
+    from dpap.training.loop import fit
 
-    over = {"dpap.conv.beta": 1e9, "dpap.fc.beta": 1e9}  # observe, never prune
+    over = {"pruning.dpap.conv.beta": 1e9, "pruning.dpap.fc.beta": 1e9}  # observe, never prune
     cfg = pd.setting_config(args.setting, Path(args.params), over, args.epochs, True)
     root = Path(cfg.data.processed_dir) / cfg.data.name
     if not (root / "meta.json").exists():
@@ -73,14 +73,14 @@ def record(args) -> int:
 
 
 def replay_one(rec: dict, params: Path, setting: str, overrides: dict) -> dict:
-    from dpap.compression import compression_of
-    from dpap.dynamics import pruning_dynamics
-    from dpap.networks import build_network
-    from dpap.pruning import DPAPPruner
+    from dpap.pruning.compression import compression_of
+    from dpap.evaluation.dynamics import pruning_dynamics
+    from dpap.snn.networks import build_network
+    from dpap.pruning import Pruner, make_pruner
 
     cfg = pd.setting_config(setting, params, overrides, None, True)
     net = build_network(rec["arch"], rec["input_shape"], rec["classes"])
-    pruner = DPAPPruner(net, cfg.dpap)
+    pruner = make_pruner(net, "dpap", cfg.pruning.dpap)
     history = []
     for e, layers in enumerate(rec["epochs"]):
         for state, layer in zip(pruner.method.layers, layers):

@@ -143,7 +143,7 @@ def storage_worker(args: tuple) -> tuple[int, float, float, float]:
     import optuna
 
     from dpap.config import load_params
-    from dpap.search import CONSTRAINT, Heartbeat, TrialRecovery, budget_used, make_pruner, make_sampler, open_storage, recover_lost_trials, retry_history, study_lock, suggest_overrides, trial_id
+    from dpap.search import CONSTRAINT, Heartbeat, TrialRecovery, budget_used, make_trial_pruner, make_sampler, open_storage, recover_lost_trials, retry_history, study_lock, suggest_overrides, trial_id
     from dpap.search.recovery import this_worker
 
     warnings.simplefilter("ignore")
@@ -152,7 +152,7 @@ def storage_worker(args: tuple) -> tuple[int, float, float, float]:
     recovery = TrialRecovery(cfg.search.grace_period)
     storage = open_storage(cfg, url, recovery)
     lock = study_lock(url, out, "scaling")
-    study = optuna.load_study(study_name="scaling", storage=storage, sampler=make_sampler(cfg, index * 7919), pruner=make_pruner(cfg))
+    study = optuna.load_study(study_name="scaling", storage=storage, sampler=make_sampler(cfg, index * 7919), pruner=make_trial_pruner(cfg))
     n = 0
     wait = held = 0.0
     start = time.perf_counter()

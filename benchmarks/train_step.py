@@ -9,9 +9,9 @@ rectangle surrogate of width 1 where the framework has it). They are timed in th
 process with their measurements interleaved (round robin), so that drifts in machine
 load hit all of them alike:
 
-* ``dpap + DPAP``: :func:`dpap.build_network` with a :class:`dpap.DPAPPruner` attached,
+* ``dpap + DPAP``: :func:`dpap.build_network` with a :func:`dpap.make_pruner` attached,
   importance accumulated every batch, ``mask_gradients`` + ``apply_masks`` around every
-  optimizer step (what :class:`dpap.training.TrainingRun` does);
+  optimizer step (what :class:`dpap.training.loop.TrainingRun` does);
 * ``dpap (no pruner)``: the same network, optimizer and pruner, stepped with the pruner
   switched off (``observing`` false, no mask calls; its forward hook returns at once).
   Pairing each DPAP contender with its own network measures DPAP's cost alone: two
@@ -39,7 +39,7 @@ speedup_vs_fastest_peer=<ratio> fastest_peer=<name>``: overhead = the larger of
 (DPAP fresh, DPAP masks on) / the same network without pruner; speedup = the fastest peer
 / ours with DPAP.
 
-The process keeps freed memory (:mod:`dpap.allocator`), as the ``dpap`` command and the
+The process keeps freed memory (:mod:`dpap.runtime.allocator`), as the ``dpap`` command and the
 pipeline do, for all contenders alike; ``DPAP_MALLOC=default`` measures glibc's defaults.
 """
 
@@ -54,12 +54,12 @@ import time
 import torch
 from torch import nn
 
-from dpap.allocator import keep_freed_memory
+from dpap.runtime.allocator import keep_freed_memory
 from dpap.config import DPAPConfig
-from dpap.networks import build_network
-from dpap.neurons import firing_rate_mse
-from dpap.pruning import DPAPPruner
-from dpap.training import deterministic_algorithms
+from dpap.snn.networks import build_network
+from dpap.snn.neurons import firing_rate_mse
+from dpap.pruning import Pruner, make_pruner
+from dpap.training.setup import deterministic_algorithms
 
 ARCH = "15C3-AP2-40C3-AP2-300FC-10FC"
 T = 4
@@ -187,12 +187,12 @@ MASKED_BASE = "dpap, masks-on net, no pruner"
 TWIN = "dpap (no pruner), own net"
 
 
-def masked_pruner(net) -> DPAPPruner:
+def masked_pruner(net) -> Pruner:
     """A DPAP pruner in mid-training state: a quarter of the FC synapses and a tenth of every
     hidden layer's units pruned, so ``mask_gradients`` and ``apply_masks`` touch every
     weight, bias and BN term at every step (a fresh pruner's masks are no-ops). Same
     shapes as the dense net: compaction (on by default) would make it smaller and faster."""
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     g = torch.Generator().manual_seed(2)
     for i, block in enumerate(net.blocks):
         if block.layer_type == "fc":
@@ -212,7 +212,7 @@ class Contender:
     addresses, so the pair's ratio holds DPAP's cost alone (two separate but identical
     networks differ by up to ±3 % here, an A/A test shows: ``--twin``)."""
 
-    def __init__(self, name: str, net: nn.Module | None = None, pruner: DPAPPruner | None = None, twin_of: "Contender | None" = None):
+    def __init__(self, name: str, net: nn.Module | None = None, pruner: Pruner | None = None, twin_of: "Contender | None" = None):
         self.name = name
         if twin_of is not None:
             self.net, self.opt, self.pruner, self.use_pruner = twin_of.net, twin_of.opt, twin_of.pruner, False
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
                     help="every contender with PyTorch's deterministic kernels, as train.deterministic trains (its cost: compare with a run without)")
     args = ap.parse_args(argv)
     from dpap.config import ConfigError
-    from dpap.training import resolve_device
+    from dpap.training.setup import resolve_device
 
     try:
         device = resolve_device(args.device)
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # the same initial weights everywhere
     net = build_network(ARCH, (1, 28, 28), CLASSES, time_steps=T, kernel=args.kernel).to(device)
-    dpap = Contender("dpap + DPAP", net, DPAPPruner(net, DPAPConfig()))
+    dpap = Contender("dpap + DPAP", net, make_pruner(net, "dpap", DPAPConfig()))
     contenders = [Contender(BASE, twin_of=dpap), dpap]
     if args.twin:
         torch.manual_seed(0)

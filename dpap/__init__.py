@@ -1,7 +1,10 @@
 """dpap: developmental plasticity-inspired adaptive pruning (DPAP) for SNNs and DNNs.
 
-The core (neurons, networks, importance, survival, pruning, training) needs only torch;
-tracking (MLflow) and search (Optuna) live in their own modules.
+Layers, each importing only from those below it (``docs/architecture.md``): ``snn`` (neurons,
+encodings, networks) → ``pruning`` (mechanics, the method registry, one subpackage per
+method) → ``config`` → ``data`` → ``compaction`` → ``training`` → ``evaluation`` → ``export``
+→ ``tracking`` (MLflow) → ``search`` (Optuna) → ``cli``. The core needs only torch and
+pydantic.
 
 Names are imported on first use (PEP 562), so ``from dpap.config import load_params``
 does not import torch: checking a params.yaml takes a fraction of a second.
@@ -14,15 +17,21 @@ from typing import Any
 
 _EXPORTS = {
     "Config": "config",
-    "ConfigError": "config",
+    "ConfigError": "errors",
+    "DPAPError": "errors",
     "load_params": "config",
-    "SpikingNetwork": "networks",
-    "build_network": "networks",
-    "parse_arch": "networks",
-    "LIF": "neurons",
-    "firing_rate_mse": "neurons",
-    "DPAPPruner": "pruning",
-    "SurvivalFunction": "survival",
+    "SpikingNetwork": "snn",
+    "build_network": "snn",
+    "parse_arch": "snn",
+    "LIF": "snn",
+    "firing_rate_mse": "snn",
+    "Pruner": "pruning",
+    "make_pruner": "pruning",
+    "DPAPConfig": "pruning",
+    "SDSNNConfig": "pruning",
+    "METHODS": "pruning",
+    "fit": "training",
+    "load_model": "training",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -33,7 +42,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is not None:
         return getattr(importlib.import_module(f".{module}", __name__), name)
-    try:  # a submodule: ``import dpap; dpap.training``
+    try:  # a submodule: ``import dpap; dpap.training.loop``
         return importlib.import_module(f".{name}", __name__)
     except ModuleNotFoundError:
         raise AttributeError(f"module 'dpap' has no attribute {name!r}") from None

@@ -6,8 +6,9 @@ Another module adds a subcommand by appending its own function to ``COMMANDS`` (
 list below). Heavy imports (torch, optuna, mlflow) happen inside ``func``, so ``dpap
 --help`` stays fast.
 
-Errors a user can act on (bad params, bad input, missing data) print one line,
-``error: ...``, on stderr and exit 2; an interrupted run exits 130.
+Errors a user can act on print one line, ``error: ...``, on stderr and exit with the status
+of their kind (:mod:`dpap.errors`, docs/faults.md) through the one front door every command
+shares (:func:`dpap.runtime.entry.guarded`); an interrupted run exits 130.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import argparse
 import sys
 from typing import Any, Callable, Optional
 
-from .allocator import keep_freed_memory
-from .user_errors import user_errors
+from dpap import __version__
+from dpap.runtime.entry import guarded
 
 
 # ------------------------------------------------------------------------- search
@@ -51,8 +52,8 @@ def add_search(sub) -> None:
 def cmd_search(args) -> int:
     from pathlib import Path
 
-    from .config import load_params
-    from .params_file import parse_overrides
+    from dpap.config import load_params
+    from dpap.config.params_file import parse_overrides
 
     overrides = parse_overrides(args.set)
     for flag, key in [("target", "search.target"), ("tolerance", "search.tolerance"), ("trials", "search.trials"), ("epochs", "search.epochs"), ("storage", "search.storage"), ("study_name", "search.study_name"), ("seed", "search.seed")]:
@@ -61,16 +62,16 @@ def cmd_search(args) -> int:
             overrides[key] = value
     cfg = load_params(args.params, overrides)
 
-    from . import search as S
+    from dpap import search as S
 
     S.check_search(cfg, args.workers)  # bad input fails before anything is loaded
-    from .data import load_processed
+    from dpap.data import load_processed
 
     data_dir = Path(cfg.data.processed_dir) / cfg.data.name
     load_processed(data_dir)  # a missing folder is a one-line error here, not a worker traceback
     tracking_uri = None
     if not args.no_mlflow:
-        from .tracking import default_tracking_uri
+        from dpap.tracking import default_tracking_uri
 
         tracking_uri = default_tracking_uri()
     res = S.run_search(cfg, data_dir, workers=args.workers, out_dir=args.out, tracking_uri=tracking_uri, overrides=overrides, quiet=args.quiet)
@@ -110,7 +111,7 @@ def cmd_apply_best(args) -> int:
 
     import yaml
 
-    from . import search as S
+    from dpap import search as S
 
     changes = S.apply_best(args.best, args.params, dry_run=args.dry_run)
     verb = "would change" if args.dry_run else "updated"
@@ -147,15 +148,15 @@ def add_dashboard(sub) -> None:
 def cmd_dashboard(args) -> int:
     from pathlib import Path
 
-    from .config import ConfigError, load_params
-    from .search import is_rdb_url, shown_storage
+    from dpap.config import ConfigError, load_params
+    from dpap.search import is_rdb_url, shown_storage
 
     storage = args.storage
     if storage is None:
         storage = load_params(args.params).search.storage
     if not is_rdb_url(storage) and not Path(storage).is_file():
         raise ConfigError(f"{storage}: no search storage there; run `dpap search` first or name one with --storage")
-    from .dashboard import serve
+    from dpap.search.dashboard import serve
 
     print(f"optuna-dashboard for {shown_storage(storage)} on http://{args.host}:{args.port}/dashboard (best = best feasible trial); Ctrl-C stops it", flush=True)
     try:
@@ -173,6 +174,7 @@ COMMANDS: list[Callable[[Any], None]] = [add_search, add_apply_best, add_dashboa
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dpap", description="DPAP: developmental plasticity-inspired adaptive pruning")
+    parser.add_argument("--version", action="version", version=f"dpap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for add in COMMANDS:
@@ -182,16 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        keep_freed_memory()  # the process's allocator: dpap.allocator
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    except user_errors() as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    return guarded(lambda: args.func(args), signals=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,18 +21,6 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types whose message is meant for the user (one line, no traceback)."""
-    from dpap.user_errors import user_errors as errors
-
-    return errors(FileNotFoundError)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())
-
-
 def parser(description: str, tracking: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
@@ -47,36 +35,11 @@ def mlflow_enabled(args: argparse.Namespace) -> bool:
 
 
 def main_guard(fn: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``fn(argv)``; map user errors to ``error: <one line>`` and exit status 1 (also
-    a write that a full or read-only disk refuses).
-    SIGTERM is handled as Ctrl-C (``KeyboardInterrupt``): the stage ends what it must
-    (the train stage marks its MLflow run KILLED and keeps the checkpoint) and exits 130.
-    SIGINT is handled even when the parent ignored it (a shell does that to commands it
-    starts in the background with ``&``). Both wait for an MLflow write in progress to
-    end (:mod:`dpap.interrupts`). First, glibc is told to keep freed memory for the next
-    step (:mod:`dpap.allocator`; ``DPAP_MALLOC=default`` leaves it as it is)."""
-    import signal
+    """Run the stage ``fn(argv)`` behind dpap's one front door (:func:`dpap.runtime.entry.guarded`):
+    ``error: <one line>`` and the error's exit status (docs/faults.md); interrupted: 130,
+    the checkpoint kept."""
+    from dpap.runtime.entry import guarded
 
-    from dpap.allocator import keep_freed_memory
-    from dpap.interrupts import interrupt_handler
+    return guarded(lambda: fn(argv), interrupted="interrupted; the checkpoint is kept: run the stage (or `dvc repro`) again to resume")
 
-    signal.signal(signal.SIGTERM, interrupt_handler)
-    signal.signal(signal.SIGINT, interrupt_handler)
-    try:
-        keep_freed_memory()
-        return int(fn(argv) or 0)
-    except KeyboardInterrupt:
-        print("error: interrupted; the checkpoint is kept: run the stage (or `dvc repro`) again to resume", file=sys.stderr)
-        return 130
-    except user_errors() as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a full or read-only disk under a write the library did not wrap
-        import errno
 
-        from dpap.outputs import FULL, output_error
-
-        if exc.errno not in (*FULL, errno.EROFS) or not exc.filename:
-            raise
-        print(f"error: {one_line(output_error(exc, exc.filename))}", file=sys.stderr)
-        return 1

@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--list", action="store_true", help="list the presets")
     args = ap.parse_args(argv)
-    from dpap.presets import apply_preset, available
+    from dpap.config.presets import apply_preset, available
 
     if args.list or not args.name:
         print("\n".join(available()))

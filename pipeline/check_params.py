@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     from dpap.config import load_params
 
     cfg = load_params(args.params)
-    d = cfg.dpap
-    method = ("SD-SNN " + d.sdsnn.protocol if d.method == "sdsnn" else "DPAP " + d.protocol) if d.enabled else "no pruning"
+    p = cfg.pruning
+    method = f"{p.method} ({p.settings.protocol} protocol)" if p.enabled else "no pruning"
     print(f"params: {args.params} is valid ({cfg.data.name}, {cfg.model.arch}, {cfg.train.epochs} epochs, {method})")
     return 0
 

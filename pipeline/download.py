@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from dpap.config import load_params
     from dpap.data import download, raw_root
     from dpap.data.checksums import read_checksum_file
-    from dpap.outputs import is_output_fault, output_error
+    from dpap.runtime.outputs import is_output_fault, output_error
 
     cfg = load_params(args.params).data  # validated before anything is touched
     own = read_checksum_file(args.checksums) if args.checksums else None

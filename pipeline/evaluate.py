@@ -29,9 +29,10 @@ def main(argv=None) -> int:
     cfg = load_params(args.params)  # validated before anything is touched
 
     from dpap.data import load_processed
-    from dpap.evaluation import evaluate, load_model, write_metrics, write_plots
+    from dpap.evaluation.metrics import evaluate, write_metrics, write_plots
+    from dpap.training.model_file import load_model
     from dpap.export import export_model
-    from dpap.outputs import check_writable
+    from dpap.runtime.outputs import check_writable
 
     check_writable(METRICS, PLOTS / "accuracy.csv")  # before the evaluation, not after it
     model = load_model(MODEL)

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from dpap.config import load_params
     from dpap.data import preprocess, processed_root
-    from dpap.outputs import is_output_fault, output_error
+    from dpap.runtime.outputs import is_output_fault, output_error
 
     cfg = load_params(args.params).data  # validated before anything is touched
     try:

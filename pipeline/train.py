@@ -30,11 +30,12 @@ def main(argv=None) -> int:
     cfg = load_params(args.params)  # validated before anything is touched
 
     from dpap.data import load_processed
-    from dpap.evaluation import save_model
-    from dpap.outputs import OutputError, check_writable
-    from dpap.training import DivergedError, fit
+    from dpap.training.model_file import save_model
+    from dpap.runtime.outputs import OutputError, check_writable
+    from dpap.training.history import DivergedError
+    from dpap.training.loop import fit
 
-    from dpap.distributed import Distributed
+    from dpap.training.distributed import Distributed
 
     check_writable(MODEL, CHECKPOINT)  # a read-only models/ stops here, not after the last epoch
     data = load_processed(Path(cfg.data.processed_dir) / cfg.data.name)

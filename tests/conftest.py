@@ -26,12 +26,12 @@ def pytest_xdist_auto_num_workers(config):
 
 @pytest.fixture(scope="session")
 def digits():
-    """scikit-learn's digits as (train, test) :class:`~dpap.training.Split` s: 360 test
+    """scikit-learn's digits as (train, test) :class:`~dpap.training.loop.Split` s: 360 test
     images ``[1, 8, 8]`` in [0, 1], stratified, the same split everywhere."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from dpap.training import Split
+    from dpap.training.history import Split
 
     d = load_digits()
     x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)

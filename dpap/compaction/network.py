@@ -2,7 +2,7 @@
 
 Masks zero the weights of pruned units and synapses but keep every matrix's shape, so a
 pruned network costs what the dense one costs. :func:`compact` builds a new
-:class:`~dpap.networks.SpikingNetwork` of the same kind and architecture pattern in
+:class:`~dpap.snn.networks.SpikingNetwork` of the same kind and architecture pattern in
 which every dead hidden unit is gone:
 
 * a dead conv channel loses its filter, bias and BatchNorm entries (weight, bias,
@@ -20,7 +20,7 @@ attaches a :class:`~dpap.pruning.Pruner` holding those masks, so that training t
 compact network further keeps them at zero. :func:`expand` puts a compact network back
 into the larger shapes (zeros where units were removed).
 
-Parameters. :func:`~dpap.compression.count_parameters` counts as *retained* the living
+Parameters. :func:`~dpap.pruning.compression.count_parameters` counts as *retained* the living
 synapses (times the kernel size) plus bias and BN affine terms of living units. The
 compact network has exactly those and, in addition, (a) the zeros of synapses pruned on
 their own inside living rows and columns and (b) the rows, biases and BN terms of the
@@ -40,23 +40,24 @@ the threshold.
 
 from __future__ import annotations
 
+from dpap.errors import DPAPError
+
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
-from ..compression import count_parameters, live_synapses
-from ..networks import AvgPool2d, Block, SpikingNetwork
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..evaluation import LoadedModel
-    from ..pruning import Pruner, PruningMethod
+from dpap.pruning.compression import count_parameters, live_synapses
+from dpap.pruning.mechanics import Pruner
+from dpap.pruning.method import PruningMethod
+from dpap.snn.networks import AvgPool2d, Block, SpikingNetwork
 
 
-class CompactionError(ValueError):
+
+class CompactionError(DPAPError, ValueError):
     """Masks that do not fit the network, or a network compaction cannot rebuild."""
 
 
@@ -67,7 +68,7 @@ class CompactNetwork:
     ``kept[i]``: indices (long, CPU) of the original units of block i that the compact
     block holds, in order; ``unit_masks[i]`` (bool ``[kept]``) and ``synapse_masks[i]``
     (bool ``[kept units, kept inputs]``, the living synapses as in
-    :func:`~dpap.compression.live_synapses`): the masks in the compact shapes."""
+    :func:`~dpap.pruning.compression.live_synapses`): the masks in the compact shapes."""
 
     net: SpikingNetwork
     kept: list[Tensor]
@@ -76,7 +77,7 @@ class CompactNetwork:
 
     def parameters_retained(self) -> int:
         """Parameters of the compact network that are not masked; equals
-        :func:`~dpap.compression.count_parameters` ``.retained`` of the original."""
+        :func:`~dpap.pruning.compression.count_parameters` ``.retained`` of the original."""
         return count_parameters(self.net, self.unit_masks, self.synapse_masks).retained
 
     def parameters_total(self) -> int:
@@ -92,8 +93,6 @@ class CompactNetwork:
         default with a method that never prunes): call ``mask_gradients`` /
         ``apply_masks`` around each optimizer step, as the training loop does, and the
         masked synapses stay at zero."""
-        from ..pruning import Pruner, PruningMethod
-
         pruner = Pruner(self.net, method if method is not None else PruningMethod())
         device = pruner.device
         pruner.units = [u.to(device).clone() for u in self.unit_masks]
@@ -148,11 +147,6 @@ def compact_pruned(pruner: "Pruner") -> CompactNetwork:
     """:func:`compact` with the masks of ``pruner`` (its network, as it is now)."""
     n = len(pruner.net.blocks)
     return compact(pruner.net, [pruner.unit_mask(i) for i in range(n)], [pruner.synapse_mask(i) for i in range(n)])
-
-
-def compact_model(model: "LoadedModel") -> CompactNetwork:
-    """:func:`compact` of a saved model (:func:`~dpap.evaluation.load_model`)."""
-    return compact(model.net, model.unit_masks, model.synapse_masks)
 
 
 @torch.no_grad()
@@ -287,7 +281,7 @@ def _compact_norm(bn: nn.Module, rows: Tensor, index: int) -> nn.Module:
 
 def compact_arch(blocks: Sequence[Block]) -> str:
     """The architecture string (paper notation) of ``blocks``: ``8C3-AP2-20C3-AP2-150FC-10FC``
-    for a compacted ``mnist-snn``. :func:`~dpap.networks.build_network` of it has the
+    for a compacted ``mnist-snn``. :func:`~dpap.snn.networks.build_network` of it has the
     compact network's shapes."""
     tokens = []
     for block in blocks:

@@ -26,8 +26,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..networks import SpikingNetwork
-from .network import CompactionError, input_columns
+from dpap.snn.networks import SpikingNetwork
+from dpap.compaction.network import CompactionError, input_columns
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ Public API::
 :class:`ProcessedData` (float32 x, int64 y per split, and ``meta``).
 """
 
-from .errors import DataError
-from .registry import DATASETS, DatasetSpec, get_spec
-from .download import download, raw_root
-from .preprocess import preprocess, processed_root
-from .processed import ProcessedData, load_processed
+from dpap.data.errors import DataError
+from dpap.data.registry import DATASETS, DatasetSpec, get_spec
+from dpap.data.download import download, raw_root
+from dpap.data.preprocess import preprocess, processed_root
+from dpap.data.processed import ProcessedData, load_processed
 
 __all__ = [
     "DATASETS",

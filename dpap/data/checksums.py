@@ -36,8 +36,8 @@ from typing import Container, Iterable, Optional
 
 import numpy as np
 
-from ..outputs import atomic_write_text
-from .errors import DataError
+from dpap.runtime.outputs import atomic_write_text
+from dpap.data.errors import DataError
 
 MANIFEST_NAME = "MANIFEST.json"
 _CHUNK = 1 << 20

@@ -41,9 +41,9 @@ from typing import Callable, Iterable, Mapping, Optional, Union
 
 import numpy as np
 
-from ..config import DataConfig
-from ..outputs import atomic_write_bytes
-from .checksums import (
+from dpap.config import DataConfig
+from dpap.runtime.outputs import atomic_write_bytes
+from dpap.data.checksums import (
     MANIFEST_NAME,
     SINGLE_FILE_COMPRESSIONS,
     Digests,
@@ -53,8 +53,8 @@ from .checksums import (
     read_manifest,
     write_manifest,
 )
-from .errors import DataError
-from .registry import Archive, DatasetSpec, RawFile, get_spec
+from dpap.data.errors import DataError
+from dpap.data.registry import Archive, DatasetSpec, RawFile, get_spec
 
 NETWORK_TIMEOUT_S = 20.0
 """Socket timeout of every download attempt: a machine without internet fails in seconds."""

@@ -20,12 +20,12 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..config import DataConfig
-from .checksums import MANIFEST_NAME, manifest_hash, read_manifest, verify_manifest
-from .download import load_digits_arrays, raw_root
-from .errors import DataError
-from .processed import FORMAT_VERSION, content_hash, write_processed
-from .registry import DatasetSpec, get_spec
+from dpap.config import DataConfig
+from dpap.data.checksums import MANIFEST_NAME, manifest_hash, read_manifest, verify_manifest
+from dpap.data.download import load_digits_arrays, raw_root
+from dpap.data.errors import DataError
+from dpap.data.processed import FORMAT_VERSION, content_hash, write_processed
+from dpap.data.registry import DatasetSpec, get_spec
 
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0

@@ -20,8 +20,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .checksums import tensor_digest
-from .errors import DataError
+from dpap.data.checksums import tensor_digest
+from dpap.data.errors import DataError
 
 SPLITS = ("train", "val", "test")
 META_NAME = "meta.json"
@@ -93,7 +93,7 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
 
 def _refused(exc: OSError, out_dir: Path) -> BaseException:
     """A write the file system refused (full, read-only, ...) as a one-line error."""
-    from ..outputs import is_output_fault, output_error
+    from dpap.runtime.outputs import is_output_fault, output_error
 
     return output_error(exc, out_dir) if is_output_fault(exc) else exc
 

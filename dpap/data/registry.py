@@ -46,8 +46,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-from .checksums import forms_of
-from .errors import DataError
+from dpap.data.checksums import forms_of
+from dpap.data.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 MANIFEST = "export.json"
 FILES = {"nir": "model.nir", "onnx": "model.onnx"}
-STEP_INPUT = {  # what an SNN reads at each of its time steps (dpap.encoding)
+STEP_INPUT = {  # what an SNN reads at each of its time steps (dpap.snn.encoding)
     "direct": "the sample x itself, the same at every step",
     "poisson": "Bernoulli spikes, 1 with probability x (clipped to [0, 1]), drawn anew per step and pixel",
     "events": "that step's frame",
@@ -55,12 +55,12 @@ class ExportResult:
 def export_network(
     net, folder: str | Path, live: Optional[Sequence[Tensor]] = None, encoding: str = "direct", notes: Optional[dict] = None
 ) -> ExportResult:
-    """Write ``net`` (a :class:`~dpap.networks.SpikingNetwork`) into ``folder`` as NIR
+    """Write ``net`` (a :class:`~dpap.snn.networks.SpikingNetwork`) into ``folder`` as NIR
     (SNN) or ONNX (DNN), with ``export.json``. ``live[i]``: block i's living synapses
-    (:func:`~dpap.compression.live_synapses`); the rest is written as zero weights.
+    (:func:`~dpap.pruning.compression.live_synapses`); the rest is written as zero weights.
     A network the format cannot express gives ``path=None`` and the reason in the
     manifest (no exception): evaluating a model does not depend on exporting it."""
-    from ..evaluation import atomic_write_text
+    from dpap.runtime.outputs import atomic_write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,14 +80,14 @@ def export_network(
     reason = None
     try:
         if fmt == "nir":
-            from .to_nir import DT, nir_graph, write_nir
+            from dpap.export.to_nir import DT, nir_graph, write_nir
 
             write_nir(nir_graph(net, live, metadata={"encoding": encoding}), target)
             manifest["dt"] = DT
             manifest["lif"] = "tau = dt/(1 - decay), r = tau/dt, v_leak = 0, v_threshold = threshold, v_reset = 0 (IF with r = 1/dt when decay = 1)"
             manifest["decoding"] = "argmax of the output layer's spike counts over time_steps; input at every step: " + STEP_INPUT.get(encoding, encoding)
         else:
-            from .to_onnx import write_onnx
+            from dpap.export.to_onnx import write_onnx
 
             write_onnx(net, target, live)
             manifest["inputs"] = {"input": ["batch", *net.input_shape]}
@@ -110,7 +110,7 @@ def export_network(
 
 
 def export_model(model, folder: str | Path, compact: bool = True, data_meta: Optional[dict] = None) -> ExportResult:
-    """:func:`export_network` of a saved model (:func:`~dpap.evaluation.load_model`):
+    """:func:`export_network` of a saved model (:func:`~dpap.evaluation.metrics.load_model`):
     compacted (:func:`~dpap.compaction.compact_model`: dead channels and neurons removed,
     the pruned synapses of living units written as zeros; ``export.json`` names the
     compact ``arch``, the ``dense_arch`` and, per block, the ``kept`` units of the dense
@@ -118,12 +118,12 @@ def export_model(model, folder: str | Path, compact: bool = True, data_meta: Opt
     ``data_meta`` (the processed data set's ``meta.json``, as the evaluate stage passes it)
     adds ``input`` to ``export.json``: the data set, its class names and how its values
     become the network's input (:func:`~dpap.data.processed.input_description`)."""
-    from ..compression import live_synapses
+    from dpap.pruning.compression import live_synapses
 
     encoding = model.cfg.model.encoding
     extra: dict = {}
     if data_meta is not None:
-        from ..data.processed import input_description
+        from dpap.data.processed import input_description
 
         extra["input"] = input_description(data_meta)
     if model.unit_masks is None:
@@ -131,7 +131,7 @@ def export_model(model, folder: str | Path, compact: bool = True, data_meta: Opt
     if not compact:
         live = live_synapses(model.net, model.unit_masks, model.synapse_masks)
         return export_network(model.net, folder, live, encoding, {"compacted": False, **extra})
-    from ..compaction import compact_model
+    from dpap.training.model_file import compact_model
 
     c = compact_model(model)
     notes = {"compacted": True, "dense_arch": model.net.arch, "kept": [k.tolist() for k in c.kept], **extra}

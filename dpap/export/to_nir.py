@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..networks import SpikingNetwork
-from ..neurons import LIF
+from dpap.snn.networks import SpikingNetwork
+from dpap.snn.neurons import LIF
 
 DT = 1e-4
 """Seconds per time step in the exported LIF constants (snnTorch's convention)."""
@@ -112,12 +112,12 @@ def block_shapes(net: SpikingNetwork) -> list[tuple[tuple[int, ...], tuple[int, 
 
 def nir_graph(net: SpikingNetwork, live: Optional[Sequence[Tensor]] = None, metadata: Optional[dict] = None):
     """The NIR graph of an SNN (module docstring). ``live[i]``: block i's living synapses
-    (bool ``[units, pre_units]``, :func:`~dpap.compression.live_synapses`); their
+    (bool ``[units, pre_units]``, :func:`~dpap.pruning.compression.live_synapses`); their
     complement is written as zero weights. Raises :class:`~dpap.export.ExportError` for
     a layer NIR cannot express."""
     import nir
 
-    from . import ExportError
+    from dpap.export import ExportError
 
     if net.kind != "snn":
         raise ExportError(f"NIR export takes an SNN; this is a {net.kind.upper()} (export it to ONNX)")

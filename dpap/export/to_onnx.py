@@ -18,14 +18,14 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..networks import SpikingNetwork
+from dpap.snn.networks import SpikingNetwork
 
 
 def as_sequential(net: SpikingNetwork, live: Optional[Sequence[Tensor]] = None) -> nn.Sequential:
     """A DNN as an ``nn.Sequential`` of standard modules computing the same logits
     (copies; ``net`` is not changed). ``live[i]``: block i's living synapses; the others
     become zero weights."""
-    from . import ExportError
+    from dpap.export import ExportError
 
     if net.kind != "dnn":
         raise ExportError(f"ONNX export takes a DNN; this is an {net.kind.upper()} (export it to NIR)")

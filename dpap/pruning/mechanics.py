@@ -1,6 +1,6 @@
 """The mechanics of pruning: masks, and how they are applied (no decision here).
 
-A :class:`Pruner` attaches to a :class:`~dpap.networks.SpikingNetwork`, forwards what the
+A :class:`Pruner` attaches to a :class:`~dpap.snn.networks.SpikingNetwork`, forwards what the
 network does (each block's input and output, every training batch) to a
 :class:`~dpap.pruning.method.PruningMethod`, and once per epoch asks the method which
 units and synapses die (or, for methods that regenerate, come back). It owns the masks:
@@ -25,15 +25,13 @@ value the method gives it (0 unless it sets one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ..networks import Block, SpikingNetwork
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .method import PruningMethod
+from dpap.pruning.method import PruningMethod
+from dpap.snn.networks import Block, SpikingNetwork
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ class LayerReport:
 class Pruner:
     """Masks of a network and their application; decisions come from ``method``.
 
-    >>> pruner = Pruner(net, DPAPMethod(cfg.dpap))   # attaches an observer
+    >>> pruner = Pruner(net, DPAPMethod(cfg.pruning.dpap))   # attaches an observer
     >>> for x, y in batches:
     ...     loss = ...; loss.backward()
     ...     pruner.mask_gradients(); opt.step(); pruner.apply_masks()
@@ -94,7 +92,7 @@ class Pruner:
         self._restored = [0] * len(self.layers)
         self.last_reports: list[LayerReport] = []
         self.reduce = None
-        """Data-parallel training: an in-place sum over the ranks (:mod:`dpap.distributed`);
+        """Data-parallel training: an in-place sum over the ranks (:mod:`dpap.training.distributed`);
         the method's statistics go through it, so every rank decides the same."""
         method.attach(self)
         self._remove = net.observe(self._observe, training_only=True)

@@ -3,19 +3,22 @@
 A method never touches masks or weights directly for pruning; it tells the
 :class:`~dpap.pruning.mechanics.Pruner` (``kill_units``, ``kill_synapses``,
 ``restore_synapses``), which owns the masks and applies them. Methods:
-:class:`~dpap.pruning.dpap.DPAPMethod` (the paper, with its ``gradual``, ``paper`` and
+:class:`~dpap.pruning.dpap.method.DPAPMethod` (the paper, with its ``gradual``, ``paper`` and
 ``reference`` protocols).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..networks import Block
-    from .mechanics import Pruner
+    from dpap.snn.networks import Block
+
+# A method's hooks take the :class:`~dpap.pruning.mechanics.Pruner` that runs it (written
+# "Pruner" below); mechanics imports this module, so this one names it without importing it.
 
 
 class PruningMethod:
@@ -36,7 +39,7 @@ class PruningMethod:
     observes nothing). With masks every step and ``silence_units`` (a pruned unit exactly
     silent), an epoch may then be trained without the pruned units, which are put back as
     the masked network would hold them before the method decides; the method keeps its
-    state in the dense shapes (:func:`dpap.compaction.epoch.mode`)."""
+    state in the dense shapes (:func:`dpap.training.compact_epoch.mode`)."""
     value_name = "survival"
     """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
 
@@ -75,3 +78,19 @@ class PruningMethod:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered pruning method (``params.yaml``: ``pruning.method: <name>``)."""
+
+    name: str
+    """Its name in ``pruning.method``, and the group ``pruning.<name>`` of its settings."""
+    config: type
+    """Its settings model (a :class:`~dpap.schema.Settings`), with the defaults a run uses."""
+    build: Callable[[Any, int], PruningMethod]
+    """``build(settings, epochs)``: a fresh method for a run of ``epochs`` epochs."""
+    search_knobs: tuple[str, ...] = ()
+    """Knobs of ``pruning.<name>`` a search may tune (``search.ranges``)."""
+    summary: str = ""
+    """One line for ``docs/methods.md`` and ``dpap methods``."""

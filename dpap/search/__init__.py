@@ -1,13 +1,13 @@
 """Optuna search for the pruning knobs that hit a chosen compression (issue 5): DPAP's
-survival-function knobs, or SD-SNN's (``sdsnn.fc_rate_gain``, ...) with ``dpap.method: sdsnn``.
+survival-function knobs, or SD-SNN's (``sdsnn.fc_rate_gain``, ...) with ``pruning.method: sdsnn``.
 
-The search tunes β, ε, η and C (``dpap.epsilon``, ``dpap.conv.*``, ``dpap.fc.*``; ranges
+The search tunes β, ε, η and C (``pruning.dpap.epsilon``, ``pruning.dpap.conv.*``, ``pruning.dpap.fc.*``; ranges
 in ``search.ranges``) to maximise accuracy (validation when there is a split, else test)
 subject to ``|compression − target| ≤ tolerance``, written as an Optuna 5 constraint
 (:meth:`optuna.trial.Trial.set_constraint`), so ``study.best_trial`` is the best
 *feasible* trial. The knob ``search.control`` (ε) is not sampled but solved for, trial by
-trial, from the compressions seen so far (:mod:`dpap.target_sampler`). Every trial is one
-call of :func:`dpap.training.fit`, the project's only training loop; a per-epoch callback
+trial, from the compressions seen so far (:mod:`dpap.search.target_sampler`). Every trial is one
+call of :func:`dpap.training.loop.fit`, the project's only training loop; a per-epoch callback
 reports to the pruner and stops trials that can no longer be feasible (compression
 already above ``target + tolerance``: pruning is permanent, so compression only grows; or
 compression below the band while no survival function can reach 0 in the epochs left).
@@ -16,7 +16,7 @@ Library use (a notebook)::
 
     study = optuna.create_study(direction="maximize", pruner=FeasiblePercentilePruner())
     study.optimize(make_objective(cfg, data), n_trials=20, catch=(Exception,))
-    best_overrides(study.best_trial)   # {"dpap.conv.beta": ..., ...}
+    best_overrides(study.best_trial)   # {"pruning.dpap.conv.beta": ..., ...}
 
 The command line (``dpap search``) runs :func:`run_search`: a resumable study in a
 journal file (one machine) or a PostgreSQL database (workers on several machines), worker
@@ -46,9 +46,9 @@ One module per job:
 =============== =====================================================================
 """
 
-from .best import apply_best, best_params_overlay, dvc_exp_command, write_best_params
-from .errors import SearchError
-from .feasibility import (
+from dpap.search.best import apply_best, best_params_overlay, dvc_exp_command, write_best_params
+from dpap.search.errors import SearchError
+from dpap.search.feasibility import (
     CONSTRAINT,
     UNMEASURED_VIOLATION,
     FeasiblePercentilePruner,
@@ -59,12 +59,12 @@ from .feasibility import (
     dashboard_constraints,
     is_feasible,
 )
-from .figures import plot_trials, study_figures
-from .files import atomic_write
-from .objective import make_objective
-from .reports import SearchResult, format_summary, search_params, study_state_key, summarize, write_outputs
-from .sampling import make_pruner, make_sampler
-from .space import (
+from dpap.search.figures import plot_trials, study_figures
+from dpap.search.files import atomic_write
+from dpap.search.objective import make_objective
+from dpap.search.reports import SearchResult, format_summary, search_params, study_state_key, summarize, write_outputs
+from dpap.search.sampling import make_trial_pruner, make_sampler
+from dpap.search.space import (
     best_overrides,
     check_search,
     current_knobs,
@@ -75,10 +75,10 @@ from .space import (
     suggest_overrides,
     trial_config,
 )
-from .locks import FileStudyLock, PostgresStudyLock, is_postgres_url, study_lock
-from .recovery import MAX_RETRY, Heartbeat, TrialRecovery, budget_used, is_retried, recover_lost_trials, retry_history, trial_id
-from .storage import is_rdb_url, make_storage, shown_storage, storage_error, storage_errors, storage_key
-from .study import open_study, run_search, run_workers, wait_for_other_workers
-from .workers import WORKERS_ATTR, WorkerJob, join_study, leave_study, open_storage, run_worker, worker_salt
+from dpap.search.locks import FileStudyLock, PostgresStudyLock, is_postgres_url, study_lock
+from dpap.search.recovery import MAX_RETRY, Heartbeat, TrialRecovery, budget_used, is_retried, recover_lost_trials, retry_history, trial_id
+from dpap.search.storage import is_rdb_url, make_storage, shown_storage, storage_error, storage_errors, storage_key
+from dpap.search.study import open_study, run_search, run_workers, wait_for_other_workers
+from dpap.search.workers import WORKERS_ATTR, WorkerJob, join_study, leave_study, open_storage, run_worker, worker_salt
 
 EXPERIMENT = "dpap-search"  # = tracking.SEARCH_EXPERIMENT (tracking imports MLflow; this package must not)

@@ -9,11 +9,11 @@ from typing import Any
 import optuna
 import yaml
 
-from ..config import Config, ConfigError, set_dotted
-from ..params_file import flatten_dotted, merge_into_params
-from .errors import SearchError
-from .files import atomic_write
-from .space import best_overrides, search_epochs
+from dpap.config import Config, ConfigError, set_dotted
+from dpap.config.params_file import flatten_dotted, merge_into_params
+from dpap.search.errors import SearchError
+from dpap.search.files import atomic_write
+from dpap.search.space import best_overrides, search_epochs
 
 
 def best_params_overlay(study: optuna.Study, cfg: Config, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from typing import Optional
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import Config
-from ..training import EpochMetrics, TrainingRun
-from .space import search_epochs
+from dpap.config import Config
+from dpap.training.history import EpochMetrics
+from dpap.training.loop import TrainingRun
+from dpap.search.space import search_epochs
 
 
 CONSTRAINT = "compression"
@@ -38,7 +39,7 @@ def can_still_prune(run: TrainingRun, epochs: int) -> bool:
 
 
 class TrialMonitor:
-    """Per-epoch callback of :func:`dpap.training.fit` for one Optuna trial.
+    """Per-epoch callback of :func:`dpap.training.loop.fit` for one Optuna trial.
 
     Reports the accuracy to the pruner (``trial.report(acc, epoch)``) and raises
     :class:`optuna.TrialPruned` when the trial is hopeless: compression above ``target +

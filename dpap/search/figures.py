@@ -10,9 +10,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..config import Config
-from .feasibility import is_feasible
-from .files import atomic_write
+from dpap.config import Config
+from dpap.search.feasibility import is_feasible
+from dpap.search.files import atomic_write
 
 
 def plot_trials(study: optuna.Study, cfg: Config, path: Path) -> None:

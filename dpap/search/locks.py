@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-from .storage import is_rdb_url, storage_error
+from dpap.search.storage_url import is_rdb_url, storage_error
 
 GRACE = 30
 """Seconds after which a lock file nobody keeps fresh is taken to be a dead holder's."""

@@ -1,5 +1,5 @@
 """The Optuna objective of the search: sample the knobs, train once with
-:func:`dpap.training.fit` (the project's only training loop), return the accuracy."""
+:func:`dpap.training.loop.fit` (the project's only training loop), return the accuracy."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import optuna
 
-from ..config import Config
-from ..training import DivergedError, fit
-from .feasibility import CONSTRAINT, TrialMonitor, accuracy_of, constraint_value
-from .space import search_epochs, suggest_overrides, trial_config
+from dpap.config import Config
+from dpap.training.history import DivergedError
+from dpap.training.loop import fit
+from dpap.search.feasibility import CONSTRAINT, TrialMonitor, accuracy_of, constraint_value
+from dpap.search.space import search_epochs, suggest_overrides, trial_config
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..tracking import SearchTracker
+    from dpap.tracking import SearchTracker
 
 
 def make_objective(

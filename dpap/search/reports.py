@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any, Optional
 import optuna
 from optuna.trial import TrialState
 
-from ..config import Config
-from .best import write_best_params
-from .feasibility import is_feasible
-from .figures import plot_trials, study_figures
-from .files import atomic_write
-from .recovery import budget_used, is_retried, retry_history
-from .space import best_overrides, search_epochs
-from .storage import shown_storage
+from dpap.config import Config
+from dpap.search.best import write_best_params
+from dpap.search.feasibility import is_feasible
+from dpap.search.figures import plot_trials, study_figures
+from dpap.search.files import atomic_write
+from dpap.search.recovery import budget_used, is_retried, retry_history
+from dpap.search.space import best_overrides, search_epochs
+from dpap.search.storage import shown_storage
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..tracking import SearchTracker
+    from dpap.tracking import SearchTracker
 
 
 @dataclass
@@ -93,7 +93,7 @@ def write_outputs(study: optuna.Study, cfg: Config, out: Path, tracker: Optional
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     key = study_state_key(study)
     if tracker is not None and not running and not tracker.summarised(key):
-        from ..tracking import SUMMARY_TAG
+        from dpap.tracking import SUMMARY_TAG
 
         tags = {SUMMARY_TAG: key}
         if result.best_number is not None:

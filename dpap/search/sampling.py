@@ -7,15 +7,15 @@ import warnings
 
 import optuna
 
-from ..config import Config
-from ..target_sampler import TargetSampler
-from .feasibility import FeasiblePercentilePruner, dashboard_constraints
-from .space import search_epochs
+from dpap.config import Config
+from dpap.search.target_sampler import TargetSampler
+from dpap.search.feasibility import FeasiblePercentilePruner, dashboard_constraints
+from dpap.search.space import search_epochs
 
 
 def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:
     """TPE (feasibility-aware through the trials' constraints), with ``search.control``
-    steered toward the target by :class:`~dpap.target_sampler.TargetSampler`. ``salt``
+    steered toward the target by :class:`~dpap.search.target_sampler.TargetSampler`. ``salt``
     varies the seed between worker processes and between resumed sessions, so they do not
     repeat draws."""
     n = cfg.search.trials
@@ -35,5 +35,5 @@ def make_sampler(cfg: Config, salt: int = 0) -> optuna.samplers.BaseSampler:
     return TargetSampler(tpe, cfg.search.control, cfg.search.target, seed=seed, epochs=search_epochs(cfg))
 
 
-def make_pruner(cfg: Config) -> FeasiblePercentilePruner:
+def make_trial_pruner(cfg: Config) -> FeasiblePercentilePruner:
     return FeasiblePercentilePruner(25.0, n_min_trials=3, n_warmup_steps=max(1, search_epochs(cfg) // 3))

@@ -9,9 +9,9 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import FrozenTrial
 
-from ..config import Config, config_from_dict, set_dotted
-from ..training import fingerprint
-from .errors import SearchError
+from dpap.config import Config, config_from_dict, get_dotted, set_dotted
+from dpap.training.setup import fingerprint
+from dpap.search.errors import SearchError
 
 
 def check_search(cfg: Config, workers: int = 1) -> None:
@@ -27,7 +27,7 @@ def check_search(cfg: Config, workers: int = 1) -> None:
     if s.trials < 1:
         raise SearchError(f"search.trials: got {s.trials!r}, expected an integer >= 1")
     if not s.ranges:
-        raise SearchError("search.ranges: empty; give at least one knob, e.g. fc.epsilon: {low: 0.3, high: 1.2}")
+        raise SearchError("search.ranges: empty; give at least one knob, e.g. pruning.dpap.fc.epsilon: {low: 0.3, high: 1.2}")
     for name, r in s.ranges.items():
         if not r.low < r.high:
             raise SearchError(f"search.ranges.{name}: empty range [{r.low}, {r.high}]; low must be < high")
@@ -36,8 +36,8 @@ def check_search(cfg: Config, workers: int = 1) -> None:
                           f"would be failed as lost; give it at least twice the interval, e.g. search.grace_period={3 * s.heartbeat_interval}")
     if workers < 1:
         raise SearchError(f"--workers: got {workers}, expected an integer >= 1")
-    if not cfg.dpap.enabled:
-        raise SearchError("dpap.enabled is false: nothing is pruned, so no compression can be searched for")
+    if not cfg.pruning.enabled:
+        raise SearchError("pruning.enabled is false: nothing is pruned, so no compression can be searched for")
 
 
 def search_epochs(cfg: Config) -> int:
@@ -45,27 +45,23 @@ def search_epochs(cfg: Config) -> int:
 
 
 def suggest_overrides(trial: optuna.Trial, cfg: Config) -> dict[str, float]:
-    """Sample every knob of ``search.ranges``; returns dotted overrides (``dpap.conv.beta``).
-    The control knob comes last: :class:`~dpap.target_sampler.TargetSampler` solves for it
+    """Sample every knob of ``search.ranges``; returns dotted overrides (``pruning.dpap.conv.beta``).
+    The control knob comes last: :class:`~dpap.search.target_sampler.TargetSampler` solves for it
     given the others."""
     control = cfg.search.control
     names = sorted(cfg.search.ranges, key=lambda n: (n == control, n))
     out = {}
     for name in names:
         r = cfg.search.ranges[name]
-        out[f"dpap.{name}"] = trial.suggest_float(name, r.low, r.high, log=r.log)
+        out[name] = trial.suggest_float(name, r.low, r.high, log=r.log)
     return out
 
 
 def knob_value(cfg: Config, name: str) -> float:
-    """The value params.yaml resolves a search knob to (``epsilon``, ``fc.beta``, ...)."""
-    if "." not in name:  # a global knob: its own value, else the FC layers' resolved one
-        own = getattr(cfg.dpap, name)
-        return own if own is not None else getattr(cfg.dpap.resolved("fc"), name)
-    group, knob = name.split(".")
-    if group == "sdsnn":  # SD-SNN's knobs (dpap.sdsnn.*) have no protocol defaults
-        return getattr(cfg.dpap.sdsnn, knob)
-    return getattr(cfg.dpap.resolved(group), knob)
+    """The value params.yaml resolves a search knob to (``pruning.dpap.epsilon``,
+    ``pruning.dpap.fc.beta``: with the protocol's default filled in)."""
+    _, method, knob = name.split(".", 2)
+    return getattr(cfg.pruning, method).knob(knob)
 
 
 def current_knobs(cfg: Config) -> Optional[dict[str, float]]:
@@ -81,8 +77,8 @@ def current_knobs(cfg: Config) -> Optional[dict[str, float]]:
 
 
 def params_to_overrides(params: dict[str, Any]) -> dict[str, float]:
-    """Optuna parameter names (``conv.beta``) to dotted config keys (``dpap.conv.beta``)."""
-    return {f"dpap.{k}": v for k, v in params.items()}
+    """Optuna parameter names are the params keys they set (``pruning.dpap.conv.beta``)."""
+    return dict(params)
 
 
 def best_overrides(trial: FrozenTrial) -> dict[str, float]:

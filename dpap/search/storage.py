@@ -10,11 +10,9 @@ from typing import Callable, Optional
 
 import optuna
 
-from .errors import SearchError
-
-
-def is_rdb_url(storage: str) -> bool:
-    return "://" in storage
+from dpap.search.errors import SearchError
+from dpap.search.locks import schema_lock
+from dpap.search.storage_url import is_rdb_url, shown_storage, storage_error
 
 
 def make_storage(
@@ -41,8 +39,6 @@ def make_storage(
     (:func:`storage_error`)."""
     with storage_errors(storage):
         if is_rdb_url(storage):
-            from .locks import schema_lock  # (locks names the storage in its errors)
-
             with schema_lock(storage), warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
@@ -56,18 +52,6 @@ def make_storage(
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-
-
-def shown_storage(storage: str) -> str:
-    """``storage`` as messages and MLflow tags show it: a URL's password masked."""
-    if not is_rdb_url(storage):
-        return storage
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(storage).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL sqlalchemy can parse: the RDB storage says so
-        return storage
 
 
 def storage_key(storage: str) -> str:
@@ -102,30 +86,6 @@ def is_storage_failure(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         pass
     return isinstance(exc, optuna.exceptions.StorageInternalError)
-
-
-def storage_error(storage: str, exc: BaseException, what: str = "cannot open it") -> SearchError:
-    """One line for a storage that cannot be used: which, ``what`` went wrong, why, and
-    what to do."""
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename and str(exc.filename) != storage else ""
-        reason = f"{exc.strerror}{where}"
-    else:
-        reason = " ".join(str(exc).strip().split("\n")[0].split())[:200] or type(exc).__name__
-    missing = next((e.name for e in (exc, exc.__cause__, exc.__context__) if isinstance(e, ImportError) and e.name), None)
-    if missing:
-        reason = f"its database driver, Python module {missing!r}, is not installed"
-    if what != "cannot open it":
-        hint = "check that the database server is up, then run the same command again: the study resumes"
-    elif isinstance(exc, ImportError):
-        hint = "install the driver (e.g. pip install 'psycopg[binary]' for postgresql+psycopg://), or use a journal file: --storage search/optuna.journal"
-    elif not is_rdb_url(storage):
-        hint = "pass a file in a writable folder with --storage (search.storage), e.g. --storage search/optuna.journal"
-    elif storage.startswith("sqlite"):
-        hint = "check that its folder exists and is writable, or pass another --storage (search.storage)"
-    else:
-        hint = "check that the database server is up and the URL's host, port, user and database are right, or use a journal file: --storage search/optuna.journal"
-    return SearchError(f"search storage {shown_storage(storage)}: {what} ({reason}); {hint}")
 
 
 @contextlib.contextmanager

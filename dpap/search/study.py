@@ -15,14 +15,14 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import TrialState
 
-from ..config import Config
-from .errors import SearchError
-from .locks import FileStudyLock, PostgresStudyLock, study_lock
-from .recovery import TrialRecovery, budget_used, recover_lost_trials
-from .reports import SearchResult, search_params, write_outputs
-from .space import check_search, current_knobs, search_epochs, search_fingerprint, trial_config
-from .storage import make_storage, shown_storage, storage_errors, storage_key
-from .workers import WorkerJob, _load_data, _spawned_worker, open_storage, run_worker
+from dpap.config import Config
+from dpap.search.errors import SearchError
+from dpap.search.locks import FileStudyLock, PostgresStudyLock, study_lock
+from dpap.search.recovery import TrialRecovery, budget_used, recover_lost_trials
+from dpap.search.reports import SearchResult, search_params, write_outputs
+from dpap.search.space import check_search, current_knobs, search_epochs, search_fingerprint, trial_config
+from dpap.search.storage import make_storage, shown_storage, storage_errors, storage_key
+from dpap.search.workers import WorkerJob, _load_data, _spawned_worker, open_storage, run_worker
 
 
 def open_study(cfg: Config, storage: str, study_name: str, data_hash: str, store: Optional[optuna.storages.BaseStorage] = None) -> optuna.Study:
@@ -75,7 +75,7 @@ def run_search(
     check_search(cfg, workers)
     s = cfg.search
     if tracking_uri:
-        from ..tracking import open_store
+        from dpap.tracking import open_store
 
         open_store(tracking_uri)  # locked, corrupt, unreachable: one line, before anything is made
     recovery = TrialRecovery(s.grace_period)
@@ -84,7 +84,7 @@ def run_search(
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load_data(data)
     data_hash = loaded.meta.get("hash", "")
-    from ..training import make_network
+    from dpap.training.setup import make_network
 
     make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,7 +94,7 @@ def run_search(
             held.enter_context(lock)
             study = open_study(cfg, s.storage, s.study_name, data_hash, store=store)
         if tracking_uri:  # (the MLflow store's errors are its own)
-            from ..tracking import SearchTracker
+            from dpap.tracking import SearchTracker
 
             recovery.tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), storage_key(s.storage))
         with storage_errors(s.storage):

@@ -19,14 +19,14 @@ from typing import Any, Optional
 import optuna
 from optuna.trial import TrialState
 
-from ..allocator import keep_freed_memory
-from ..config import Config
-from .locks import FileStudyLock, PostgresStudyLock, study_lock
-from .objective import make_objective
-from .recovery import Heartbeat, TrialRecovery, budget_used, recover_lost_trials, retry_history, this_worker, trial_id, worker_alive
-from .sampling import make_pruner, make_sampler
-from .errors import SearchError
-from .storage import is_storage_failure, make_storage, storage_errors
+from dpap.runtime.allocator import keep_freed_memory
+from dpap.config import Config
+from dpap.search.locks import FileStudyLock, PostgresStudyLock, study_lock
+from dpap.search.objective import make_objective
+from dpap.search.recovery import Heartbeat, TrialRecovery, budget_used, recover_lost_trials, retry_history, this_worker, trial_id, worker_alive
+from dpap.search.sampling import make_trial_pruner, make_sampler
+from dpap.search.errors import SearchError
+from dpap.search.storage import is_storage_failure, make_storage, storage_errors
 
 
 @dataclass
@@ -49,7 +49,7 @@ class WorkerJob:
 
 def _load_data(data):
     if isinstance(data, (str, Path)):
-        from ..data import load_processed
+        from dpap.data import load_processed
 
         return load_processed(data)
     return data
@@ -105,10 +105,10 @@ def run_worker(
             plain = optuna.load_study(study_name=job.study_name, storage=storage)
             slot = join_study(plain)
             salt = worker_salt(slot, len(plain.trials))
-        study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(cfg, salt), pruner=make_pruner(cfg))
+        study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(cfg, salt), pruner=make_trial_pruner(cfg))
     try:
         if recovery.tracker is None and job.tracking_uri and job.parent_run_id:
-            from ..tracking import SearchTracker
+            from dpap.tracking import SearchTracker
 
             recovery.tracker = SearchTracker(job.tracking_uri, job.parent_run_id, job.experiment_id)
         objective = make_objective(cfg, data, tracker=recovery.tracker, checkpoint_dir=out / "checkpoints" / job.study_name)
@@ -236,7 +236,7 @@ def _run_trial(job: WorkerJob, study: optuna.Study, storage: optuna.storages.Bas
 
 
 def _spawned_worker(job: WorkerJob) -> int:
-    keep_freed_memory()  # a fresh process: as the dpap command's (dpap.allocator)
+    keep_freed_memory()  # a fresh process: as the dpap command's (dpap.runtime.allocator)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

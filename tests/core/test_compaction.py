@@ -5,15 +5,16 @@ must keep)."""
 import pytest
 import torch
 
-from dpap.compaction import CompactionError, compact, compact_model, compact_pruned
-from dpap.compression import count_parameters
+from dpap.compaction import CompactionError, compact, compact_pruned
+from dpap.training.model_file import compact_model
+from dpap.pruning.compression import count_parameters
 from dpap.config import Config
-from dpap.encoding import encode
-from dpap.evaluation import load_model, save_model
-from dpap.networks import build_network
-from dpap.neurons import firing_rate_mse
+from dpap.snn.encoding import encode
+from dpap.training.model_file import load_model, save_model
+from dpap.snn.networks import build_network
+from dpap.snn.neurons import firing_rate_mse
 from dpap.pruning import Pruner, PruningMethod
-from dpap.training import TrainingRun
+from dpap.training.loop import TrainingRun
 
 
 def _pruner(net, units=None, synapses=None):
@@ -300,9 +301,9 @@ def test_compacted_dpap_run_on_digits(kind, arch, digits, tmp_path):
     cfg = Config()
     cfg.model.kind, cfg.model.arch = kind, arch
     cfg.train.epochs = 3
-    cfg.dpap.max_death_share = 0.3
-    cfg.dpap.epsilon = 1.5
-    cfg.dpap.conv.beta = cfg.dpap.fc.beta = 0.5
+    cfg.pruning.dpap.max_death_share = 0.3
+    cfg.pruning.dpap.epsilon = 1.5
+    cfg.pruning.dpap.conv.beta = cfg.pruning.dpap.fc.beta = 0.5
     run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
     history = run.run()
     n = len(run.net.blocks)

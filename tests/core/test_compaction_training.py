@@ -13,13 +13,14 @@ import textwrap
 import pytest
 import torch
 
-from dpap.compaction import CompactionError, CompactWhenShrunk, compact, compact_run, dense_report, expand
-from dpap.compaction.run import KEY
-from dpap.compression import compression_of
+from dpap.compaction import CompactionError, compact, expand
+from dpap.training.compact_run import CompactWhenShrunk, compact_run, dense_report
+from dpap.training.compact_run import KEY
+from dpap.pruning.compression import compression_of
 from dpap.config import Config
-from dpap.evaluation import load_model, save_model
-from dpap.networks import build_network
-from dpap.training import TrainingRun
+from dpap.training.model_file import load_model, save_model
+from dpap.snn.networks import build_network
+from dpap.training.loop import TrainingRun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,9 +38,9 @@ def _cfg(epochs=5):
     cfg = Config()
     cfg.train.epochs = epochs
     cfg.train.threads = 1
-    cfg.dpap.max_death_share = 0.3
-    cfg.dpap.epsilon = 1.5
-    cfg.dpap.conv.beta = cfg.dpap.fc.beta = 0.5
+    cfg.pruning.dpap.max_death_share = 0.3
+    cfg.pruning.dpap.epsilon = 1.5
+    cfg.pruning.dpap.conv.beta = cfg.pruning.dpap.fc.beta = 0.5
     return cfg
 
 
@@ -136,7 +137,7 @@ def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits, one_thr
     torch.save({"train": (train.x, train.y), "test": (test.x, test.y)}, data)
     script = textwrap.dedent(f"""
         import os, signal, torch
-        from dpap.compaction import CompactWhenShrunk
+        from dpap.training.compact_run import CompactWhenShrunk
         from dpap.training import Split, TrainingRun
         import tests.core.test_compaction_training as t
         d = torch.load({str(data)!r})
@@ -169,7 +170,7 @@ def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits, one_thr
 def test_a_method_that_regrows_is_not_compacted_while_training(digits):
     train, test = digits
     cfg = _cfg(epochs=2)
-    cfg.dpap.method = "sdsnn"
+    cfg.pruning.method = "sdsnn"
     run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
     _kill_units(run, 2, range(64))
     with pytest.raises(CompactionError, match="method 'sdsnn' can bring pruned units back"):
@@ -180,9 +181,9 @@ def test_a_method_that_regrows_is_not_compacted_while_training(digits):
 
 def _sdsnn(epochs=12, share=0.1, protocol="fixed"):
     cfg = Config()
-    cfg.dpap.method = "sdsnn"
-    cfg.dpap.sdsnn.protocol = protocol
-    cfg.dpap.sdsnn.fc_rate_gain = 4.0  # most FC neurons die at epoch 5 (K' = 2), and regrow from epoch 9
+    cfg.pruning.method = "sdsnn"
+    cfg.pruning.sdsnn.protocol = protocol
+    cfg.pruning.sdsnn.fc_rate_gain = 4.0  # most FC neurons die at epoch 5 (K' = 2), and regrow from epoch 9
     cfg.train.epochs, cfg.train.threads, cfg.train.compact_share = epochs, 1, share
     return cfg
 
@@ -214,16 +215,16 @@ def test_a_method_that_regrows_trains_its_epochs_compact_and_ends_as_an_uncompac
 
 
 def test_the_reference_protocol_trains_dense_and_a_method_may_not_decide_inside_the_epoch(digits):
-    from dpap.compaction.epoch import compacted_epoch
+    from dpap.training.compact_epoch import compacted_epoch
 
     train, test = digits
     ref = TrainingRun(_sdsnn(epochs=7, protocol="reference"), train, test, (1, 8, 8), 10, progress=False)
     assert all(row["width"] == row["units"] for m in ref.run() for row in m.layers)  # pruned shadow weights train on
     # without regeneration SD-SNN is permanent, yet its state stays dense: it trains epoch by epoch compact too
     lasting = _sdsnn(epochs=9)
-    lasting.dpap.sdsnn.regenerate = False
+    lasting.pruning.sdsnn.regenerate = False
     plain = _sdsnn(epochs=9, share=0.0)
-    plain.dpap.sdsnn.regenerate = False
+    plain.pruning.sdsnn.regenerate = False
     runs = [TrainingRun(c, train, test, (1, 8, 8), 10, progress=False) for c in (lasting, plain)]
     histories = [r.run() for r in runs]
     assert min(row["width"] for row in histories[0][-1].layers if row["index"] == 2) < 40

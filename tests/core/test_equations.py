@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from dpap.importance import (
+from dpap.pruning.dpap.importance import (
     SlidingThreshold,
     bcm,
     dendritic_spine,
@@ -15,8 +15,8 @@ from dpap.importance import (
     static_trace,
     stdp,
 )
-from dpap.neurons import LIF, LIFFunction, firing_rate_mse, lif_reference, rectangle_surrogate
-from dpap.survival import SurvivalFunction, decay_factor, delta, normalized, survival_increment, update_survival
+from dpap.snn.neurons import LIF, LIFFunction, firing_rate_mse, lif_reference, rectangle_surrogate
+from dpap.pruning.dpap.survival import SurvivalFunction, decay_factor, delta, normalized, survival_increment, update_survival
 
 
 def test_lif_eq1_2_by_hand():
@@ -223,7 +223,7 @@ def test_rank_normalisation_by_hand():
 
 
 def test_bounded_survival_and_death_cap_by_hand():
-    from dpap.survival import cap_deaths
+    from dpap.pruning.dpap.survival import cap_deaths
 
     # five units, β = 1; rank normalisation of importance 0..4 -> 0, .25, .5, .75, 1
     f = SurvivalFunction((5,), beta=1.0)

@@ -1,4 +1,4 @@
-"""The fused LIF kernels (dpap.fused_lif, torch.compile) against the eager LIFFunction:
+"""The fused LIF kernels (dpap.snn.fused_lif, torch.compile) against the eager LIFFunction:
 the same spikes and the same gradients, bit for bit, for every setting a network uses;
 and a network trained with either kernel ends with identical weights."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpap import fused_lif
-from dpap.networks import AvgPool2d, build_network
-from dpap.neurons import LIF, LIFFunction, firing_rate_mse
+from dpap.snn import fused_lif
+from dpap.snn.networks import AvgPool2d, build_network
+from dpap.snn.neurons import LIF, LIFFunction, firing_rate_mse
 
 pytestmark = pytest.mark.skipif(fused_lif.kernels("cpu") is None, reason="torch.compile cannot build a CPU kernel here (no C++ compiler)")
 
@@ -172,7 +172,7 @@ def test_without_a_compiler_one_warning_and_the_eager_loop(tmp_path):
 
     script = (
         "import torch\n"
-        "from dpap.networks import build_network\n"
+        "from dpap.snn.networks import build_network\n"
         "x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))\n"
         "outs = []\n"
         "for kernel in ('compiled', 'eager'):\n"

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpap.compression import compression_of, count_parameters, live_synapses
+from dpap.pruning.compression import compression_of, count_parameters, live_synapses
 from dpap.config import DPAPConfig, LayerTypeConfig, config_from_dict
-from dpap.importance import bcm, spike_trace
-from dpap.networks import build_network
-from dpap.neurons import firing_rate_mse
-from dpap.pruning import DPAPPruner
+from dpap.pruning.dpap.importance import bcm, spike_trace
+from dpap.snn.networks import build_network
+from dpap.snn.neurons import firing_rate_mse
+from dpap.pruning import Pruner, make_pruner
 
 SIGNAL, ZERO = list(range(4)), list(range(4, 8))  # input columns that carry the signal / are always 0
 SILENT = list(range(12, 16))  # hidden neurons that never fire
@@ -29,7 +29,7 @@ def _planted(max_death_share: float, epochs: int = 14):
         net.blocks[0].synapse.bias.zero_()
         net.blocks[0].synapse.bias[SILENT] = -100.0
     cfg = DPAPConfig(epsilon=1.0, max_death_share=max_death_share, fc=LayerTypeConfig(beta=1.0, eta=50.0))
-    pruner = DPAPPruner(net, cfg)
+    pruner = make_pruner(net, "dpap", cfg)
     opt = torch.optim.Adam(net.parameters(), lr=0.005)
     w = torch.randn(4, 2, generator=g)
     died_syn = torch.full((16, 8), -1)
@@ -70,7 +70,7 @@ def test_no_layer_loses_more_than_its_share_in_one_epoch():
     net = build_network("16C3-AP2-32C3-AP2-64FC-10FC", (1, 8, 8), 10, time_steps=2)
     # every δ is negative (ε = 2) and β is tiny: without the cap everything would die at once
     cfg = DPAPConfig(epsilon=2.0, max_death_share=0.1, conv=LayerTypeConfig(beta=0.01), fc=LayerTypeConfig(beta=0.01))
-    pruner = DPAPPruner(net, cfg)
+    pruner = make_pruner(net, "dpap", cfg)
     net.train()
     last = compression_of(net, pruner)
     for epoch in range(6):  # (later, conv 1 has < 10 channels: one may then die alone, see cap_deaths)
@@ -89,7 +89,7 @@ def test_no_layer_loses_more_than_its_share_in_one_epoch():
 
 
 def test_epsilon_is_the_one_knob_and_per_type_values_override_it():
-    cfg = config_from_dict({"dpap": {"epsilon": 1.3, "conv": {"epsilon": 0.5}}}).dpap
+    cfg = config_from_dict({"pruning": {"dpap": {"epsilon": 1.3, "conv": {"epsilon": 0.5}}}}).pruning.dpap
     assert cfg.resolved("fc").epsilon == 1.3 and cfg.resolved("conv").epsilon == 0.5
     assert DPAPConfig().resolved("conv").epsilon == DPAPConfig().resolved("fc").epsilon == 1.0
     paper = DPAPConfig(protocol="paper")
@@ -102,7 +102,7 @@ def test_a_larger_epsilon_prunes_more():
     def final(eps):
         torch.manual_seed(0)
         net = build_network("8C3-AP2-32FC-4FC", (1, 6, 6), 4, time_steps=2)
-        pruner = DPAPPruner(net, DPAPConfig(epsilon=eps, conv=LayerTypeConfig(beta=1.0), fc=LayerTypeConfig(beta=1.0)))
+        pruner = make_pruner(net, "dpap", DPAPConfig(epsilon=eps, conv=LayerTypeConfig(beta=1.0), fc=LayerTypeConfig(beta=1.0)))
         g = torch.Generator().manual_seed(0)
         net.train()
         for epoch in range(10):
@@ -120,7 +120,7 @@ def test_a_larger_epsilon_prunes_more():
 def test_a_synapse_reading_a_dead_unit_is_dead_everywhere():
     torch.manual_seed(0)
     net = build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3)
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     pruner.kill_units(0, torch.tensor([False, True, False, False]))  # channel 1
     pruner.kill_units(1, torch.tensor([False, False, True, False, False, False]))  # FC neuron 2
     pruner.refresh_masks()
@@ -145,7 +145,8 @@ def test_a_synapse_reading_a_dead_unit_is_dead_everywhere():
 
 def test_dnn_multiply_accumulates_skip_dead_input_channels():
     from dpap.config import Config
-    from dpap.evaluation import LoadedModel, synaptic_operations
+    from dpap.training.model_file import LoadedModel
+    from dpap.evaluation.metrics import synaptic_operations
 
     torch.manual_seed(0)
     net = build_network("4C3-4C3-3FC", (1, 5, 5), 3, kind="dnn")
@@ -171,7 +172,7 @@ def test_conv_pre_trace_is_the_previous_channel_trace_before_pooling():
     with torch.no_grad():
         for b in net.blocks:
             b.synapse.weight.mul_(3)
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     seen = {}
     net.observe(lambda i, b, pre, post: seen.__setitem__(i, (pre, post)))
     net.train()
@@ -193,7 +194,7 @@ def test_conv_pre_trace_is_the_previous_channel_trace_before_pooling():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_pruner_follows_the_network_to_cuda():
     net = build_network("4C3-AP2-10FC-3FC", (1, 6, 6), 3)
-    pruner = DPAPPruner(net, DPAPConfig(conv=LayerTypeConfig(beta=0.01), fc=LayerTypeConfig(beta=0.01)))
+    pruner = make_pruner(net, "dpap", DPAPConfig(conv=LayerTypeConfig(beta=0.01), fc=LayerTypeConfig(beta=0.01)))
     net.cuda()  # after the pruner was attached
     net.train()
     net(torch.rand(8, 1, 6, 6, device="cuda"))

@@ -1,4 +1,4 @@
-"""dpap.interrupts: SIGTERM/SIGINT (real signals to this process) wait for the end of a
+"""dpap.runtime.interrupts: SIGTERM/SIGINT (real signals to this process) wait for the end of a
 shielded block (an MLflow write), and come at once outside one."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from dpap.interrupts import interrupt_handler, shielded
+from dpap.runtime.interrupts import interrupt_handler, shielded
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from dpap.encoding import encode
-from dpap.networks import PRESETS, ArchError, build_network, parse_arch, resolve_arch
-from dpap.neurons import LIF
+from dpap.snn.encoding import encode
+from dpap.snn.networks import PRESETS, ArchError, build_network, parse_arch, resolve_arch
+from dpap.snn.neurons import LIF
 
 
 def test_parse_paper_strings():

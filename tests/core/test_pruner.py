@@ -5,11 +5,11 @@ import copy
 import pytest
 import torch
 
-from dpap.compression import compression_of, count_parameters
+from dpap.pruning.compression import compression_of, count_parameters
 from dpap.config import DPAPConfig, LayerTypeConfig
-from dpap.importance import bcm
-from dpap.networks import build_network
-from dpap.pruning import DPAPPruner
+from dpap.pruning.dpap.importance import bcm
+from dpap.snn.networks import build_network
+from dpap.pruning import Pruner, make_pruner
 
 
 def _tiny_fc():
@@ -24,7 +24,7 @@ def _tiny_fc():
 
 def test_pruner_accumulates_bcm_from_the_network_traces_by_hand():
     net = _tiny_fc()
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     x = torch.tensor([[1.0, 1.0]])  # direct input, T=2
     net.train()
     net(x)
@@ -54,14 +54,14 @@ def test_importance_summed_in_float32_stays_within_1e6_of_float64():
     float64 epoch sum: over 40 batches (two flushes and a remainder, read mid-way too) the
     accumulator equals the float64 sum of the per-batch products within 1e-6, and the
     batches since the last flush are never lost to a reader or a checkpoint."""
-    from dpap.pruning.dpap import FLUSH_EVERY
+    from dpap.pruning.dpap.method import FLUSH_EVERY
 
     torch.manual_seed(0)
     net = build_network("30FC-20FC-5FC", (12,), 5, time_steps=4)
     with torch.no_grad():
         net.blocks[0].synapse.weight.mul_(4)
         net.blocks[1].synapse.weight.mul_(4)
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     layer = pruner.method.layers[1]
     seen = []
     net.observe(lambda i, b, pre, post: seen.append((pre.detach().clone(), post.detach().clone())) if i == 1 else None)
@@ -129,7 +129,7 @@ def _kill(pruner, layer, units=(), synapses=()):
 def test_pruned_parameters_stay_exactly_zero_across_optimizer_steps(make_opt):
     torch.manual_seed(0)
     net = build_network("6C3-BN-AP2-12FC-4FC", (1, 8, 8), 4, time_steps=3)
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     opt = make_opt(net.parameters())
     _train_steps(net, pruner, opt, 3)  # build up momentum first
     _kill(pruner, 0, units=[1, 4])
@@ -153,7 +153,7 @@ def test_pruned_parameters_stay_exactly_zero_across_optimizer_steps(make_opt):
 def test_pruned_units_are_silent_whatever_the_input():
     torch.manual_seed(0)
     net = build_network("6C3-BN-AP2-12FC-4FC", (1, 8, 8), 4, time_steps=3)
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     _kill(pruner, 0, units=[0, 3])
     _kill(pruner, 1, units=[5])
     seen = {}
@@ -171,11 +171,11 @@ def test_pruned_units_are_silent_whatever_the_input():
 
 def test_conv_layers_lose_channels_fc_layers_synapses_and_output_only_when_asked():
     net = build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3)
-    p = DPAPPruner(net, DPAPConfig())
+    p = make_pruner(net, "dpap", DPAPConfig())
     assert p.method.layers[0].synapse_survival is None and p.method.layers[0].prune_units
     assert p.method.layers[1].synapse_survival is not None and p.method.layers[1].prune_units
     assert p.method.layers[2].synapse_survival is None and not p.method.layers[2].prune_units
-    p2 = DPAPPruner(build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3), DPAPConfig(prune_output=True))
+    p2 = make_pruner(build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3), "dpap", DPAPConfig(prune_output=True))
     assert p2.method.layers[2].synapse_survival is not None and not p2.method.layers[2].prune_units
 
 
@@ -183,7 +183,7 @@ def test_end_epoch_prunes_low_importance_units():
     torch.manual_seed(0)
     net = build_network("8FC-2FC", (4,), 2, time_steps=4)
     cfg = DPAPConfig(fc=LayerTypeConfig(beta=0.1, epsilon=1.0, eta=10.0, protect=2.0))
-    pruner = DPAPPruner(net, cfg)
+    pruner = make_pruner(net, "dpap", cfg)
     net.train()
     for _ in range(5):
         net(torch.rand(16, 4))
@@ -216,7 +216,7 @@ def test_state_round_trip_mid_training_gives_identical_continuation():
     def make():
         torch.manual_seed(0)
         net = build_network("4C3-AP2-10FC-3FC", (1, 6, 6), 3)
-        pruner = DPAPPruner(net, cfg)
+        pruner = make_pruner(net, "dpap", cfg)
         opt = torch.optim.Adam(net.parameters(), lr=0.02)
         return net, pruner, opt
 
@@ -247,7 +247,7 @@ def test_state_round_trip_mid_training_gives_identical_continuation():
 @pytest.mark.parametrize("rule", ["hebb", "stdp"])
 def test_alternative_importance_rules_accumulate(rule):
     net = build_network("6FC-2FC", (4,), 2, time_steps=4)
-    pruner = DPAPPruner(net, DPAPConfig(importance=rule))
+    pruner = make_pruner(net, "dpap", DPAPConfig(importance=rule))
     net.train()
     net(torch.rand(32, 4) * 2)
     assert pruner.method.layers[0].importance.abs().sum() > 0
@@ -257,7 +257,7 @@ def test_alternative_importance_rules_accumulate(rule):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_pruner_runs_on_cuda():
     net = build_network("4C3-AP2-10FC-3FC", (1, 6, 6), 3).cuda()
-    pruner = DPAPPruner(net, DPAPConfig())
+    pruner = make_pruner(net, "dpap", DPAPConfig())
     net.train()
     net(torch.rand(8, 1, 6, 6, device="cuda"))
     pruner.end_epoch(0)
@@ -267,7 +267,7 @@ def test_pruner_runs_on_cuda():
 def test_reference_protocol_waits_for_its_start_epoch_and_uses_its_knobs():
     torch.manual_seed(0)
     net = build_network("8FC-2FC", (4,), 2, time_steps=4)
-    pruner = DPAPPruner(net, DPAPConfig(protocol="reference", fc=LayerTypeConfig(beta=0.01)))
+    pruner = make_pruner(net, "dpap", DPAPConfig(protocol="reference", fc=LayerTypeConfig(beta=0.01)))
     assert pruner.method.layers[0].knobs.epsilon == 1.5 and pruner.method.layers[0].knobs.eta == 13.0
     net.train()
     for epoch in range(5):  # epochs 0-4: the authors' code does not prune yet
@@ -286,7 +286,7 @@ def test_normalization_option_reaches_the_survival_update():
         torch.manual_seed(0)
         net = build_network("10FC-2FC", (4,), 2, time_steps=2)
         cfg = DPAPConfig(protocol="paper", normalization=normalization, fc=LayerTypeConfig(beta=0.01, epsilon=0.5))
-        pruner = DPAPPruner(net, cfg)
+        pruner = make_pruner(net, "dpap", cfg)
         layer = pruner.method.layers[0]
         layer.importance.copy_(torch.linspace(0, 1, 40).view(10, 4).double() ** 8)
         layer.post_sum.fill_(1.0)
@@ -316,7 +316,7 @@ def test_conv_layers_observed_through_their_pooled_spikes_accumulate_the_same_nu
         with torch.no_grad():  # PyTorch's initialisation leaves deep SNN layers nearly silent
             for block in net.blocks:
                 block.synapse.weight.mul_(3.0)
-        pruner = DPAPPruner(net, DPAPConfig(importance=rule))
+        pruner = make_pruner(net, "dpap", DPAPConfig(importance=rule))
         if not deferred:
             pruner.method._pooling_factor = lambda block, post: 0
         net.train()

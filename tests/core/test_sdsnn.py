@@ -13,20 +13,14 @@ import pytest
 import torch
 
 from dpap.config import Config, ConfigError, SDSNNConfig, config_from_dict
-from dpap.networks import build_network
+from dpap.snn.networks import build_network
 from dpap.pruning import Pruner, SDSNNMethod, make_pruner
-from dpap.pruning.sdsnn import (
-    consecutive,
-    normalized_width,
-    percentile,
-    rate_increment,
-    regeneration_percentile,
-    schedule,
-)
+from dpap.training.setup import make_run_pruner
+from dpap.pruning.sdsnn.rules import consecutive, normalized_width, percentile, rate_increment, regeneration_percentile, schedule
 
 
 def sd(**kw) -> SDSNNConfig:
-    return dataclasses.replace(SDSNNConfig(), **kw)
+    return SDSNNConfig(**kw)
 
 
 def small_net(arch="8C3-BN-AP2-16FC-10FC"):
@@ -325,11 +319,11 @@ def test_conv_regeneration_restores_a_whole_kernel():
 
 
 def test_resume_through_a_regeneration_event_is_exact(tmp_path, digits):
-    from dpap.training import TrainingRun
+    from dpap.training.loop import TrainingRun
 
     train, test = digits
     cfg = Config()
-    cfg.dpap.method = "sdsnn"
+    cfg.pruning.method = "sdsnn"
     cfg.train.epochs = 12  # K' = 2: pruning from epoch 5, earliest regrowth at epoch 9
     cfg.train.threads = 1
     full = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
@@ -364,31 +358,31 @@ def test_resume_through_a_regeneration_event_is_exact(tmp_path, digits):
 
 
 def test_params_choose_the_method_and_check_its_knobs():
-    cfg = config_from_dict({"dpap": {"method": "sdsnn", "sdsnn": {"protocol": "reference", "spines": 5}}})
+    cfg = config_from_dict({"pruning": {"method": "sdsnn", "sdsnn": {"protocol": "reference", "spines": 5}}})
     net = small_net()
-    pruner = make_pruner(net, cfg)
+    pruner = make_run_pruner(net, cfg)
     assert isinstance(pruner.method, SDSNNMethod) and pruner.method.reference
-    with pytest.raises(ConfigError, match="dpap.sdsnn.growth_base"):
-        config_from_dict({"dpap": {"sdsnn": {"growth_base": 1.0}}})
-    with pytest.raises(ConfigError, match="dpap.sdsnn.spine"):
-        config_from_dict({"dpap": {"sdsnn": {"spine": 3}}})
-    with pytest.raises(ConfigError, match="dpap.method"):
-        config_from_dict({"dpap": {"method": "rigl"}})
-    with pytest.raises(ConfigError, match="search.ranges.sdsnn.nope"):
-        config_from_dict({"search": {"ranges": {"sdsnn.nope": {"low": 0.1, "high": 1.0}}, "control": None}})
-    ok = config_from_dict({"search": {"ranges": {"sdsnn.fc_rate_gain": {"low": 0.1, "high": 1.0}}, "control": "sdsnn.fc_rate_gain"}})
-    assert "sdsnn.fc_rate_gain" in ok.search.ranges
+    with pytest.raises(ConfigError, match="pruning.sdsnn.growth_base"):
+        config_from_dict({"pruning": {"sdsnn": {"growth_base": 1.0}}})
+    with pytest.raises(ConfigError, match="pruning.sdsnn.spine"):
+        config_from_dict({"pruning": {"sdsnn": {"spine": 3}}})
+    with pytest.raises(ConfigError, match="pruning.method"):
+        config_from_dict({"pruning": {"method": "rigl"}})
+    with pytest.raises(ConfigError, match="search.ranges.pruning.sdsnn.nope"):
+        config_from_dict({"search": {"ranges": {"pruning.sdsnn.nope": {"low": 0.1, "high": 1.0}}, "control": None}})
+    ok = config_from_dict({"search": {"ranges": {"pruning.sdsnn.fc_rate_gain": {"low": 0.1, "high": 1.0}}, "control": "pruning.sdsnn.fc_rate_gain"}})
+    assert "pruning.sdsnn.fc_rate_gain" in ok.search.ranges
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("protocol", ["fixed", "reference"])
 def test_sdsnn_trains_prunes_and_regrows_on_cuda(digits, protocol):
-    from dpap.training import TrainingRun
+    from dpap.training.loop import TrainingRun
 
     train, test = digits
     cfg = Config()
-    cfg.dpap.method = "sdsnn"
-    cfg.dpap.sdsnn.protocol = protocol
+    cfg.pruning.method = "sdsnn"
+    cfg.pruning.sdsnn.protocol = protocol
     cfg.train.epochs = 12
     cfg.train.device = "cuda"
     run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)

@@ -6,14 +6,15 @@ import pytest
 import torch
 
 from dpap.config import Config
-from dpap.training import DivergedError, Split, TrainingRun, convergence_epoch
+from dpap.training.history import DivergedError, Split, convergence_epoch
+from dpap.training.loop import TrainingRun
 
 
 def test_dpap_prunes_while_learning_on_real_digits(digits):
     train, test = digits
     cfg = Config()
     cfg.train.epochs = 10
-    cfg.dpap.fc.beta = 1.5
+    cfg.pruning.dpap.fc.beta = 1.5
     run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
     history = run.run()
     last = history[-1]
@@ -40,8 +41,8 @@ def test_checkpoint_resume_is_exact(digits, tmp_path):
     cfg.train.epochs = 4
     cfg.model.encoding = "poisson"  # randomness in the data path too
     cfg.model.arch = "8C3-AP2-32C3-AP2-64FC-DO20-10FC"  # and in dropout
-    cfg.dpap.fc.eta = 2.0
-    cfg.dpap.fc.beta = 1.0
+    cfg.pruning.dpap.fc.eta = 2.0
+    cfg.pruning.dpap.fc.beta = 1.0
     full = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False).run()
 
     ckpt = tmp_path / "last.pt"
@@ -81,7 +82,7 @@ def test_nan_loss_is_a_clear_error(digits):
 
 
 def test_convergence_epoch():
-    from dpap.training import EpochMetrics
+    from dpap.training.history import EpochMetrics
 
     ms = [EpochMetrics(e, 0, 0, acc, None, 0, 0, 0, 0, 0) for e, acc in enumerate([0.5, 0.9, 0.95])]
     assert convergence_epoch(ms, 0.9) == 2
@@ -92,7 +93,7 @@ def test_convergence_epoch():
 def test_at_chance_needs_the_whole_window_at_chance():
     from types import SimpleNamespace as M
 
-    from dpap.training import at_chance
+    from dpap.training.history import at_chance
 
     h = [M(train_accuracy=a, test_accuracy=b) for a, b in ((0.12, 0.10), (0.149, 0.15), (0.10, 0.11))]
     assert at_chance(h, 10, 3)  # 1.5 / 10 = 0.15: every epoch at or under it
@@ -119,8 +120,8 @@ def _small_pruning_config(device: str) -> Config:
     cfg = Config()
     cfg.train.epochs = 4
     cfg.train.device = device
-    cfg.dpap.fc.eta = 2.0
-    cfg.dpap.fc.beta = 1.0
+    cfg.pruning.dpap.fc.eta = 2.0
+    cfg.pruning.dpap.fc.beta = 1.0
     return cfg
 
 
@@ -157,7 +158,7 @@ def test_deterministic_settings_are_restored_when_a_run_fails(digits):
 def test_a_checkpoint_says_whether_all_its_epochs_were_deterministic(digits, tmp_path):
     """Epochs trained without ``train.deterministic`` and resumed with it: the run as a
     whole is not deterministic, and its checkpoint says so."""
-    from dpap.training import DETERMINISTIC_KEY
+    from dpap.training.setup import DETERMINISTIC_KEY
 
     train, test = digits
     cfg = _small_pruning_config("cpu")
@@ -195,7 +196,7 @@ def test_deterministic_cuda_runs_repeat_to_the_last_digit(digits):
 def test_switching_deterministic_keeps_the_checkpoint():
     """How a GPU orders its sums is not part of what a run computes: a run resumes after
     ``train.deterministic`` was switched."""
-    from dpap.training import fingerprint
+    from dpap.training.setup import fingerprint
 
     a = Config()
     b = Config()

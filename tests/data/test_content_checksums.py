@@ -232,7 +232,7 @@ def test_config_checks_your_checksums(tmp_path):
     params.write_text(f"data:\n  checksums:\n    x.gz: {'A' * 64}\n    y: md5:{'0' * 32}\n")
     assert load_params(params).data.checksums == {"x.gz": "A" * 64, "y": "md5:" + "0" * 32}
     # Which files you trust does not change what a training run is (resume, search studies).
-    from dpap.training import fingerprint
+    from dpap.training.setup import fingerprint
 
     assert fingerprint(load_params(params)) == fingerprint(load_params(params, overrides={"data.checksums": {}}))
 

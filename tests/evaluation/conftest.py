@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from dpap.config import Config
-from dpap.evaluation import load_model, save_model
-from dpap.training import Split, TrainingRun
+from dpap.training.model_file import load_model, save_model
+from dpap.training.history import Split
+from dpap.training.loop import TrainingRun
 
 
 def tiny_config(arch: str = "6C3-AP2-24FC-10FC", kind: str = "snn", epochs: int = 3) -> Config:
@@ -20,11 +21,11 @@ def tiny_config(arch: str = "6C3-AP2-24FC-10FC", kind: str = "snn", epochs: int 
     cfg.model.time_steps = 4
     cfg.train.epochs = epochs
     cfg.train.threads = 1
-    cfg.dpap.fc.beta = 0.5
-    cfg.dpap.fc.epsilon = 1.2
-    cfg.dpap.fc.eta = 10.0
-    cfg.dpap.conv.beta = 0.5
-    cfg.dpap.conv.epsilon = 1.0
+    cfg.pruning.dpap.fc.beta = 0.5
+    cfg.pruning.dpap.fc.epsilon = 1.2
+    cfg.pruning.dpap.fc.eta = 10.0
+    cfg.pruning.dpap.conv.beta = 0.5
+    cfg.pruning.dpap.conv.epsilon = 1.0
     return cfg
 
 

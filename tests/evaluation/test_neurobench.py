@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from dpap.errors import DPAPError
 import torch
 
-from dpap.compression import count_parameters
+from dpap.pruning.compression import count_parameters
 from dpap.config import Config
-from dpap.evaluation import LoadedModel, accuracy, synaptic_operations
-from dpap.neurobench_metrics import neurobench_metrics
-from dpap.networks import build_network
+from dpap.training.model_file import LoadedModel
+from dpap.evaluation.metrics import accuracy, synaptic_operations
+from dpap.evaluation.neurobench import neurobench_metrics
+from dpap.snn.networks import build_network
 
 pytest.importorskip("neurobench")
 
@@ -93,7 +95,7 @@ def test_without_neurobench_one_line_says_how_to_install_it(pruned_snn, digits, 
     import sys
     from pathlib import Path
 
-    from dpap.neurobench_metrics import NeuroBenchError
+    from dpap.evaluation.neurobench import NeuroBenchError
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "pipeline"))
     import _cli
@@ -105,4 +107,4 @@ def test_without_neurobench_one_line_says_how_to_install_it(pruned_snn, digits, 
         neurobench_metrics(pruned_snn, digits[1].x[:10], digits[1].y[:10])
     message = str(info.value)
     assert "\n" not in message and "pip install --no-deps neurobench" in message
-    assert isinstance(info.value, _cli.user_errors())  # the stage prints it as one line, exit 1
+    assert isinstance(info.value, DPAPError)  # the stage prints it as one line, exit 1

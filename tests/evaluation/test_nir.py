@@ -97,7 +97,7 @@ def test_lif_parameters_and_pruned_weights_in_the_graph(pruned_snn, tmp_path):
 
 def test_a_neuron_without_leak_is_an_integrate_and_fire_node():
     from dpap.export.to_nir import nir_graph
-    from dpap.networks import build_network
+    from dpap.snn.networks import build_network
 
     graph = nir_graph(build_network("3FC", (4,), 3, decay=1.0, threshold=0.7))
     node = graph.nodes["lif0"]
@@ -106,7 +106,7 @@ def test_a_neuron_without_leak_is_an_integrate_and_fire_node():
 
 @pytest.mark.parametrize("encoding,says", [("direct", "the same at every step"), ("poisson", "Bernoulli"), ("events", "that step's frame")])
 def test_manifest_says_what_each_step_reads(encoding, says, tmp_path):
-    from dpap.networks import build_network
+    from dpap.snn.networks import build_network
 
     result = export_network(build_network("3FC", (4,), 3), tmp_path, encoding=encoding)
     manifest = json.loads(result.manifest.read_text())
@@ -114,7 +114,7 @@ def test_manifest_says_what_each_step_reads(encoding, says, tmp_path):
 
 
 def test_batchnorm_is_folded_and_max_pooling_is_refused(digits, tmp_path):
-    from dpap.networks import build_network
+    from dpap.snn.networks import build_network
 
     torch.manual_seed(0)
     net = build_network("4C3-BN-AP2-10FC", (1, 8, 8), 10, time_steps=3)

@@ -20,7 +20,7 @@ BIN = Path(sys.executable).parent
 TINY = {
     "data": {"limit": 120},
     "model": {"arch": "6C3-AP2-24FC-10FC", "time_steps": 3},
-    "dpap": {"fc": {"beta": 0.5, "epsilon": 1.2, "eta": 10.0}, "conv": {"beta": 0.5, "epsilon": 1.0}},
+    "pruning": {"dpap": {"fc": {"beta": 0.5, "epsilon": 1.2, "eta": 10.0}, "conv": {"beta": 0.5, "epsilon": 1.0}}},
     "train": {"epochs": 3, "batch_size": 40, "lr": 0.01, "threads": 1},
 }
 

@@ -21,7 +21,7 @@ def digests(repo):
 BAD = [
     # (what, edit of the params text, text the error line must contain)
     ("unknown key", lambda t: t.replace("train:\n", "train:\n  epochz: 3\n", 1), "train.epochz"),
-    ("eta <= 0", lambda t: t.replace("eta: 10.0", "eta: -1.0", 1), "dpap.fc.eta"),
+    ("eta <= 0", lambda t: t.replace("eta: 10.0", "eta: -1.0", 1), "pruning.dpap.fc.eta"),
     ("wrong type", lambda t: t.replace("  lr: 0.01", "  lr: fast", 1), "train.lr"),
     ("malformed YAML", lambda t: t.replace("train:\n", "train:\n  [oops\n", 1), "params.yaml"),
 ]
@@ -71,7 +71,7 @@ def test_bad_params_under_dvc_repro_keep_outputs(repro_repo):
     with edited_params(repro_repo, lambda t: t.replace("eta: 10.0", "eta: 0.0", 1)):
         p = run(["dvc", "repro"], repro_repo, check=False)
         assert p.returncode != 0
-        assert "error: params.yaml: dpap.fc.eta" in p.stdout + p.stderr, p.stdout + p.stderr
+        assert "error: params.yaml: pruning.dpap.fc.eta" in p.stdout + p.stderr, p.stdout + p.stderr
     assert "up to date" in run(["dvc", "status"], repro_repo).stdout
 
 

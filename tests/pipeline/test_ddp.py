@@ -26,7 +26,7 @@ def _edit(work: Path, over: dict) -> None:
 
 
 def _result(work: Path):
-    from dpap.evaluation import load_model
+    from dpap.training.model_file import load_model
 
     m = load_model(work / "models" / "model.pt")
     return m, m.history[-1]

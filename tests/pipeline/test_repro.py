@@ -57,7 +57,7 @@ def test_mlflow_run_agrees_with_metrics(repro_repo):
     assert r.info.run_id == model["extra"]["mlflow_run_id"]
     assert r.info.status == "FINISHED"
     # params (flattened), tags
-    assert r.data.params["dpap.fc.eta"] == "10.0" and r.data.params["train.epochs"] == "3"
+    assert r.data.params["pruning.dpap.fc.eta"] == "10.0" and r.data.params["train.epochs"] == "3"
     assert r.data.params["model.arch"] == "6C3-AP2-24FC-10FC"
     assert r.data.tags["data.hash"] and len(r.data.tags["git.commit"]) >= 40
     assert r.data.tags["torch.threads"] == "1" and r.data.tags["torch.version"].startswith("2.") and "cores)" in r.data.tags["cpu"]  # what float sums depend on

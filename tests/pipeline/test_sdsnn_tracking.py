@@ -8,9 +8,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from dpap.config import Config
-from dpap.evaluation import evaluate, load_model, save_model
+from dpap.evaluation.metrics import evaluate
+from dpap.training.model_file import load_model, save_model
 from dpap.tracking import MlflowCallback
-from dpap.training import Split, TrainingRun
+from dpap.training.history import Split
+from dpap.training.loop import TrainingRun
 
 
 def test_sdsnn_run_in_mlflow_and_metrics(tmp_path):
@@ -21,7 +23,7 @@ def test_sdsnn_run_in_mlflow_and_metrics(tmp_path):
     y = torch.tensor(d.target)
     train, test = Split(x[:1400], y[:1400]), Split(x[1400:], y[1400:])
     cfg = Config()
-    cfg.dpap.method = "sdsnn"
+    cfg.pruning.method = "sdsnn"
     cfg.train.epochs = 11  # K' = 2: pruning from epoch 5; regrowth from epoch 9
     cfg.train.threads = 1
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

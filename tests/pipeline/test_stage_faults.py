@@ -55,7 +55,7 @@ def test_missing_params_file(work):
 
 def test_out_of_range_value(work):
     set_params(work, dpap__gamma=1.5)
-    assert error_line(work, TRAIN) == "error: params.yaml: dpap.gamma: got 1.5, expected a number in (0, 1]"
+    assert error_line(work, TRAIN) == "error: params.yaml: pruning.dpap.gamma: got 1.5, expected a number in (0, 1]"
 
 
 def test_unknown_data_set(work):

@@ -42,10 +42,10 @@ search:
   trials: {trials}
   storage: {storage}
   ranges:
-    conv.protect: {{low: 1.0, high: 6.0}}
-    epsilon: {{low: 0.6, high: 1.6}}
-    fc.beta: {{low: 0.3, high: 1.0}}
-    fc.eta: {{low: 5.0, high: 30.0, log: true}}
+    pruning.dpap.conv.protect: {{low: 1.0, high: 6.0}}
+    pruning.dpap.epsilon: {{low: 0.6, high: 1.6}}
+    pruning.dpap.fc.beta: {{low: 0.3, high: 1.0}}
+    pruning.dpap.fc.eta: {{low: 5.0, high: 30.0, log: true}}
 """
 
 

@@ -22,7 +22,7 @@ from dpap.cli import main
 # A params.yaml whose own knobs lie in the ranges and give compression 0.097 after one
 # epoch (feasible for 0.5 ± 0.45): the study's first trial evaluates them, so the search
 # has a feasible trial and both processes exit 0 whoever draws what.
-FEASIBLE_START = ["-S", "dpap.epsilon=1.6", "-S", "dpap.fc.beta=0.39", "-S", "dpap.fc.eta=8.9", "-S", "dpap.conv.protect=3.5"]
+FEASIBLE_START = ["-S", "pruning.dpap.epsilon=1.6", "-S", "pruning.dpap.fc.beta=0.39", "-S", "pruning.dpap.fc.eta=8.9", "-S", "pruning.dpap.conv.protect=3.5"]
 
 
 def _study(storage: Path) -> optuna.Study:
@@ -159,7 +159,7 @@ def test_unusable_storage_is_one_line(case, make_params, in_tmp, mlflow_uri, cap
     capfd.readouterr()
     rc = main(["search", "--params", str(p), "--storage", storage])
     out, err = capfd.readouterr()
-    assert rc == 2, out + err
+    assert rc == 1, out + err
     assert err.count("\n") == 1 and err.startswith(f"error: search storage {shown or storage}: cannot open it ("), err
     assert what in err and ("writable" in err or "server is up" in err or "install the driver" in err), err
     assert "secret" not in err  # a password in the URL is not printed
@@ -185,7 +185,7 @@ def test_locked_mlflow_store_is_one_line(make_params, tmp_path, mlflow_uri, dpap
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
-    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
     assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"error: MLflow store {db}: locked by another process"), r.stderr
     assert "after 1 s" in r.stderr and "--no-mlflow" in r.stderr and "MLFLOW_TRACKING_URI" in r.stderr, r.stderr
     assert not (tmp_path / "search").exists()

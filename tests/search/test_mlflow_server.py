@@ -15,7 +15,7 @@ import optuna
 from dpap import search as S
 
 ROOT = Path(__file__).resolve().parents[2]
-FEASIBLE_START = ["-S", "dpap.epsilon=1.6", "-S", "dpap.fc.beta=0.39", "-S", "dpap.fc.eta=8.9", "-S", "dpap.conv.protect=3.5"]
+FEASIBLE_START = ["-S", "pruning.dpap.epsilon=1.6", "-S", "pruning.dpap.fc.beta=0.39", "-S", "pruning.dpap.fc.eta=8.9", "-S", "pruning.dpap.conv.protect=3.5"]
 
 
 def _client(uri: str):
@@ -90,7 +90,7 @@ def test_runs_starting_together_all_log_their_data_set(mlflow_server, digits, tm
 
     from dpap.config import Config
     from dpap.tracking import MlflowCallback
-    from dpap.training import TrainingRun
+    from dpap.training.loop import TrainingRun
 
     uri, _ = mlflow_server
     train, test = digits

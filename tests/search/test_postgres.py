@@ -21,7 +21,7 @@ from dpap import search as S
 STUDY = "dpap-search"
 # The params' own knobs, feasible for 0.5 ± 0.45 (as in test_concurrency.py): the study's
 # first trial evaluates them, so every search here has a feasible trial.
-FEASIBLE_START = ["-S", "dpap.epsilon=1.6", "-S", "dpap.fc.beta=0.39", "-S", "dpap.fc.eta=8.9", "-S", "dpap.conv.protect=3.5"]
+FEASIBLE_START = ["-S", "pruning.dpap.epsilon=1.6", "-S", "pruning.dpap.fc.beta=0.39", "-S", "pruning.dpap.fc.eta=8.9", "-S", "pruning.dpap.conv.protect=3.5"]
 
 
 def _free_port() -> int:
@@ -263,7 +263,7 @@ def test_database_lost_mid_search_is_one_line_and_the_study_resumes(make_params,
         assert running is not None, proc.communicate()[1][-3000:] if proc.poll() is not None else "no trial ran"
         server("stop")  # fast shutdown: the search's connections are cut
         (out, err), = communicate_all([proc], timeout=120)
-        assert proc.returncode == 2, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
+        assert proc.returncode == 1, f"exit {proc.returncode}\n{out[-2000:]}\n{err[-3000:]}"
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert errors == [err.strip().splitlines()[-1]], err[-3000:]
         assert errors[0].startswith(f"error: search storage {S.shown_storage(url)}: lost it mid-search ("), errors[0]
@@ -289,7 +289,7 @@ def test_missing_database_is_one_line(make_params, in_tmp, mlflow_uri, postgres,
     capfd.readouterr()
     rc = main(["search", "--params", str(make_params(trials=1)), "--storage", url])
     out, err = capfd.readouterr()
-    assert rc == 2, out + err
+    assert rc == 1, out + err
     assert err.count("\n") == 1 and err.startswith(f"error: search storage {S.shown_storage(url)}: cannot open it ("), err
     assert "no_such_db" in err and "does not exist" in err and _password(url) not in err
     assert not (in_tmp / "search").exists()

@@ -18,7 +18,7 @@ from dpap import search as S
 from dpap.cli import main
 from dpap.config import load_params
 from dpap.data import ProcessedData, load_processed
-from dpap.training import fit
+from dpap.training.loop import fit
 
 
 def _study(storage: Path, name: str = "dpap-search") -> optuna.Study:
@@ -68,7 +68,7 @@ def test_optuna5_best_trial_is_best_feasible():
         (["--tolerance", "0"], "search.tolerance"),
         (["--trials", "0"], "search.trials"),
         (["--workers", "0"], "--workers"),
-        (["-S", "search.ranges={fc.beta: {low: 2, high: 2}}"], "empty range"),
+        (["-S", "search.ranges={pruning.dpap.fc.beta: {low: 2, high: 2}}"], "empty range"),
         (["-S", "nonsense"], "KEY=VALUE"),
         (["-S", "search.heartbeat_interval=10", "-S", "search.grace_period=10"], "search.grace_period"),
         (["-S", "search.heartbeat_interval=0"], "search.heartbeat_interval"),
@@ -78,7 +78,7 @@ def test_bad_input_is_one_line(make_params, in_tmp, capsys, args, what):
     p = make_params()
     rc = main(["search", "--params", str(p), *args])
     err = capsys.readouterr().err
-    assert rc == 2
+    assert rc == 1
     assert err.count("\n") == 1 and err.startswith("error: ") and what in err, err
     assert not (in_tmp / "search").exists()  # failed at once: nothing created
 
@@ -86,7 +86,7 @@ def test_bad_input_is_one_line(make_params, in_tmp, capsys, args, what):
 def test_bad_input_console_script_has_no_traceback(make_params, tmp_path, dpap_cmd, subprocess_env):
     p = make_params()
     r = subprocess.run([*dpap_cmd, "search", "--params", str(p), "--target", "2"], capture_output=True, text=True, cwd=tmp_path, env=subprocess_env, timeout=120)
-    assert r.returncode == 2
+    assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "search.target" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
@@ -256,7 +256,7 @@ def test_two_workers_then_apply_best_reproduces(make_params, in_tmp, mlflow_uri,
 def test_dashboard_storage_names_the_best_feasible_trial(tmp_path):
     """optuna-dashboard asks the storage for get_best_trial, which ignores constraints:
     FeasibleBestStorage answers with Optuna's best feasible trial and passes the rest on."""
-    from dpap.dashboard import FeasibleBestStorage
+    from dpap.search.dashboard import FeasibleBestStorage
 
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, direction="maximize", study_name="s")

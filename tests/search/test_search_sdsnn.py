@@ -1,4 +1,4 @@
-"""``dpap search`` over SD-SNN's own knobs (dpap.method: sdsnn), on a real journal
+"""``dpap search`` over SD-SNN's own knobs (pruning.method: sdsnn), on a real journal
 storage and MLflow store, toward a target compression."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ data:
 model:
   arch: {ARCH}
   time_steps: 2
-dpap:
+pruning:
   method: sdsnn           # SD-SNN, pruning from epoch 5 of 7 (K' = 2)
 train:
   epochs: 7
@@ -31,9 +31,9 @@ search:
   trials: 4
   storage: {{storage}}
   ranges:
-    sdsnn.fc_rate_gain: {{{{low: 0.05, high: 6.0, log: true}}}}
-    sdsnn.fc_percentile: {{{{low: 50.0, high: 70.0}}}}
-  control: sdsnn.fc_rate_gain
+    pruning.sdsnn.fc_rate_gain: {{{{low: 0.05, high: 6.0, log: true}}}}
+    pruning.sdsnn.fc_percentile: {{{{low: 50.0, high: 70.0}}}}
+  control: pruning.sdsnn.fc_rate_gain
 """
 
 
@@ -46,14 +46,14 @@ def test_search_tunes_sdsnn_knobs_toward_the_target(tmp_path, processed_root, ml
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(study.trials) == 4 and done
     for t in study.trials:
-        assert set(t.params) == {"sdsnn.fc_rate_gain", "sdsnn.fc_percentile"}
+        assert set(t.params) == {"pruning.sdsnn.fc_rate_gain", "pruning.sdsnn.fc_percentile"}
     # the control knob steers compression: more gain, more pruned (SD-SNN's rates grow with it)
-    pairs = sorted((t.params["sdsnn.fc_rate_gain"], t.user_attrs["compression"]) for t in done)
+    pairs = sorted((t.params["pruning.sdsnn.fc_rate_gain"], t.user_attrs["compression"]) for t in done)
     assert pairs[-1][1] >= pairs[0][1], pairs
     assert max(c for _, c in pairs) > 0.0
-    # the best trial's SD-SNN knobs land under dpap.sdsnn in params.yaml
+    # the best trial's SD-SNN knobs land under pruning.sdsnn in params.yaml
     assert main(["apply-best", "--params", str(p)]) == 0
     cfg = load_params(p)
     best = study.best_trial
-    assert cfg.dpap.sdsnn.fc_rate_gain == best.params["sdsnn.fc_rate_gain"]
-    assert yaml.safe_load(p.read_text())["dpap"]["method"] == "sdsnn"
+    assert cfg.pruning.sdsnn.fc_rate_gain == best.params["pruning.sdsnn.fc_rate_gain"]
+    assert yaml.safe_load(p.read_text())["pruning"]["method"] == "sdsnn"

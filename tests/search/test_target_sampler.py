@@ -7,7 +7,7 @@ import math
 import optuna
 import pytest
 
-from dpap.target_sampler import TargetSampler
+from dpap.search.target_sampler import TargetSampler
 
 
 def _compression(eps: float, beta: float, eta: float) -> float:

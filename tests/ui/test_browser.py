@@ -94,7 +94,7 @@ def stores(tmp_path_factory):
     from dpap.data import download, load_processed, preprocess
     from dpap.search import UNMEASURED_VIOLATION, is_feasible
     from dpap.tracking import MlflowCallback
-    from dpap.training import fit
+    from dpap.training.loop import fit
 
     root = tmp_path_factory.mktemp("ui")
     uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -1,0 +1,133 @@
+"""DPAP's settings (``params.yaml``: ``pruning.dpap``) and its protocols' defaults."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from dpap.schema import Flag, Integer, Number, Settings
+
+PositiveOrNone = Optional[Number("a number > 0", gt=0)]
+
+
+class LayerTypeConfig(Settings):
+    """Survival-function knobs of one layer type (conv or fc), Eq. 12-17.
+
+    ``None`` means "the protocol's default" (see :data:`PROTOCOL_DEFAULTS`)."""
+
+    beta: PositiveOrNone = None
+    """β, the initial value of every survival function."""
+    epsilon: Optional[Number("a number in [0, 2]", ge=0, le=2)] = None
+    """ε, the decay value of Eq. 12-13."""
+    eta: PositiveOrNone = None
+    """η, the decay rate of Eq. 16-17."""
+    protect: Optional[Number("a number >= 0", ge=0)] = None
+    """C, the protection added to a non-negative δ (Eq. 14-15)."""
+
+
+class DPAPConfig(Settings):
+    """Developmental plasticity-inspired adaptive pruning (Eq. 5-17)."""
+
+    protocol: Literal["gradual", "paper", "reference"] = "gradual"
+    """``gradual`` (default): the paper's equations with rank normalisation, survival
+    bounded by β and a cap on deaths per epoch, so units die gradually in order of
+    importance. ``paper``: the paper's formulas as written. ``reference``: the authors'
+    code (METHOD.md §5)."""
+    importance: Literal["bcm", "hebb", "stdp"] = "bcm"
+    normalization: Optional[Literal["minmax", "percentile75", "rank"]] = None
+    """How Eq. 12-13 normalise importance: ``minmax`` (the paper), ``percentile75`` (the
+    authors' code), ``rank`` (not in the paper: ε/2 is then the share of units with δ < 0).
+    None = the protocol's (gradual: rank)."""
+    bounded: Optional[Flag] = None
+    """Survival values never exceed β (gradual: true; paper, reference: false). None = the
+    protocol's."""
+    epsilon: Optional[Number("a number in [0, 2]", ge=0, le=2)] = None
+    """ε of Eq. 12-13 for conv and FC layers at once, the one knob that sets how much is
+    pruned (``conv.epsilon`` / ``fc.epsilon`` override it per layer type). None = the
+    protocol's per-type values."""
+    max_death_share: Optional[Number("a number in (0, 1] (1 = no limit)", gt=0, le=1)] = None
+    """At most this share of a layer's living units (or synapses) dies in one epoch, the
+    lowest survival first; 1 = no limit (gradual: 0.1; paper, reference: 1). None = the
+    protocol's."""
+    gamma: Number("a number in (0, 1]", gt=0, le=1) = 0.999
+    """γ, the decay constant of the survival functions (Eq. 16-17)."""
+    tau: Number("a number in [0, 1]", ge=0, le=1) = 0.5
+    """τ, the decay of the spiking trace (Eq. 5-6)."""
+    start_epoch: Optional[Integer("an integer >= 0", ge=0)] = None
+    """First epoch whose end updates the survival functions (reference code: 5)."""
+    prune_output: Flag = False
+    """Also prune synapses of the output layer (its neurons are never pruned)."""
+    conv: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
+    fc: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
+
+    def resolved(self, layer_type: str) -> LayerTypeConfig:
+        """The knobs of ``layer_type`` (``conv``/``fc``) with protocol defaults filled in."""
+        own = getattr(self, layer_type)
+        defaults = dict(PROTOCOL_DEFAULTS[self.protocol][layer_type])
+        if self.epsilon is not None:
+            defaults["epsilon"] = self.epsilon
+        return LayerTypeConfig(**{name: getattr(own, name) if getattr(own, name) is not None else defaults[name] for name in LayerTypeConfig.model_fields})
+
+    def _protocol(self, key: str) -> Any:
+        own = getattr(self, key)
+        return own if own is not None else PROTOCOL_DEFAULTS[self.protocol][key]
+
+    def resolved_start_epoch(self) -> int:
+        return self._protocol("start_epoch")
+
+    def resolved_normalization(self) -> str:
+        """Normalisation of Eq. 12-13 for synapses (and, but for the reference protocol's
+        conv channels, units)."""
+        return self._protocol("normalization")
+
+    def resolved_bounded(self) -> bool:
+        return self._protocol("bounded")
+
+    def resolved_max_death_share(self) -> float:
+        return self._protocol("max_death_share")
+
+    def knob(self, name: str) -> float:
+        """The value a search knob resolves to (``epsilon``: its own value, else the FC
+        layers'; ``fc.beta``: with the protocol's default filled in)."""
+        if "." not in name:
+            own = getattr(self, name)
+            return own if own is not None else getattr(self.resolved("fc"), name)
+        group, knob = name.split(".", 1)
+        return getattr(self.resolved(group), knob)
+
+
+SEARCH_KNOBS = ("epsilon",) + tuple(f"{t}.{k}" for t in ("conv", "fc") for k in ("beta", "epsilon", "eta", "protect"))
+"""Knobs of ``pruning.dpap`` a search may tune (``search.ranges``)."""
+
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # The paper's ingredients, made gradual and importance-ordered (docs/pruning.md, "Why
+    # the default is not the paper's formulas as written"); knobs chosen with
+    # benchmarks/pruning_dynamics.py on Fashion-MNIST and digits.
+    "gradual": {
+        "conv": {"beta": 6.0, "epsilon": 1.0, "eta": 12.0, "protect": 5.0},
+        "fc": {"beta": 4.0, "epsilon": 1.0, "eta": 12.0, "protect": 2.0},
+        "start_epoch": 0,
+        "normalization": "rank",
+        "bounded": True,
+        "max_death_share": 0.1,
+    },
+    # The paper gives C (5 conv, 2 FC) and γ; β, ε and η are its free knobs.
+    "paper": {
+        "conv": {"beta": 4.0, "epsilon": 0.4, "eta": 10.0, "protect": 5.0},
+        "fc": {"beta": 4.0, "epsilon": 0.4, "eta": 10.0, "protect": 2.0},
+        "start_epoch": 0,
+        "normalization": "minmax",
+        "bounded": False,
+        "max_death_share": 1.0,
+    },
+    # The authors' public code (METHOD.md §5).
+    "reference": {
+        "conv": {"beta": 10.0, "epsilon": 0.65, "eta": 12.0, "protect": 5.0},
+        "fc": {"beta": 10.0, "epsilon": 1.5, "eta": 13.0, "protect": 2.0},
+        "start_epoch": 5,
+        "normalization": "percentile75",
+        "bounded": False,
+        "max_death_share": 1.0,
+    },
+}

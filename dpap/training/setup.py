@@ -1,0 +1,98 @@
+"""What a training run is made of, from its config: device, network, optimizer, learning-
+rate schedule, pruner, seeds, the run's fingerprint and the deterministic-kernels switch."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from typing import Optional, Sequence
+
+import torch
+
+from dpap.config import Config, ConfigError
+from dpap.pruning.mechanics import Pruner
+from dpap.pruning.registry import make_pruner
+from dpap.snn.networks import SpikingNetwork, build_network
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} asked for but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def make_network(cfg: Config, input_shape: Sequence[int], num_classes: int) -> SpikingNetwork:
+    n = cfg.neuron
+    return build_network(cfg.model.arch, input_shape, num_classes, cfg.model.kind, cfg.model.time_steps, n.decay, n.threshold, n.surrogate_width, n.detach_reset, n.kernel)
+
+
+def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(params, lr=t.lr, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer):
+    t = cfg.train
+    if t.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
+    if t.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_size, gamma=0.1)
+    return None
+
+
+def fingerprint(cfg: Config, data_hash: str = "") -> str:
+    """Hash of everything that determines a training run (not the search settings; the
+    CPU thread count included: it changes float sums, hence pruning decisions)."""
+    d = cfg.to_dict()
+    d.pop("search", None)
+    d["train"].pop("deterministic", None)  # how a GPU orders its sums, not what is computed: a run may switch it and resume
+    d["data"].pop("checksums", None)  # which files were trusted, not what they hold (data_hash)
+    return hashlib.sha256((json.dumps(d, sort_keys=True) + data_hash).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool):
+    """``train.deterministic``: PyTorch's deterministic kernels while the block runs
+    (``torch.use_deterministic_algorithms``, which also picks cuDNN's deterministic
+    convolutions; cuDNN's benchmarking off), the previous settings restored after it: they
+    are process-wide. An op with no deterministic CUDA kernel warns, naming itself, and runs
+    as it is (``warn_only``). Uninitialised memory is not filled with NaN, as that mode
+    would otherwise do for every ``torch.empty``: every buffer of ours is written whole."""
+    if not enabled:
+        yield
+        return
+    from torch.utils import deterministic as det
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, det.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    det.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+        det.fill_uninitialized_memory = before[3]
+
+
+DETERMINISTIC_KEY = "deterministic"
+"""``TrainingRun.extra``: whether every epoch so far ran with ``train.deterministic``."""
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch``'s data order and encoding draws (and of an evaluation's, at 10**6)."""
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63)
+
+
+def make_run_pruner(net: SpikingNetwork, cfg: Config) -> Optional[Pruner]:
+    """The pruner ``cfg.pruning`` asks for, attached to ``net``; None for the unpruned baseline."""
+    if not cfg.pruning.enabled:
+        return None
+    return make_pruner(net, cfg.pruning.method, cfg.pruning.settings, epochs=cfg.train.epochs)
