@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Callable, Optional
+
+import yaml
 
 from dpap import __version__
 from dpap.runtime.entry import guarded
@@ -50,8 +53,6 @@ def add_search(sub) -> None:
 
 
 def cmd_search(args) -> int:
-    from pathlib import Path
-
     from dpap.config import load_params
     from dpap.config.params_file import parse_overrides
 
@@ -83,8 +84,6 @@ def cmd_search(args) -> int:
     if res.best_params_file is None:
         print(f"error: no feasible trial yet (|compression - {cfg.search.target}| <= {cfg.search.tolerance}); raise --trials to continue this study, or widen --tolerance / search.ranges", file=sys.stderr)
         return 1
-    import yaml
-
     overlay = yaml.safe_load(Path(res.best_params_file).read_text())
     print(f"best params: {res.best_params_file}; apply with `dpap apply-best` or:")
     print("  " + S.dvc_exp_command(overlay))
@@ -107,10 +106,6 @@ def add_apply_best(sub) -> None:
 
 
 def cmd_apply_best(args) -> int:
-    from pathlib import Path
-
-    import yaml
-
     from dpap import search as S
 
     changes = S.apply_best(args.best, args.params, dry_run=args.dry_run)
@@ -146,8 +141,6 @@ def add_dashboard(sub) -> None:
 
 
 def cmd_dashboard(args) -> int:
-    from pathlib import Path
-
     from dpap.config import ConfigError, load_params
     from dpap.search import is_rdb_url, shown_storage
 

@@ -4,7 +4,7 @@
 #
 #   bash tools/gpu_check.sh "$OUT" 500     # OUT: a folder; 500: seconds the whole script may take
 #
-# 1. the tests that skip without CUDA (`pytest -k cuda tests/core`);
+# 1. the tests that skip without CUDA (`pytest -k cuda tests`);
 # 2. benchmarks/train_step.py --device cuda, peers beside, without and with --deterministic
 #    (what train.deterministic costs there), and benchmarks/compaction.py --device cuda (dense
 #    against compacted networks), inferring in batches of 100 (the mnist-snn preset's
@@ -38,7 +38,7 @@ fi
 export PYTHONUNBUFFERED=1
 
 { nvidia-smi -L; "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())"
-  timeout "$(upto 150)" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rfEs -k cuda tests/core
+  timeout "$(upto 150)" "$PY" -m pytest -p no:cacheprovider -n 0 -q -rfEs -k cuda tests
   echo "[$(( $(date +%s) - start )) s] tests done"
   for det in "" --deterministic; do
     timeout "$(upto 60)" "$PY" benchmarks/train_step.py --device "${DEVICE:-cuda}" ${det:+"$det"} --rounds "${TS_ROUNDS:-30}" 2>&1 | grep -v Warning | tail -14

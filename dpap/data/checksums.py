@@ -38,6 +38,7 @@ import numpy as np
 
 from dpap.runtime.outputs import atomic_write_text
 from dpap.data.errors import DataError
+from dpap.data.progress import bars_shown
 
 MANIFEST_NAME = "MANIFEST.json"
 _CHUNK = 1 << 20
@@ -328,7 +329,7 @@ def verify_manifest(root: Path, manifest: dict, progress: bool = False) -> list[
 
 
 def _progress(items, desc: str, enabled: bool):
-    if not enabled or len(items) < 50:
+    if not bars_shown(enabled) or len(items) < 50:
         return items
     from tqdm import tqdm
 

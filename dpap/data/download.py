@@ -20,50 +20,31 @@ those files, and a one-line warning says so. Compressed files are then decompres
 the form the reader uses, archives extracted, and ``MANIFEST.json`` records the sha256 of
 every file (and the content sha256 of every data set file), so the next run only
 re-hashes and names any truncated or altered file.
+
+This module is the stage's entry (:func:`download`) and your own checksums; the work is
+done by :class:`~dpap.data.fetcher.Fetcher` (finding, verifying and placing files),
+:mod:`dpap.data.extract` (decompressing and unpacking) and :mod:`dpap.data.digits`.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import io
-import lzma
 import os
-import shutil
 import sys
-import tarfile
-import urllib.error
-import urllib.request
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Union
-
-import numpy as np
+from typing import Callable, Iterable, Mapping, Optional
 
 from dpap.config import DataConfig
-from dpap.runtime.outputs import atomic_write_bytes
-from dpap.data.checksums import (
-    MANIFEST_NAME,
-    SINGLE_FILE_COMPRESSIONS,
-    Digests,
-    describe,
-    digests,
-    manifest_changes,
-    read_manifest,
-    write_manifest,
-)
+from dpap.data.checksums import MANIFEST_NAME, manifest_changes, read_manifest, write_manifest
+from dpap.data.digits import fetch_digits, load_digits_arrays
 from dpap.data.errors import DataError
-from dpap.data.registry import Archive, DatasetSpec, RawFile, get_spec
+from dpap.data.extract import extract_all
+from dpap.data.fetcher import NETWORK_TIMEOUT_S, OFFLINE_ENV, PARAMS_KEY, Fetcher, Trust
+from dpap.data.registry import DatasetSpec, get_spec
 
-NETWORK_TIMEOUT_S = 20.0
-"""Socket timeout of every download attempt: a machine without internet fails in seconds."""
-OFFLINE_ENV = "DPAP_OFFLINE"
-"""Set to 1 to never touch the network (only local files and offline copies are used)."""
-PARAMS_KEY = "data.checksums"
+__all__ = ["NETWORK_TIMEOUT_S", "OFFLINE_ENV", "PARAMS_KEY", "download", "load_digits_arrays", "raw_root"]
 
 Log = Callable[[str], None]
-Entry = Union[RawFile, Archive]
+_Fetcher = Fetcher  # the names of before the split (dpap.data.fetcher)
 
 
 def _quiet(_: str) -> None:
@@ -108,7 +89,7 @@ def download(
 
     manifest = read_manifest(root)
     learnt = dict(manifest.get("content", {})) if manifest is not None else {}
-    fetcher = _Fetcher(spec, root, trusted, offline, progress, log, learnt=learnt)
+    fetcher = Fetcher(spec, root, trusted, offline, progress, log, learnt=learnt)
     if manifest is not None:
         forms = {form for entry in (*spec.files, *spec.archives) if entry.md5 for form in entry.forms}
         missing, changed = manifest_changes(root, manifest, forms, progress=progress)
@@ -125,13 +106,13 @@ def download(
             log(f"{spec.name}: {len(missing)} file(s) of {MANIFEST_NAME} missing; restoring them")
 
     if spec.name == "digits":
-        _fetch_digits(root, log)
+        fetch_digits(root, log)
         write_manifest(root, spec.name, "sklearn.datasets.load_digits")
         log(f"{spec.name}: wrote {root / 'digits.npz'} and {MANIFEST_NAME}")
         return root
 
     sources = fetcher.run()
-    _extract_all(spec, root, fetcher.present, progress, log)
+    extract_all(spec, root, fetcher.present, progress, log)
     write_manifest(root, spec.name, ", ".join(sorted(set(sources))) or "local", progress=progress,
                    content=fetcher.content)
     _warn_trusted(spec, fetcher, warn)
@@ -139,15 +120,7 @@ def download(
     return root
 
 
-@dataclass(frozen=True)
-class _Trust:
-    """Checksums you named for one file, and where you named them."""
-
-    checksums: tuple[str, ...]
-    origin: str
-
-
-def _trusted(spec: DatasetSpec, given: Mapping[str, str | Iterable[str]], origin: str) -> dict[str, _Trust]:
+def _trusted(spec: DatasetSpec, given: Mapping[str, str | Iterable[str]], origin: str) -> dict[str, Trust]:
     """Your checksums keyed by the published path of the file they name."""
     names: dict[str, str] = {}
     for entry in (*spec.files, *spec.archives):
@@ -156,7 +129,7 @@ def _trusted(spec: DatasetSpec, given: Mapping[str, str | Iterable[str]], origin
         for form in entry.forms:
             names[form] = entry.path
             names[form.rsplit("/", 1)[-1]] = entry.path
-    out: dict[str, _Trust] = {}
+    out: dict[str, Trust] = {}
     for key, value in given.items():
         if str(key) not in names:
             if not names:
@@ -169,382 +142,13 @@ def _trusted(spec: DatasetSpec, given: Mapping[str, str | Iterable[str]], origin
         values = (value,) if isinstance(value, str) else tuple(value)
         path = names[str(key)]
         prior = out[path].checksums if path in out else ()
-        out[path] = _Trust(prior + tuple(v.lower() for v in values), origin)
+        out[path] = Trust(prior + tuple(v.lower() for v in values), origin)
     return out
 
 
-def _warn_trusted(spec: DatasetSpec, fetcher: "_Fetcher", warn: Log) -> None:
+def _warn_trusted(spec: DatasetSpec, fetcher: Fetcher, warn: Log) -> None:
     if not fetcher.trusted_files:
         return
     origins = ", ".join(sorted(set(fetcher.trusted_files.values())))
     files = ", ".join(fetcher.trusted_files)
     warn(f"warning: {spec.name}: {files} trusted by your own checksums ({origins}), not the published ones")
-
-
-# ------------------------------------------------------------------------------ digits
-
-
-def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits as (uint8 images [1797, 8, 8] in 0..16, int64 labels)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = d.images.astype(np.uint8)
-    labels = d.target.astype(np.int64)
-    if images.shape != (1797, 8, 8) or images.max() > 16 or not np.array_equal(images, d.images):
-        raise DataError("scikit-learn's bundled digits are not the expected 1797 8x8 images in 0..16")
-    return images, labels
-
-
-def _fetch_digits(root: Path, log: Log) -> None:
-    images, labels = load_digits_arrays()
-    path = root / "digits.npz"
-    if path.exists():
-        # No published checksum for a locally generated file: compare with the bundled data.
-        try:
-            with np.load(path) as z:
-                same = np.array_equal(z["images"], images) and np.array_equal(z["labels"], labels)
-        except Exception:  # noqa: BLE001 - any unreadable file is "altered"
-            same = False
-        if not same:
-            raise DataError(f"checksum error: {path} differs from scikit-learn's bundled digits; delete it and run again")
-        return
-    buf = io.BytesIO()
-    np.savez(buf, images=images, labels=labels)
-    atomic_write_bytes(path, buf.getvalue(), temp_name=".dpap-digits.npz.tmp")  # OutputError: nothing left
-
-
-# ------------------------------------------------------------------------------ others
-
-
-class _Fetcher:
-    """Finds, verifies and places the files of one data set.
-
-    ``present``: published path -> the verified forms now in place; ``content``: published
-    path -> ``{"sha256", "basis"}`` for MANIFEST.json; ``trusted_files``: file name -> where
-    you named the checksum that accepted it."""
-
-    def __init__(self, spec: DatasetSpec, root: Path, trusted: Mapping[str, _Trust], offline: bool, progress: bool,
-                 log: Log, *, learnt: Optional[Mapping[str, dict]] = None):
-        self.spec, self.root, self.offline, self.progress, self.log = spec, root, offline, progress, log
-        self.trusted = dict(trusted)
-        self.learnt = dict(learnt or {})
-        self.network_error: Optional[str] = None
-        self.last_error: Optional[str] = None
-        self.sources: list[str] = []
-        self.present: dict[str, list[str]] = {}
-        self.content: dict[str, dict] = {}
-        self.trusted_files: dict[str, str] = {}
-
-    # ----------------------------------------------------------------- verification
-
-    def known_content(self, entry: Entry) -> Optional[dict]:
-        """The content sha256 this run verified, or one an earlier run learnt."""
-        return self.content.get(entry.path) or self.learnt.get(entry.path)
-
-    def accepted(self, entry: Entry) -> list[str]:
-        """Published md5, recorded and learnt content checksums. Yours replace them; then
-        only the content of a form that met yours in this run is accepted besides."""
-        if entry.path in self.trusted:
-            seen = self.content.get(entry.path)
-            return list(self.trusted[entry.path].checksums) + ([f"sha256:{seen['sha256']}"] if seen else [])
-        known = self.known_content(entry)
-        out = [c for c in (entry.md5, *getattr(entry, "content", ())) if c]
-        if known is not None:
-            out.append(f"sha256:{known['sha256']}")
-        return out
-
-    def verify(self, file: Path, entry: Entry, *, name: Optional[str] = None, shown: Optional[str] = None) -> None:
-        """Raise :class:`DataError` unless ``file`` (a form of ``entry``, called ``name``:
-        the name decides how it is decompressed) matches an accepted checksum; remember its
-        content sha256 (MANIFEST.json) and whose checksum it met."""
-        name = name or file.name
-        accepted = self.accepted(entry)
-        got = digests(file, name=name)
-        hit = next((c for c in accepted if got.matches(c)), None)
-        if hit is None:
-            raise DataError(self._mismatch(shown or str(file), name, entry, got, accepted))
-        trust = self.trusted.get(entry.path)
-        if trust is not None:
-            self.trusted_files[name] = trust.origin
-        if got.content is None or entry.path in self.content:
-            return
-        sha = got.content["sha256"]
-        if trust is not None:
-            basis = f"your checksum ({trust.origin})"
-        elif hit in getattr(entry, "content", ()):
-            basis = "recorded in dpap/data/registry.py"
-        elif hit == entry.md5:
-            basis = f"learnt from the published md5 of {entry.basename}" if got.compressed else "published md5"
-        else:
-            basis = (self.learnt.get(entry.path) or {}).get("basis", "learnt")
-        self.content[entry.path] = {"sha256": sha, "basis": basis}
-        if basis.startswith("learnt from") and entry.path not in self.learnt:
-            self.log(f"{self.spec.name}: learnt the content sha256 of {entry.basename}: {sha} (kept in {MANIFEST_NAME})")
-
-    def _mismatch(self, shown: str, name: str, entry: Entry, got: Digests, accepted: list[str]) -> str:
-        trust = self.trusted.get(entry.path)
-        if trust is not None:
-            return (
-                f"checksum error: {shown} does not match your checksum for {entry.basename} ({trust.origin}: "
-                f"{' or '.join(describe(c) for c in trust.checksums)}; got {got.describe()}): the file is "
-                f"truncated or altered, or the checksum is wrong"
-            )
-        content_known = bool(getattr(entry, "content", ())) or self.known_content(entry) is not None
-        if not content_known and name != entry.basename and got.content is not None:
-            return (
-                f"cannot verify {shown}: {self.spec.name} publishes only the md5 of {entry.basename} "
-                f"({entry.md5}) and its content checksum is not known yet; put the published {entry.basename} "
-                f"beside it (its content checksum is then learnt), or trust your copy by naming its sha256 "
-                f"under {PARAMS_KEY} in params.yaml"
-            )
-        hint = "" if content_known else (
-            f", or if it is the same data compressed differently, trust it by naming its sha256 under "
-            f"{PARAMS_KEY} in params.yaml"
-        )
-        return (
-            f"checksum error: {shown} does not match the published checksum of {self.spec.name}/{entry.path} "
-            f"(got {got.describe()}; expected {' or '.join(describe(c) for c in accepted)}): it is truncated, "
-            f"altered or a different version; delete it and run again{hint}"
-        )
-
-    def check_trusted(self) -> None:
-        """Verify the files in place that your checksums name (MANIFEST.json is complete)."""
-        for entry in (*self.spec.files, *self.spec.archives):
-            if entry.path in self.trusted:
-                for form in entry.forms:
-                    if (self.root / form).is_file():
-                        self.verify(self.root / form, entry)
-
-    # ---------------------------------------------------------------------- sources
-
-    def place(self, entry: RawFile, *, network: bool = False, staged: Optional[Path] = None,
-              shown: Optional[str] = None) -> bool:
-        """Make ``entry`` present (in one or more forms) and verified; False when no
-        source has it. ``staged``: a folder an archive was unpacked into."""
-        root = self.root
-        found = []
-        for form in entry.forms:  # the published form first
-            flat, dest = root / form.rsplit("/", 1)[-1], root / form
-            if dest.is_file():
-                self.verify(dest, entry)
-            elif flat.is_file():  # copied flat into <raw_dir>/<name>/ by hand
-                self.verify(flat, entry)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(flat, dest)
-                self.log(f"{self.spec.name}: moved {flat} -> {dest}")
-            else:
-                continue
-            found.append(form)
-        if found:
-            self.present[entry.path] = found
-            self.sources.append("local")
-            return True
-        if staged is not None and (staged / entry.path).is_file():
-            self._adopt(staged / entry.path, entry, entry.path, shown=f"{shown} (its member {entry.path})")
-            self.sources.append("local")
-            return True
-        for d in self.spec.offline_dirs:
-            for form in entry.forms:
-                cand = Path(d) / form.rsplit("/", 1)[-1]
-                if not cand.is_file():
-                    continue
-                try:
-                    self.verify(cand, entry)
-                except DataError:
-                    self.log(f"{self.spec.name}: offline copy {cand} does not match the checksum; ignored")
-                    continue
-                dest = root / form
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f".dpap-{dest.name}.part")
-                shutil.copyfile(cand, tmp)
-                os.replace(tmp, dest)
-                self.present[entry.path] = [form]
-                self.log(f"{self.spec.name}: copied offline copy {cand} -> {dest}")
-                self.sources.append(d)
-                return True
-        if network:
-            for url in entry.urls:
-                if self.offline or self.network_error is not None:
-                    break
-                tmp = self._download(url, root / entry.path)
-                if tmp is not None:
-                    self._adopt(tmp, entry, entry.path, shown=f"{tmp} (from {url})")
-                    self.sources.append(url.split("/")[2])
-                    return True
-        return False
-
-    def _adopt(self, file: Path, entry: Entry, form: str, shown: str) -> None:
-        """Verify ``file`` (elsewhere) and move it into place as ``form``."""
-        try:
-            self.verify(file, entry, name=form.rsplit("/", 1)[-1], shown=shown)
-        except DataError:
-            file.unlink(missing_ok=True)
-            raise
-        dest = self.root / form
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(file, dest)
-        if isinstance(entry, RawFile):
-            self.present[entry.path] = [form]
-
-    def _download(self, url: str, dest: Path) -> Optional[Path]:
-        """Download ``url`` next to ``dest``; the temporary file, or None on failure."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".dpap-{dest.name}.part")
-        self.log(f"{self.spec.name}: downloading {url}")
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": "dpap/0 (pytorch/vision)"})
-            with urllib.request.urlopen(req, timeout=NETWORK_TIMEOUT_S) as resp, open(tmp, "wb") as out:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                bar = None
-                if self.progress:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False)
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    if bar is not None:
-                        bar.update(len(chunk))
-                if bar is not None:
-                    bar.close()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            tmp.unlink(missing_ok=True)
-            reason = getattr(exc, "reason", exc)
-            msg = f"{url.split('/')[2]}: {reason}"
-            self.log(f"{self.spec.name}: download failed ({msg})")
-            # Name-resolution / connection failures mean no network: stop trying other URLs.
-            if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-                self.network_error = msg
-            elif self.network_error is None and isinstance(exc, (TimeoutError, ConnectionError)):
-                self.network_error = msg
-            self.last_error = msg
-            return None
-        return tmp
-
-    def archive(self, arch: Archive) -> Optional[Path]:
-        """The archive in place (any form; checked only against checksums you named for
-        it: its members are checked on their own), or downloaded and checked against its
-        published md5; None when there is none."""
-        for form in arch.forms:
-            for cand in (self.root / form, self.root / form.rsplit("/", 1)[-1]):
-                if cand.is_file():
-                    if arch.path in self.trusted:
-                        self.verify(cand, arch)
-                    self.sources.append("local")
-                    return cand
-        for url in arch.urls:
-            if self.offline or self.network_error is not None:
-                break
-            tmp = self._download(url, self.root / arch.path)
-            if tmp is not None:
-                self._adopt(tmp, arch, arch.path, shown=f"{tmp} (from {url})")
-                self.sources.append(url.split("/")[2])
-                return self.root / arch.path
-        return None
-
-    def run(self) -> list[str]:
-        spec = self.spec
-        missing = [f for f in spec.files if not self.place(f)]
-        # Archives that contain missing files (CIFAR-10's tarball): unpacked aside, each
-        # file taken from it is verified against its own checksum.
-        for arch in spec.archives:
-            wanted = [f for f in missing if f.path in arch.provides]
-            if not wanted:
-                continue
-            src = self.archive(arch)
-            if src is None:
-                continue
-            staging = self.root / ".dpap-unpack"
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                _extract(src, staging, self.log, self.progress)
-                for f in wanted:
-                    if not self.place(f, staged=staging, shown=str(src)):
-                        raise DataError(f"{spec.name}: archive {src} lacks {f.path}; delete it and run again")
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            missing = [f for f in missing if f not in wanted]
-        # Direct URLs of the remaining files.
-        missing = [f for f in missing if not self.place(f, network=True)]
-        if missing:
-            raise DataError(self._no_source_message(missing))
-        return self.sources
-
-    def _no_source_message(self, missing: list[RawFile]) -> str:
-        spec, root = self.spec, self.root
-        if self.offline:
-            why = f"network disabled ({OFFLINE_ENV}=1)"
-        elif self.network_error or self.last_error:
-            why = f"download failed: {self.network_error or self.last_error}"
-        else:
-            why = "no download URL"
-        groups: dict[str, list[str]] = {}
-        for f in missing:
-            folder = (root / f.path).parent
-            groups.setdefault(str(folder) + os.sep, []).append(f.basename)
-        wanted = "; ".join(f"{', '.join(names)} into {folder}" for folder, names in groups.items())
-        alt = ""
-        for arch in spec.archives:
-            alt = f" (or {Path(arch.path).name} into {root / Path(arch.path).parent}{os.sep})"
-        offline = ""
-        if spec.offline_dirs:
-            offline = f"; offline source {', '.join(spec.offline_dirs)} not found (Debian package dataset-{spec.name})"
-        return f"data set {spec.name!r} is not available: {why}{offline}; copy {wanted}{alt}, then run again"
-
-
-# --------------------------------------------------------------------------- extraction
-
-
-def _single_file(path: str) -> bool:
-    """A compressed single file (``X.gz``), not a compressed archive (``X.tar.gz``)."""
-    return path.endswith(SINGLE_FILE_COMPRESSIONS) and not path.rsplit(".", 1)[0].endswith(".tar")
-
-
-def _extract_all(spec: DatasetSpec, root: Path, present: Mapping[str, list[str]], progress: bool, log: Log) -> None:
-    """Put every verified file into the form its reader uses: a compressed single file is
-    decompressed (unless its uncompressed form is there, verified), an archive extracted."""
-    for f in spec.files:
-        forms = present.get(f.path, [])
-        if f.extract_to is None or not forms:
-            continue
-        if _single_file(f.path):
-            plain = f.path.rsplit(".", 1)[0]
-            if plain not in forms:
-                dest = root / plain
-                _extract(root / forms[0], dest.parent, log, progress, out_name=dest.name)
-        else:
-            _extract(root / forms[0], root / f.extract_to, log, progress)
-
-
-def _extract(archive: Path, to: Path, log: Log, progress: bool = False, out_name: Optional[str] = None) -> None:
-    """Extract a .zip or .tar(.gz/.bz2/.xz) archive into ``to``, or decompress a single
-    .gz/.bz2/.xz file into ``to/out_name`` (default: its name without the suffix)."""
-    name = archive.name
-    to.mkdir(parents=True, exist_ok=True)
-    log(f"extracting {archive} -> {to}")
-    try:
-        if ".tar" in name or name.endswith(".tgz"):
-            with tarfile.open(archive) as tf:
-                try:
-                    tf.extractall(to, filter="data")
-                except TypeError:  # Python < 3.11.4: no extraction filters
-                    tf.extractall(to)
-        elif name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                for member in zf.infolist():
-                    target = (to / member.filename).resolve()
-                    if not str(target).startswith(str(to.resolve())):
-                        raise DataError(f"{archive}: unsafe path {member.filename!r} in archive")
-                zf.extractall(to)
-        elif name.endswith(SINGLE_FILE_COMPRESSIONS):
-            suffix = "." + name.rsplit(".", 1)[1]
-            opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
-            out = to / (out_name or name[: -len(suffix)])
-            tmp = out.with_name(f".dpap-{out.name}.part")
-            with opener(archive, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.replace(tmp, out)
-        else:
-            raise DataError(f"{archive}: unknown archive type")
-    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, tarfile.TarError) as exc:
-        raise DataError(f"checksum error: {archive} cannot be extracted ({exc}); delete it and run again") from None

@@ -22,8 +22,10 @@ import numpy as np
 
 from dpap.config import DataConfig
 from dpap.data.checksums import MANIFEST_NAME, manifest_hash, read_manifest, verify_manifest
-from dpap.data.download import load_digits_arrays, raw_root
+from dpap.data.digits import load_digits_arrays
+from dpap.data.download import raw_root
 from dpap.data.errors import DataError
+from dpap.data.progress import bars_shown
 from dpap.data.processed import FORMAT_VERSION, content_hash, write_processed
 from dpap.data.registry import DatasetSpec, get_spec
 
@@ -307,7 +309,7 @@ def _load_events(spec: DatasetSpec, cfg: DataConfig, root: Path, progress: bool,
             it = pool.imap(_frame_of, keep.tolist(), chunksize=8)
         else:
             it = (ds[int(i)][0] for i in keep)
-        if progress:
+        if bars_shown(progress):
             from tqdm import tqdm
 
             it = tqdm(it, total=len(keep), desc=f"{spec.name} {split} -> frames", unit="sample")

@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 from dpap.pruning.compression import count_parameters, live_synapses
 from dpap.evaluation.dynamics import kind_shares, pruning_dynamics
+from dpap.evaluation.neurobench import neurobench_metrics
+from dpap.evaluation.plots import layer_pruning_figure
 from dpap.snn.encoding import encode
 from dpap.runtime.outputs import atomic_write_text
 from dpap.training.history import EpochMetrics, convergence_epoch
@@ -165,8 +167,6 @@ def evaluate(model: LoadedModel, test: tuple[Tensor, Tensor], val: Optional[tupl
         "energy_nj_per_sample": ops.energy_pj / 1000.0,
     }
     if neurobench:  # the field's benchmark harness on the same split, beside our own counter
-        from dpap.evaluation.neurobench import neurobench_metrics
-
         out["neurobench"] = neurobench_metrics(model, *test)
     if history:  # how it pruned: the largest one-epoch jump, the first epoch, per layer kind
         out.update({k: v for k, v in pruning_dynamics(history).as_dict().items() if k != "max_jump_epoch"})
@@ -245,8 +245,6 @@ def _csv(rows: list[dict]) -> str:
 def write_plots(history: Sequence[EpochMetrics], folder: str | Path) -> list[Path]:
     """Write ``accuracy.csv``, ``params.csv``, ``layers.csv`` and ``layers.png`` (each
     atomically) into ``folder``."""
-    from dpap.evaluation.plots import layer_pruning_figure
-
     folder = Path(folder)
     rows = history_rows(history)
     written = []

@@ -32,8 +32,6 @@ works on a copy of the network, so its hooks never stay on the caller's.
 
 from __future__ import annotations
 
-from dpap.errors import DPAPError
-
 import contextlib
 import copy
 import io
@@ -42,8 +40,10 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from dpap.errors import DPAPError
 from dpap.snn.encoding import encode
 from dpap.snn.neurons import LIF
+from dpap.training.setup import epoch_seed
 
 
 class NeuroBenchError(DPAPError, RuntimeError):
@@ -86,8 +86,6 @@ def neurobench_metrics(model, x: Tensor, y: Tensor, batch_size: Optional[int] = 
             f"neurobench is not importable ({exc}); install it with `pip install --no-deps neurobench` "
             "plus snntorch and tonic (see pyproject.toml)"
         ) from None
-    from dpap.training.setup import epoch_seed
-
     net = copy.deepcopy(model.net).cpu().eval()
     wrapped = TorchModel(EncodedNetwork(net, model.cfg.model.encoding, epoch_seed(model.cfg.train.seed, 10**6)))
     wrapped.add_activation_module(LIF)

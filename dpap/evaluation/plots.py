@@ -25,11 +25,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from dpap.evaluation.dynamics import kind_shares  # noqa: E402
+from dpap.runtime.outputs import atomic_write_bytes  # noqa: E402
+
 
 def _save(fig, path: Path) -> None:
     """Write ``fig`` to ``path`` atomically (:func:`dpap.runtime.outputs.atomic_write_bytes`)."""
-    from dpap.runtime.outputs import atomic_write_bytes
-
     path = Path(path)
     buf = io.BytesIO()
     try:
@@ -120,8 +121,6 @@ def survival_histograms(values: Mapping[str, "object"], path: str | Path, title:
 
 def run_summary_figure(history: Sequence[Mapping], path: Optional[str | Path] = None) -> np.ndarray | Path:
     """Compression and accuracy over epochs (left), share pruned per layer kind (right)."""
-    from dpap.evaluation.dynamics import kind_shares
-
     epochs = [h["epoch"] + 1 for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9.0, 3.4))
     a.plot(epochs, [h["compression"] for h in history], color="tab:red", label="compression")

@@ -13,7 +13,7 @@ ours                   NIR node
 flatten before an FC   ``Flatten`` (start_dim 0: NIR shapes have no batch axis)
 ``DO<p>``              nothing (identity at inference)
 ``LIF`` (λ, V_th)      ``LIF`` (see below); ``IF`` when λ = 1
-``MP<k>``              none in NIR: :class:`~dpap.export.ExportError`
+``MP<k>``              none in NIR: :class:`~dpap.export.errors.ExportError`
 =====================  ======================================================================
 
 The LIF. Ours is discrete (Eq. 1-2): ``u[t] = λ·u[t−1]·(1 − o[t−1]) + I[t]``, ``o[t] =
@@ -37,13 +37,16 @@ the output layer's spike counts over the steps. The graph's ``metadata`` says so
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+import nir
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dpap.export.errors import ExportError
 from dpap.snn.networks import SpikingNetwork
 from dpap.snn.neurons import LIF
 
@@ -113,12 +116,8 @@ def block_shapes(net: SpikingNetwork) -> list[tuple[tuple[int, ...], tuple[int, 
 def nir_graph(net: SpikingNetwork, live: Optional[Sequence[Tensor]] = None, metadata: Optional[dict] = None):
     """The NIR graph of an SNN (module docstring). ``live[i]``: block i's living synapses
     (bool ``[units, pre_units]``, :func:`~dpap.pruning.compression.live_synapses`); their
-    complement is written as zero weights. Raises :class:`~dpap.export.ExportError` for
+    complement is written as zero weights. Raises :class:`~dpap.export.errors.ExportError` for
     a layer NIR cannot express."""
-    import nir
-
-    from dpap.export import ExportError
-
     if net.kind != "snn":
         raise ExportError(f"NIR export takes an SNN; this is a {net.kind.upper()} (export it to ONNX)")
     nodes: dict[str, object] = {"input": nir.Input(input_type={"input": np.array(net.input_shape)})}
@@ -172,10 +171,6 @@ def nir_graph(net: SpikingNetwork, live: Optional[Sequence[Tensor]] = None, meta
 
 def write_nir(graph, path: str | Path) -> Path:
     """Write ``graph`` to ``path`` atomically (a temporary file, then a rename)."""
-    import os
-
-    import nir
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

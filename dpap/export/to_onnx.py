@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from dpap.export.errors import ExportError
 from dpap.snn.networks import SpikingNetwork
 
 
@@ -25,8 +26,6 @@ def as_sequential(net: SpikingNetwork, live: Optional[Sequence[Tensor]] = None) 
     """A DNN as an ``nn.Sequential`` of standard modules computing the same logits
     (copies; ``net`` is not changed). ``live[i]``: block i's living synapses; the others
     become zero weights."""
-    from dpap.export import ExportError
-
     if net.kind != "dnn":
         raise ExportError(f"ONNX export takes a DNN; this is an {net.kind.upper()} (export it to NIR)")
     layers: list[nn.Module] = []

@@ -22,9 +22,10 @@ The command line (``dpap search``) runs :func:`run_search`: a resumable study in
 journal file (one machine) or a PostgreSQL database (workers on several machines), worker
 processes sharing one trial budget (and any other ``dpap search`` started on the same
 storage: each worker seeds its sampler apart), one MLflow parent run per study with a
-nested run per trial (:class:`dpap.tracking.SearchTracker`, the project's one MLflow
-writer), ``best_params.yaml``, a scatter plot and a summary table, written whole from the
-finished study.
+nested run per trial (:class:`dpap.search.tracker.SearchTracker`; each trial logged by
+the project's one MLflow writer, :class:`dpap.tracking.MlflowCallback`),
+``best_params.yaml``, a scatter plot and a summary table, written whole from the finished
+study.
 
 One module per job:
 
@@ -35,11 +36,14 @@ One module per job:
 ``feasibility`` the constraint, the per-epoch monitor, the feasible-percentile pruner
 ``objective``   one trial: sample, ``fit``, record
 ``storage``     journal file or RDB URL, opened with one-line errors
+``storage_url`` the storage string: RDB URL or file, shown with a password masked, its
+                one-line error
 ``locks``       the study's lock (PostgreSQL advisory lock, or Optuna's journal lock file)
 ``recovery``    trials lost with their worker: heartbeat / process check, failed, retried
 ``workers``     the ask-train-tell loop of one worker process
 ``study``       a whole search: open, run workers, wait for the others, write outputs
 ``reports``     summary.json, the summary table, the MLflow parent run's summary
+``tracker``     MLflow: the study's parent run and a nested run per trial
 ``figures``     accuracy-vs-compression plot and Optuna's figures
 ``best``        best_params.yaml and ``dpap apply-best``
 ``files``       files written whole
@@ -77,8 +81,11 @@ from dpap.search.space import (
 )
 from dpap.search.locks import FileStudyLock, PostgresStudyLock, is_postgres_url, study_lock
 from dpap.search.recovery import MAX_RETRY, Heartbeat, TrialRecovery, budget_used, is_retried, recover_lost_trials, retry_history, trial_id
-from dpap.search.storage import is_rdb_url, make_storage, shown_storage, storage_error, storage_errors, storage_key
+from dpap.search.storage import make_storage, storage_errors, storage_key
+from dpap.search.storage_url import is_rdb_url, shown_storage, storage_error
 from dpap.search.study import open_study, run_search, run_workers, wait_for_other_workers
+from dpap.search.tracker import SEARCH_EXPERIMENT, SUMMARY_TAG, SearchTracker, find_parent_run
 from dpap.search.workers import WORKERS_ATTR, WorkerJob, join_study, leave_study, open_storage, run_worker, worker_salt
 
-EXPERIMENT = "dpap-search"  # = tracking.SEARCH_EXPERIMENT (tracking imports MLflow; this package must not)
+EXPERIMENT = SEARCH_EXPERIMENT
+"""The MLflow experiment of the search (:data:`dpap.search.tracker.SEARCH_EXPERIMENT`)."""

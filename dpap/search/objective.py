@@ -16,7 +16,7 @@ from dpap.search.feasibility import CONSTRAINT, TrialMonitor, accuracy_of, const
 from dpap.search.space import search_epochs, suggest_overrides, trial_config
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dpap.tracking import SearchTracker
+    from dpap.search.tracker import SearchTracker
 
 
 def make_objective(

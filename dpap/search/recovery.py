@@ -34,7 +34,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dpap.tracking import SearchTracker
+    from dpap.search.tracker import SearchTracker
 
 MAX_RETRY = 3
 """Times one trial's knobs are retried after its worker was lost; then it counts as failed."""

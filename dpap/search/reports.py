@@ -8,7 +8,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import optuna
 from optuna.trial import TrialState
@@ -20,10 +20,8 @@ from dpap.search.figures import plot_trials, study_figures
 from dpap.search.files import atomic_write
 from dpap.search.recovery import budget_used, is_retried, retry_history
 from dpap.search.space import best_overrides, search_epochs
-from dpap.search.storage import shown_storage
-
-if TYPE_CHECKING:  # pragma: no cover
-    from dpap.tracking import SearchTracker
+from dpap.search.storage_url import shown_storage
+from dpap.search.tracker import SUMMARY_TAG, SearchTracker
 
 
 @dataclass
@@ -93,8 +91,6 @@ def write_outputs(study: optuna.Study, cfg: Config, out: Path, tracker: Optional
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     key = study_state_key(study)
     if tracker is not None and not running and not tracker.summarised(key):
-        from dpap.tracking import SUMMARY_TAG
-
         tags = {SUMMARY_TAG: key}
         if result.best_number is not None:
             best = study.best_trial

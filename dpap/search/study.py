@@ -21,8 +21,11 @@ from dpap.search.locks import FileStudyLock, PostgresStudyLock, study_lock
 from dpap.search.recovery import TrialRecovery, budget_used, recover_lost_trials
 from dpap.search.reports import SearchResult, search_params, write_outputs
 from dpap.search.space import check_search, current_knobs, search_epochs, search_fingerprint, trial_config
-from dpap.search.storage import make_storage, shown_storage, storage_errors, storage_key
+from dpap.search.storage import make_storage, storage_errors, storage_key
+from dpap.search.storage_url import shown_storage
+from dpap.search.tracker import SearchTracker
 from dpap.search.workers import WorkerJob, _load_data, _spawned_worker, open_storage, run_worker
+from dpap.tracking import open_store
 
 
 def open_study(cfg: Config, storage: str, study_name: str, data_hash: str, store: Optional[optuna.storages.BaseStorage] = None) -> optuna.Study:
@@ -75,8 +78,6 @@ def run_search(
     check_search(cfg, workers)
     s = cfg.search
     if tracking_uri:
-        from dpap.tracking import open_store
-
         open_store(tracking_uri)  # locked, corrupt, unreachable: one line, before anything is made
     recovery = TrialRecovery(s.grace_period)
     store = open_storage(cfg, s.storage, recovery)  # unwritable, unreachable: one line
@@ -94,8 +95,6 @@ def run_search(
             held.enter_context(lock)
             study = open_study(cfg, s.storage, s.study_name, data_hash, store=store)
         if tracking_uri:  # (the MLflow store's errors are its own)
-            from dpap.tracking import SearchTracker
-
             recovery.tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), storage_key(s.storage))
         with storage_errors(s.storage):
             lost = recover_lost_trials(study, store, recovery)

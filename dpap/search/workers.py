@@ -27,6 +27,7 @@ from dpap.search.recovery import Heartbeat, TrialRecovery, budget_used, recover_
 from dpap.search.sampling import make_trial_pruner, make_sampler
 from dpap.search.errors import SearchError
 from dpap.search.storage import is_storage_failure, make_storage, storage_errors
+from dpap.search.tracker import SearchTracker
 
 
 @dataclass
@@ -108,8 +109,6 @@ def run_worker(
         study = optuna.load_study(study_name=job.study_name, storage=storage, sampler=make_sampler(cfg, salt), pruner=make_trial_pruner(cfg))
     try:
         if recovery.tracker is None and job.tracking_uri and job.parent_run_id:
-            from dpap.tracking import SearchTracker
-
             recovery.tracker = SearchTracker(job.tracking_uri, job.parent_run_id, job.experiment_id)
         objective = make_objective(cfg, data, tracker=recovery.tracker, checkpoint_dir=out / "checkpoints" / job.study_name)
         ran = 0

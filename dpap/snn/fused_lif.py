@@ -10,7 +10,7 @@ The step functions below are written with the same operations in the same order 
 :class:`~dpap.snn.neurons.LIFFunction`, so they round identically: forward
 ``u[t] = I[t] + (λ·u[t−1])·keep[t−1]`` (:func:`lif_membrane`) and backward as there;
 the reset mask ``keep[t] = 1[u[t] < V_th]`` is recomputed in backward from the saved
-membranes (the eager path saves it). ``tests/core/test_fused_lif.py`` holds the two bit-identical.
+membranes (the eager path saves it). ``tests/snn/test_fused_lif.py`` holds the two bit-identical.
 
 Tensors are ``[T, M]`` (a layer's state flattened), so one compiled graph per T serves
 every layer and batch size (``dynamic=True``). Compilation needs a C++ compiler on CPU
@@ -267,7 +267,7 @@ def pooled_spikes(current: Tensor, decay: float, threshold: float, k: int) -> Op
     Equal to the LIF followed by :class:`dpap.snn.networks.AvgPool2d`, without the full-size
     spikes ever written for a held current (some steps' are, inside the compiled
     :func:`lif_pool_steps`, for a time-varying one): on the paper's MNIST net the LIF and pooling of a layer take
-    2-4× less time so (``tests/core/test_fused_lif.py`` holds the results equal,
+    2-4× less time so (``tests/snn/test_fused_lif.py`` holds the results equal,
     ``benchmarks/compaction.py`` times it). A current held over time (a stride-0 time
     dimension: direct encoding's first layer) is regrouped once into its k² window
     members (:func:`lif_pool_static_steps`), so that every pass is contiguous."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Iterable, Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 
@@ -42,8 +43,6 @@ class Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return None
-        import torch.distributed as dist
-
         if not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
             if backend == "nccl":
@@ -60,8 +59,6 @@ class Distributed:
 
     def all_reduce(self, t: Tensor) -> Tensor:
         """Sum ``t`` over all ranks, in place; returns it."""
-        import torch.distributed as dist
-
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
@@ -81,12 +78,8 @@ class Distributed:
             offset += n
 
     def barrier(self) -> None:
-        import torch.distributed as dist
-
         dist.barrier()
 
     def close(self) -> None:
-        import torch.distributed as dist
-
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -9,6 +9,7 @@ import json
 from typing import Optional, Sequence
 
 import torch
+from torch.utils import deterministic as det
 
 from dpap.config import Config, ConfigError
 from dpap.pruning.mechanics import Pruner
@@ -67,8 +68,6 @@ def deterministic_algorithms(enabled: bool):
     if not enabled:
         yield
         return
-    from torch.utils import deterministic as det
-
     before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
               torch.backends.cudnn.benchmark, det.fill_uninitialized_memory)
     torch.use_deterministic_algorithms(True, warn_only=True)

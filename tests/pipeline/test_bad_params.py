@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import run
+from stage_runs import run
 
 OUTPUTS = ("models/model.pt", "metrics.json", "plots/accuracy.csv", "plots/layers.png")
 

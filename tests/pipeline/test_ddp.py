@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, env, merge, run
+from stage_runs import BIN, env, merge, run
 
 TORCHRUN = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2"]
 TRAIN = ["pipeline/train.py", "--no-mlflow", "--no-progress"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env, run
+from stage_runs import env, run
 
 STAGES = {"train": ["pipeline/train.py", "--no-progress", "--no-mlflow"], "evaluate": ["pipeline/evaluate.py", "--no-mlflow"]}
 KEPT = ("models/model.pt", "metrics.json", "plots/accuracy.csv", "plots/layers.png", "data/processed/digits/train.pt", "data/raw/digits/digits.npz")

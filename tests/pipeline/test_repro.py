@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from dpap.data import load_processed
 
-from conftest import run
+from stage_runs import run
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 import copy
 
-from conftest import TINY, env, merge, run, write_params
+from stage_runs import TINY, env, merge, run, write_params
 
 EPOCHS = 4
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import env, run
+from stage_runs import env, run
 
 KEPT = ("models/model.pt", "metrics.json", "plots/accuracy.csv", "data/processed/digits/train.pt")
 

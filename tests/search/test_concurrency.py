@@ -96,7 +96,7 @@ def test_parent_run_found_by_its_tags(make_params, tmp_path, mlflow_uri):
     """A study whose recorded parent run is not in this store finds the one tagged with
     its name and storage instead of starting a second."""
     from dpap.config import load_params
-    from dpap.tracking import SearchTracker
+    from dpap.search.tracker import SearchTracker
 
     cfg = load_params(make_params())
     study = S.open_study(cfg, cfg.search.storage, "s", "hash")

@@ -44,7 +44,7 @@ FLUSH_EVERY = 16
 the network's float (float32) before it is added to the epoch's float64 sum: a float64
 add of a ``[units, inputs]`` product every batch cost the MNIST net's FC layer 0.4-0.6 ms
 per training step; 16 float32 sums stay within about 1e-6 of the float64 sum
-(``tests/core/test_pruner.py``). Reading ``importance`` flushes, so a read in the middle
+(``tests/pruning/test_pruner.py``). Reading ``importance`` flushes, so a read in the middle
 of an epoch regroups the later batches (the sum then differs in its last bits, ~1e-7);
 nothing reads it before the epoch's decision, and checkpoints are written after it."""
 

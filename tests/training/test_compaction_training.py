@@ -139,7 +139,7 @@ def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits, one_thr
         import os, signal, torch
         from dpap.training.compact_run import CompactWhenShrunk
         from dpap.training import Split, TrainingRun
-        import tests.core.test_compaction_training as t
+        import tests.training.test_compaction_training as t
         d = torch.load({str(data)!r})
         def kill(run, metrics):
             if metrics.epoch + 1 == 3:  # epoch 3 done, its checkpoint not written: the file holds epoch 2
