@@ -5,7 +5,7 @@
 Checkpoints every epoch to ``checkpoints/train.pt``; a killed run resumes from it when
 the stage runs again (same parameters), continuing the same MLflow run. Data-parallel:
 ``torchrun --nproc-per-node N pipeline/train.py`` (gloo on CPU, NCCL on GPU; rank 0 writes
-the checkpoint, the model and the MLflow run; README "Data-parallel training"). Ctrl-C or SIGTERM
+the checkpoint, the model and the MLflow run; docs/pipeline.md "Data-parallel training"). Ctrl-C or SIGTERM
 ends the MLflow run as KILLED (exit 130) and keeps the checkpoint. The checkpoint is
 removed once the model file is written. A read-only ``models/`` or ``checkpoints/`` stops
 the stage before training; a full disk stops it with one line naming the file, the

@@ -3,12 +3,9 @@
 glibc's ``malloc`` gives large blocks back to the kernel as soon as they are freed (blocks
 it served with ``mmap``, and the top of the heap beyond ``M_TRIM_THRESHOLD``), so a
 training step or an inference pass whose activations are as large as the last one's asks
-the kernel for the same amount again and takes a page fault on every page of it. On the
-paper's MNIST net (one thread, batch 100) that is 4,700-11,300 page faults per dense
-training step, 9-28 ms of system time of a 120-180 ms step, and 124,000-152,000 faults
-per inference pass in one batch of 1000 (634-835 ms a pass instead of 307-328 ms); how
-many depends on the heap's history, which is why the same code measured fast or slow
-from run to run (docs/compaction.md §3). PyTorch keeps no cache of CPU memory of its own.
+the kernel for the same amount again and takes a page fault on every page of it, in
+numbers that depend on the heap's history, so the same step runs fast or slow from run to
+run (figures: docs/compaction.md). PyTorch keeps no cache of CPU memory of its own.
 
 :func:`keep_freed_memory` tells glibc (``mallopt``) to serve the blocks of the main
 thread's arena from its heap (``M_MMAP_MAX`` 0) and not to shrink that heap until 2 GiB
@@ -16,9 +13,9 @@ are free at its top (``M_TRIM_THRESHOLD``, the largest value ``mallopt`` takes),
 freed activations are reused by the next step. Other threads' arenas (OpenMP workers,
 autograd's CUDA thread) grow in sub-heaps of at most 64 MiB: a larger block there is
 still served with ``mmap``, and an empty sub-heap is still handed back. The cost: the
-process keeps its peak memory until it ends instead of returning it between steps (peak
-1.23-1.25 → 1.30-1.33 GB in ``benchmarks/compaction.py``'s dense training and
-inference); large ``calloc`` blocks are zeroed by hand rather than by the kernel.
+process keeps its peak memory until it ends instead of returning it between steps (a few
+percent more at the peak: docs/compaction.md); large ``calloc`` blocks are zeroed by hand
+rather than by the kernel.
 
 It changes the whole process, so the library never calls it on import: the programs do
 (the ``dpap`` command, the pipeline's stage scripts, search workers, the speed

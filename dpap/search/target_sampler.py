@@ -1,6 +1,6 @@
 """An Optuna sampler that steers one knob toward a target compression.
 
-Under the ``gradual`` protocol the final compression grows monotonically with ε (README,
+Under the ``gradual`` protocol the final compression grows monotonically with ε (docs/pruning.md,
 "Controlling compression"), and smoothly: what a search for a compression *target* needs
 is then not a global optimiser for that knob but a root finder. :class:`TargetSampler`
 wraps any sampler (TPE by default): the other knobs are sampled by it, as usual; the

@@ -35,7 +35,7 @@ from torch import Tensor
 KERNELS = ("auto", "eager", "compiled")
 """``neuron.kernel``: ``compiled`` = these kernels; ``eager`` = the ATen loop; ``auto`` =
 compiled on CPU for layers of at least :data:`AUTO_MIN_STATE` entries per step, eager
-otherwise and on CUDA (where the compiled path is not measured)."""
+otherwise and on CUDA."""
 
 
 def lif_membrane(previous: Tensor, current: Tensor, decay: float, threshold: float) -> Tensor:
@@ -157,8 +157,7 @@ def _quiet():
 
     Entered around every call of a compiled kernel (a call may recompile), so it must be
     cheap: a filter on the logger, not ``Logger.setLevel``, which clears the level cache
-    of every logger in the process (several hundred once Inductor is loaded: 0.37 ms a
-    call, 1.5 ms of a 12 ms inference forward of the half-pruned MNIST net)."""
+    of every logger in the process (several hundred once Inductor is loaded)."""
     log = logging.getLogger("torch.utils.cpp_extension")
     outermost = _ERRORS_ONLY not in log.filters  # nested: the outer one removes it
     if outermost:

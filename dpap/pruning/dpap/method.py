@@ -5,7 +5,7 @@ Data flows one way: batch → network → spikes per layer → traces (reduced a
 memory independent of T) → importance accumulators → once per epoch survival update
 (:mod:`dpap.pruning.dpap.survival`) → deaths, told to the :class:`~dpap.pruning.Pruner`.
 
-The protocols are variants of this one method (``pruning.dpap.protocol``, README "Pruning
+The protocols are variants of this one method (``pruning.dpap.protocol``, docs/pruning.md "Pruning
 protocols"): ``gradual`` (default: rank normalisation, survival bounded by β, at most
 ``max_death_share`` of a layer lost per epoch, units decided before synapses, spines over
 living synapses), ``paper`` (Eq. 12-17 as written) and ``reference`` (the authors' code:
@@ -41,9 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FLUSH_EVERY = 16
 """Batches whose synaptic importance (BCM, Eq. 7, or the Hebbian ablation) is summed in
-the network's float (float32) before it is added to the epoch's float64 sum: a float64
-add of a ``[units, inputs]`` product every batch cost the MNIST net's FC layer 0.4-0.6 ms
-per training step; 16 float32 sums stay within about 1e-6 of the float64 sum
+the network's float (float32) before it is added to the epoch's float64 sum, which spares
+a float64 add of a ``[units, inputs]`` product at every batch; 16 float32 sums stay within
+about 1e-6 of the float64 sum
 (``tests/pruning/test_pruner.py``). Reading ``importance`` flushes, so a read in the middle
 of an epoch regroups the later batches (the sum then differs in its last bits, ~1e-7);
 nothing reads it before the epoch's decision, and checkpoints are written after it."""

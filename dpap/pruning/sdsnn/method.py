@@ -239,7 +239,7 @@ class SDSNNMethod(PruningMethod):
             # range whose weight keeps falling (× shrink every K+1 epochs), so only a site
             # well above the percentile outlasts the K+2 epochs; without this, 39 % of a
             # pruned neuron's synapses sit above q = 61 for ever and every pruned neuron
-            # came back (README, "SD-SNN")
+            # came back (docs/pruning.md, "SD-SNN")
             layer.shadow.mul_(self.cfg.shrink ** (1.0 / (K + 1)))
             site_alive = pruner.weight_mask(i)
             value = torch.where(site_alive, w, layer.shadow).abs()

@@ -42,10 +42,9 @@ class Schedule:
 
 MIN_SPINES = 2
 """The smallest K a compressed schedule uses. With K = 1 the shrink rule fires whenever a
-weight's magnitude fell twice in a row, which noise alone does every few epochs: on
-digits (30 epochs) the ranges then shrink ×0.75 again and again, clipping drags the
-weights down, and test accuracy fell from 0.95 to 0.71 over the last 6 epochs; with K = 2
-it ended at 0.964 (README, "SD-SNN")."""
+weight's magnitude fell twice in a row, which noise alone does every few epochs: the
+ranges then shrink again and again and clipping drags the weights down (docs/pruning.md,
+"SD-SNN")."""
 
 
 def schedule(cfg: SDSNNConfig, epochs: int) -> Schedule:
