@@ -89,7 +89,8 @@ class MethodSpec:
     config: type
     """Its settings model (a :class:`~dpap.schema.Settings`), with the defaults a run uses."""
     build: Callable[[Any, int], PruningMethod]
-    """``build(settings, epochs)``: a fresh method for a run of ``epochs`` epochs."""
+    """``build(settings, epochs)``: a fresh method for a run of ``epochs`` epochs (None: a run
+    of open length, e.g. a user's own loop)."""
     search_knobs: tuple[str, ...] = ()
     """Knobs of ``pruning.<name>`` a search may tune (``search.ranges``)."""
     summary: str = ""

@@ -38,7 +38,7 @@ def make_method(name: str, settings: Optional[Any] = None, epochs: Optional[int]
         settings = spec.config()
     elif not isinstance(settings, spec.config):
         raise ConfigError(f"pruning.{name}: got a {type(settings).__name__}, expected a {spec.config.__name__}")
-    return spec.build(settings, epochs if epochs is not None else 600)
+    return spec.build(settings, epochs)
 
 
 def make_pruner(net: SpikingNetwork, method: str = "dpap", settings: Optional[Any] = None, *, epochs: Optional[int] = None) -> Pruner:

@@ -114,6 +114,37 @@ def test_a_larger_epsilon_prunes_more():
     assert values == sorted(values) and values[-1] > values[0] + 0.2, values
 
 
+def test_decisions_stop_at_end_fraction_and_the_net_keeps_training():
+    """``end_fraction`` 0.5 of 10 epochs: the last decision is after epoch 4 (from 0); after it
+    nothing dies and no survival value moves, though the network still learns."""
+    assert DPAPConfig(end_fraction=0.5).last_decision_epoch(10) == 4
+    assert DPAPConfig(end_fraction=0.55).last_decision_epoch(10) == 5  # round(5.5) = 6 epochs decide
+    assert DPAPConfig().last_decision_epoch(10) is None  # gradual's default: every epoch
+    assert DPAPConfig(end_fraction=0.5).last_decision_epoch(None) is None  # an open-ended loop decides always
+
+    def run(end_fraction):
+        torch.manual_seed(0)
+        net = build_network("8C3-AP2-32FC-4FC", (1, 6, 6), 4, time_steps=2)
+        pruner = make_pruner(net, "dpap", DPAPConfig(epsilon=1.4, end_fraction=end_fraction, conv=LayerTypeConfig(beta=0.5), fc=LayerTypeConfig(beta=0.5)), epochs=10)
+        g = torch.Generator().manual_seed(0)
+        net.train()
+        alive, values = [], []
+        for epoch in range(10):
+            net(torch.rand(64, 1, 6, 6, generator=g) * 2)
+            pruner.end_epoch(epoch)
+            alive.append(sum(int(pruner.synapse_mask(i).sum()) for i in range(len(net.blocks))))
+            values.append(pruner.method.layers[1].synapse_survival.values.clone())
+        return alive, values, pruner
+
+    alive, values, pruner = run(0.5)
+    assert alive[4] < alive[0] or alive[0] < 32 * 8 * 9 + 4 * 32  # it pruned while it decided
+    assert alive[5:] == [alive[4]] * 5, alive  # and nothing after epoch 4
+    assert all(torch.equal(values[4], v) for v in values[5:])
+    assert not pruner.method.can_still_prune(pruner, range(5, 10))
+    full, _, _ = run(1.0)
+    assert full[-1] < alive[-1], (full, alive)  # deciding to the end prunes more here
+
+
 # ------------------------------------------------------------- one definition of "alive"
 
 

@@ -10,7 +10,7 @@ from dpap.pruning.method import MethodSpec
 METHOD = MethodSpec(
     name="dpap",
     config=DPAPConfig,
-    build=lambda cfg, epochs: DPAPMethod(cfg),
+    build=lambda cfg, epochs: DPAPMethod(cfg, epochs),
     search_knobs=SEARCH_KNOBS,
     summary="DPAP (Eq. 5-17): survival functions fed by spike traces, BCM and dendritic spines; nothing regrows",
 )

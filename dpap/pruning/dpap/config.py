@@ -56,6 +56,10 @@ class DPAPConfig(Settings):
     """τ, the decay of the spiking trace (Eq. 5-6)."""
     start_epoch: Optional[Integer("an integer >= 0", ge=0)] = None
     """First epoch whose end updates the survival functions (reference code: 5)."""
+    end_fraction: Optional[Number("a number in (0, 1] (1 = prune until the last epoch)", gt=0, le=1)] = None
+    """Pruning decisions stop after this share of a run's epochs (the survival functions
+    are no longer updated, nothing dies), so the last epochs only train the pruned network;
+    1 = decide after every epoch (the paper). None = the protocol's."""
     prune_output: Flag = False
     """Also prune synapses of the output layer (its neurons are never pruned)."""
     conv: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
@@ -87,6 +91,17 @@ class DPAPConfig(Settings):
     def resolved_max_death_share(self) -> float:
         return self._protocol("max_death_share")
 
+    def resolved_end_fraction(self) -> float:
+        return self._protocol("end_fraction")
+
+    def last_decision_epoch(self, epochs: Optional[int]) -> Optional[int]:
+        """The last epoch (from 0) whose end still decides in a run of ``epochs`` epochs
+        (:attr:`end_fraction`); None = every epoch (or an open-ended run)."""
+        fraction = self.resolved_end_fraction()
+        if epochs is None or fraction >= 1.0:
+            return None
+        return max(0, round(fraction * epochs) - 1)
+
     def knob(self, name: str) -> float:
         """The value a search knob resolves to (``epsilon``: its own value, else the FC
         layers'; ``fc.beta``: with the protocol's default filled in)."""
@@ -111,6 +126,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "normalization": "rank",
         "bounded": True,
         "max_death_share": 0.1,
+        "end_fraction": 1.0,
     },
     # The paper gives C (5 conv, 2 FC) and γ; β, ε and η are its free knobs.
     "paper": {
@@ -120,6 +136,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "normalization": "minmax",
         "bounded": False,
         "max_death_share": 1.0,
+        "end_fraction": 1.0,
     },
     # The authors' public code (METHOD.md §5).
     "reference": {
@@ -129,5 +146,6 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "normalization": "percentile75",
         "bounded": False,
         "max_death_share": 1.0,
+        "end_fraction": 1.0,
     },
 }

@@ -147,8 +147,10 @@ class DPAPMethod(PruningMethod):
 
     name = "dpap"
 
-    def __init__(self, cfg: DPAPConfig):
+    def __init__(self, cfg: DPAPConfig, epochs: Optional[int] = None):
         self.cfg = cfg
+        self.last_decision = cfg.last_decision_epoch(epochs)
+        """The last epoch whose end decides (``end_fraction``); None: every epoch."""
         self.protocol = cfg.protocol
         self.reference = cfg.protocol == "reference"
         self.gradual = cfg.protocol == "gradual"
@@ -277,6 +279,10 @@ class DPAPMethod(PruningMethod):
         (θ is kept)."""
         self._prev_pop = self._prev_trace = None
         self._waiting = None
+        if self.last_decision is not None and epoch > self.last_decision:
+            for layer in self.layers:  # past end_fraction: the pruned network only trains
+                layer.reset_epoch()
+            return
         cfg = self.cfg
         start = cfg.resolved_start_epoch()
         norm = cfg.resolved_normalization()
@@ -329,6 +335,8 @@ class DPAPMethod(PruningMethod):
         δ = 2·Normalized − ε ≥ −ε, so after r more epochs ``F ≥ γ^r·F − ε·Σ decay(k)``
         (the ceiling and the cap on deaths only delay); when that bound stays ≥ 0 for the
         smallest living F of every layer, compression is final."""
+        if self.last_decision is not None:
+            epochs_left = range(epochs_left.start, min(epochs_left.stop, self.last_decision + 1))
         if not epochs_left:
             return False
         start = self.cfg.resolved_start_epoch()

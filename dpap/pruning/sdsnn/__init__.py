@@ -10,7 +10,7 @@ from dpap.pruning.sdsnn.method import SDSNNMethod
 METHOD = MethodSpec(
     name="sdsnn",
     config=SDSNNConfig,
-    build=lambda cfg, epochs: SDSNNMethod(cfg, epochs),
+    build=lambda cfg, epochs: SDSNNMethod(cfg, epochs if epochs is not None else (cfg.schedule_epochs or 600)),
     search_knobs=SEARCH_KNOBS,
     summary="SD-SNN: dendritic-spine ranges, neuron pruning at neurotrophic rates, synaptic regeneration",
 )
