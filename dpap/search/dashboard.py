@@ -20,6 +20,8 @@ from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from dpap.search.storage import make_storage
+
 CONSTRAINTS_KEY = "constraints"  # where a sampler's constraints_func stores the values
 
 
@@ -77,8 +79,6 @@ class FeasibleBestStorage(_Delegating):
 def serve(storage: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve optuna-dashboard for ``storage`` (a journal file or an RDB URL) until Ctrl-C."""
     import optuna_dashboard
-
-    from dpap.search import make_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna_dashboard.run_server(FeasibleBestStorage(make_storage(storage)), host=host, port=port)

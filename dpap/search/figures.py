@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna.visualization as vis
+import optuna.visualization.matplotlib as mvis
 from optuna.trial import TrialState
 
 from dpap.config import Config
@@ -67,15 +69,11 @@ def study_figures(study: optuna.Study, cfg: Config) -> dict[str, Any]:
         warnings.simplefilter("ignore")
         done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         try:
-            import optuna.visualization as vis
-
             figs["optimization_history"] = vis.plot_optimization_history(study, target_name="accuracy")
             if len(done) >= 2:
                 figs["param_importances"] = vis.plot_param_importances(study)
         except ImportError:  # plotly missing: PNGs only
             pass
-        import optuna.visualization.matplotlib as mvis
-
         figs["optimization_history_png"] = mvis.plot_optimization_history(study, target_name="accuracy").get_figure()
         if len(done) >= 2:
             figs["param_importances_png"] = mvis.plot_param_importances(study).get_figure()

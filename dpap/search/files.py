@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,8 +14,6 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     suffix, so writers that go by it pick the format), which then replaces ``path`` in one
     step (``os.replace``). Readers, and other processes writing the same file, never see a
     partial one."""
-    import secrets
-
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{path.suffix}")  # created by write(), usual mode
     try:
         write(tmp)

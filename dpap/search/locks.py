@@ -26,6 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from optuna.storages.journal import JournalFileOpenLock
+
 from dpap.search.storage_url import is_rdb_url, storage_error
 
 GRACE = 30
@@ -43,8 +45,6 @@ class FileStudyLock:
     ``path + ".lock"``), refreshed while held. Reusable, not reentrant."""
 
     def __init__(self, path: str | Path, storage: str):
-        from optuna.storages.journal import JournalFileOpenLock
-
         self.storage = storage
         self.path = Path(path)
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +61,6 @@ def search_params(cfg: Config, storage: str, study_name: str) -> dict[str, Any]:
 
 def study_state_key(study: optuna.Study) -> str:
     """A short digest of every trial's number and state: equal keys, equal summaries."""
-    import hashlib
-
     text = ",".join(f"{t.number}:{t.state.name}" for t in study.get_trials(deepcopy=False))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -84,8 +84,6 @@ def write_outputs(study: optuna.Study, cfg: Config, out: Path, tracker: Optional
         result.plot_file = str(plot)
         artifacts.append(plot)
     summary_file = out / "summary.json"
-    import json
-
     atomic_write(summary_file, lambda tmp: tmp.write_text(json.dumps(dataclasses.asdict(result), indent=1) + "\n"))
     artifacts.append(summary_file)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

@@ -101,8 +101,8 @@ def search_fingerprint(cfg: Config, data_hash: str = "") -> dict[str, Any]:
     the same command still resumes the study."""
     raw = cfg.to_dict()
     blank = Config().to_dict()
-    for name in cfg.search.ranges:  # DPAP knobs blank to None, SD-SNN's to their defaults
-        set_dotted(raw, f"dpap.{name}", blank["dpap"]["sdsnn"][name.split(".")[1]] if name.startswith("sdsnn.") else None)
+    for name in cfg.search.ranges:  # each knob blank to its default (DPAP's: None, the protocol's)
+        set_dotted(raw, name, get_dotted(blank, name))
     raw["train"]["epochs"] = search_epochs(cfg)
     base = config_from_dict(raw)
     return {

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 
 from dpap.search.errors import SearchError
 from dpap.search.locks import schema_lock
@@ -49,8 +50,6 @@ def make_storage(
                 )
         path = Path(storage)
         path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend
-
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 

@@ -26,6 +26,7 @@ from dpap.search.storage_url import shown_storage
 from dpap.search.tracker import SearchTracker
 from dpap.search.workers import WorkerJob, _load_data, _spawned_worker, open_storage, run_worker
 from dpap.tracking import open_store
+from dpap.training.setup import make_network
 
 
 def open_study(cfg: Config, storage: str, study_name: str, data_hash: str, store: Optional[optuna.storages.BaseStorage] = None) -> optuna.Study:
@@ -85,8 +86,6 @@ def run_search(
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load_data(data)
     data_hash = loaded.meta.get("hash", "")
-    from dpap.training.setup import make_network
-
     make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.ExitStack() as held:  # one process at a time creates the study and its parent run

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from dpap.runtime.allocator import keep_freed_memory
 from dpap.config import Config
+from dpap.data import load_processed
 from dpap.search.locks import FileStudyLock, PostgresStudyLock, study_lock
 from dpap.search.objective import make_objective
 from dpap.search.recovery import Heartbeat, TrialRecovery, budget_used, recover_lost_trials, retry_history, this_worker, trial_id, worker_alive
@@ -50,8 +52,6 @@ class WorkerJob:
 
 def _load_data(data):
     if isinstance(data, (str, Path)):
-        from dpap.data import load_processed
-
         return load_processed(data)
     return data
 
@@ -87,8 +87,6 @@ def run_worker(
     ``storage``, ``lock``, ``recovery``: those of the calling process, when the worker runs
     in it (fewer database connections); by default the worker opens its own."""
     if job.threads:
-        import torch
-
         torch.set_num_threads(job.threads)
     cfg = job.cfg
     data = _load_data(job.data)
