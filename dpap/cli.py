@@ -36,10 +36,10 @@ def add_search(sub) -> None:
         "resumes the study.",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--target", type=float, help="compression to hit, in (0, 1) (search.target)")
-    p.add_argument("--tolerance", type=float, help="allowed |compression - target| (search.tolerance)")
-    p.add_argument("--trials", type=int, help="total trials of the study, earlier ones included (search.trials)")
-    p.add_argument("--epochs", type=int, help="training epochs per trial (search.epochs; default train.epochs)")
+    p.add_argument("--target", help="compression to hit, in (0, 1) (search.target)")  # checked by _flag_value
+    p.add_argument("--tolerance", help="allowed |compression - target| (search.tolerance)")  # checked by _flag_value
+    p.add_argument("--trials", help="total trials of the study, earlier ones included (search.trials)")  # checked by _flag_value
+    p.add_argument("--epochs", help="training epochs per trial (search.epochs; default train.epochs)")  # checked by _flag_value
     p.add_argument("--storage", help="journal file or RDB URL, e.g. sqlite:///search/optuna.db (search.storage)")
     p.add_argument("--study-name", help="study name (search.study_name)")
     p.add_argument("--seed", type=int, help="sampler seed (search.seed)")
@@ -57,6 +57,9 @@ def cmd_search(args) -> int:
     from dpap.config.params_file import parse_overrides
 
     overrides = parse_overrides(args.set)
+    for flag, key in [("target", "search.target"), ("tolerance", "search.tolerance"), ("trials", "search.trials"), ("epochs", "search.epochs")]:
+        if getattr(args, flag) is not None:  # a bad value is the flag's, not params.yaml's
+            setattr(args, flag, _flag_value(f"--{flag}", key, getattr(args, flag)))
     for flag, key in [("target", "search.target"), ("tolerance", "search.tolerance"), ("trials", "search.trials"), ("epochs", "search.epochs"), ("storage", "search.storage"), ("study_name", "search.study_name"), ("seed", "search.seed")]:
         value = getattr(args, flag)
         if value is not None:
@@ -88,6 +91,29 @@ def cmd_search(args) -> int:
     print(f"best params: {res.best_params_file}; apply with `dpap apply-best` or:")
     print("  " + S.dvc_exp_command(overlay))
     return 0
+
+
+def _flag_value(flag: str, key: str, text: str) -> Any:
+    """The value of ``flag`` (``--target``), which sets params key ``key``, checked by that
+    key's own rule on its own: a bad value is :class:`~dpap.errors.ConfigError` naming the
+    flag, ``--target: got 'x', expected a number in (0, 1)``."""
+    from dpap.config.params import config_from_dict, set_dotted
+    from dpap.errors import ConfigError
+
+    try:
+        value: Any = yaml.safe_load(text)  # 3 an int, 0.5 a number, as in params.yaml
+    except yaml.YAMLError:
+        value = text
+    raw: dict = {}
+    set_dotted(raw, key, value)
+    try:
+        config_from_dict(raw)
+    except ConfigError as exc:
+        message = str(exc)
+        if message.startswith(f"{key}:"):
+            raise ConfigError(f"{flag}{message[len(key):]}") from None
+        raise
+    return value
 
 
 # ---------------------------------------------------------------------- apply-best

@@ -2,13 +2,154 @@
 workers (``-n auto --dist loadfile`` in pyproject.toml: a file's tests run on one worker,
 so a module's fixtures are made once; a session fixture, such as the pipeline tests'
 repository after ``dvc repro`` or the search tests' PostgreSQL and MLflow server, once
-per worker that needs it)."""
+per worker that needs it).
 
+Two more rules of the suite, kept here:
+
+* **Nothing is left outside the repository.** The session gets one temporary folder
+  (``TMPDIR`` for every process the tests start: pytest's own ``tmp_path`` folders, the
+  MLflow stores' and Optuna's lock files, the servers' folders; also ``XDG_CACHE_HOME``,
+  ``XDG_CONFIG_HOME`` and DVC's site cache) and removes it at its end; the compiled-kernel
+  and font caches go to ``.pytest_cache/`` (``pytest --cache-clear`` empties them).
+* **pytest installs nothing.** A test that needs a system package that is missing
+  (Chromium for ``tests/ui``, PostgreSQL for the shared-storage tests, Debian's
+  Fashion-MNIST) is skipped, its reason naming :data:`SETUP_COMMAND`, which installs them.
+"""
+
+import glob
 import os
+import shutil
 import socket
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
+
+SETUP_COMMAND = "bash tools/setup_test_services.sh"
+"""Installs the system packages some tests need (pytest never does)."""
+TMP_ENV = "DPAP_TEST_TMPDIR"
+"""The session's temporary folder, set by the process that made it (workers, and any
+pytest a test starts, use it and leave its removal to that process)."""
+WITHOUT_ENV = "DPAP_TEST_WITHOUT"
+"""Comma-separated services (``chromium``, ``postgresql``) to treat as missing, to see the
+suite as a machine without them does."""
+
+
+# ----------------------------------------------------------- the temporary folder
+
+
+def pytest_configure(config):
+    """Make the session's temporary folder, unless this process belongs to a session that
+    has one, and point every temporary path of the tests (and of what they start) into it."""
+    if os.environ.get(TMP_ENV):
+        tempfile.tempdir = None  # a worker: TMPDIR is the session's already
+        return
+    folder = Path(tempfile.mkdtemp(prefix="dpap-tests-"))
+    folder.chmod(0o711)  # PostgreSQL runs as its own user below it (tests/search)
+    config._dpap_test_env = {k: os.environ.get(k) for k in (TMP_ENV, "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "DVC_SITE_CACHE_DIR",
+                                                              "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "MPLCONFIGDIR",
+                                                              "MLFLOW_DISABLE_TELEMETRY")}
+    config._dpap_test_tmp = folder
+    config._dpap_test_started = time.time() - 1
+    os.environ[TMP_ENV] = str(folder)
+    os.environ["TMPDIR"] = str(folder)
+    # per-user caches and settings (onnxruntime's ~/.cache/Microsoft, MLflow's and DVC's
+    # ~/.config/...), and DVC's /var/tmp/dvc/repo/<hash> per repository
+    os.environ["XDG_CACHE_HOME"] = str(folder / "cache")
+    os.environ["XDG_CONFIG_HOME"] = str(folder / "config")
+    os.environ["DVC_SITE_CACHE_DIR"] = str(folder / "dvc")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    cache = config.cache if getattr(config, "cache", None) is not None else None
+    for env, name in (("TORCHINDUCTOR_CACHE_DIR", "torchinductor"), ("TRITON_CACHE_DIR", "triton"), ("MPLCONFIGDIR", "matplotlib")):
+        if not os.environ.get(env):  # compiled kernels, matplotlib's font list: kept between sessions
+            os.environ[env] = str(cache.mkdir(name) if cache is not None else folder / name)
+    tempfile.tempdir = None
+
+
+DVC_SITE_CACHE = Path("/var/tmp/dvc/repo")
+"""Where DVC keeps a cache per repository when ``DVC_SITE_CACHE_DIR`` is not passed on."""
+
+
+def _sweep_dvc_site_cache(folder: Path, since: float) -> None:
+    """Remove DVC's caches of this session's repositories (they name their files' paths,
+    which lie in ``folder``) from :data:`DVC_SITE_CACHE`: tests that start ``dvc`` with a
+    clean environment do not pass ``DVC_SITE_CACHE_DIR`` on."""
+    if not DVC_SITE_CACHE.is_dir():
+        return
+    needle = str(folder).encode()
+    for repo in DVC_SITE_CACHE.iterdir():
+        try:
+            files = [f for f in repo.rglob("*") if f.is_file()]
+            if not any(f.stat().st_mtime >= since for f in files):
+                continue  # untouched in this session: not ours
+            if any(needle in f.read_bytes() for f in files if f.stat().st_size < 1 << 26):
+                shutil.rmtree(repo, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_dpap_test_tmp", None)
+    if folder is None:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    _sweep_dvc_site_cache(folder, config._dpap_test_started)
+    for key, value in config._dpap_test_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    tempfile.tempdir = None
+
+
+# ------------------------------------------------------------------ system packages
+
+
+def _without() -> set[str]:
+    return {s.strip() for s in os.environ.get(WITHOUT_ENV, "").split(",") if s.strip()}
+
+
+def browser_installed() -> bool:
+    """Debian's ``chromium`` and ``chromium-driver``, which drive the pages in tests/ui."""
+    return "chromium" not in _without() and bool(shutil.which("chromium") and shutil.which("chromedriver"))
+
+
+def postgres_installed() -> bool:
+    """Debian's PostgreSQL server binaries, which ``tools/postgres.sh`` runs."""
+    if "postgresql" in _without():
+        return False
+    return any(os.access(os.path.join(d, "pg_ctl"), os.X_OK) and os.access(os.path.join(d, "initdb"), os.X_OK)
+               for d in glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+NEEDS = {
+    "browser": ("chromium", browser_installed),
+    "postgres": ("postgresql", postgres_installed),
+}
+"""Fixture -> (service, whether it is installed): a test using the fixture needs it."""
+NEEDS_BY_FILE = {"test_postgres.py": "postgres"}
+"""Test files each of whose tests needs a fixture's service (some start their own server)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark skipped a test whose system package is missing: it is skipped before any of
+    its fixtures runs, reported at its own line."""
+    installed: dict[str, bool] = {}
+    for item in items:
+        needs = {name for name in NEEDS if name in getattr(item, "fixturenames", ())}
+        if item.path.name in NEEDS_BY_FILE:
+            needs.add(NEEDS_BY_FILE[item.path.name])
+        missing = []
+        for name in sorted(needs):
+            service, check = NEEDS[name]
+            if service not in installed:
+                installed[service] = check()
+            if not installed[service]:
+                missing.append(service)
+        if missing:
+            item.add_marker(pytest.mark.skip(reason=f"{' and '.join(missing)} not installed (pytest installs nothing); run: {SETUP_COMMAND}"))
 
 MAX_WORKERS = 4
 """At most this many workers for ``-n auto``: the suite's long tests start servers and

@@ -13,6 +13,7 @@ run (corrupt raw file, interrupt) leaves the previous output intact.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 from pathlib import Path
@@ -222,8 +223,6 @@ def _verified_cifar10():
 
 def _fields(step) -> str:
     """A tonic transform's settings as ``name=value`` (its dataclass fields)."""
-    import dataclasses
-
     return ", ".join(f"{f.name}={getattr(step, f.name)!r}" for f in dataclasses.fields(step)) if dataclasses.is_dataclass(step) else ""
 
 

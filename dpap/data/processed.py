@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -22,6 +22,7 @@ import torch
 
 from dpap.data.checksums import tensor_digest
 from dpap.data.errors import DataError
+from dpap.runtime.outputs import is_output_fault, output_error
 
 SPLITS = ("train", "val", "test")
 META_NAME = "meta.json"
@@ -56,16 +57,49 @@ def content_hash(splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     return tensor_digest(arrays)
 
 
+def _sibling_folder(out_dir: Path) -> Path:
+    """A new empty folder ``.<name>.tmp-<pid>-<random>`` beside ``out_dir``, with the mode
+    the umask gives any new folder (``tempfile.mkdtemp`` would make it 0700, and the
+    processed data would keep that mode once swapped into place)."""
+    for _ in range(100):
+        tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir()
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{out_dir.parent}: no free temporary name beside {out_dir.name}")
+
+
+def _remove(path: Path, strict: bool = False) -> None:
+    """Remove ``path``, a folder (with its contents), a file or a link; nothing if absent.
+    Unless ``strict``, a failure is ignored (what is left is only an old copy)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if strict:
+            raise
+
+
 def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> Path:
     """Write ``splits`` and ``meta`` to a temporary sibling folder, then swap it into place.
 
-    On any error the previous contents of ``out_dir`` are untouched."""
+    On any error the previous contents of ``out_dir`` are untouched. What stood at
+    ``out_dir`` before (the previous output, or a file left there) is moved aside and
+    removed once the new folder is in place. The folder gets the umask's mode (0755 with
+    the usual umask 022)."""
     out_dir = Path(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+        tmp = _sibling_folder(out_dir)
     except OSError as exc:
         raise _refused(exc, out_dir) from None
+    old = None
     try:
         for s in SPLITS:
             if s in splits:
@@ -74,27 +108,30 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
                 torch.save({"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y.astype(np.int64))}, buf)
                 (tmp / f"{s}.pt").write_bytes(buf.getvalue())
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
+        if out_dir.exists() or out_dir.is_symlink():
+            aside = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            if aside.exists() or aside.is_symlink():
+                _remove(aside, strict=True)
+            os.replace(out_dir, aside)
+            old = aside
         os.replace(tmp, out_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not (out_dir.exists() or out_dir.is_symlink()):
+            try:  # the new folder did not take its place: the previous one goes back
+                os.replace(old, out_dir)
+            except OSError:
+                pass
         if isinstance(exc, OSError):
             raise _refused(exc, out_dir) from None
         raise
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     return out_dir
 
 
 def _refused(exc: OSError, out_dir: Path) -> BaseException:
     """A write the file system refused (full, read-only, ...) as a one-line error."""
-    from dpap.runtime.outputs import is_output_fault, output_error
-
     return output_error(exc, out_dir) if is_output_fault(exc) else exc
 
 

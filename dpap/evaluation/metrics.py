@@ -4,14 +4,18 @@
   state, the pruning masks, the configuration and the training history, written
   atomically (:mod:`dpap.runtime.outputs`: a failed write leaves the old file and one line). No MLflow or DVC involved; usable from a notebook.
 - :func:`synaptic_operations`: operations per sample on a data split, counted with
-  :meth:`SpikingNetwork.observe`. A layer whose input is a spike train costs one
-  accumulate (AC, 0.9 pJ) per input event (non-zero input) and retained outgoing
-  synapse; a layer fed real values (the first layer under direct encoding, which runs
-  once per sample; every DNN layer) costs one multiply-accumulate (MAC, 4.6 pJ) per
-  retained weight use. 45 nm figures (Horowitz 2014), as SNN papers usually quote.
-  ``effective_macs`` counts only the MACs whose input is non-zero (NeuroBench's
-  "effective" MACs); a weight that reads a dead unit (a pruned channel or neuron of the
-  previous layer) never counts, whatever the unit outputs.
+  :meth:`SpikingNetwork.observe` as the hardware would do them. **Rule: a layer stepped in
+  time does one operation per non-zero input and retained synapse, an accumulate (AC,
+  0.9 pJ) when its input is binary spikes and a multiply-accumulate (MAC, 4.6 pJ) when it
+  is not (average-pooled spikes 0, 1/k², …; event counts above 1); a layer run once per
+  sample on a static input (the direct-encoded first layer) and every DNN layer does one
+  MAC per retained weight use, zeros included.** 45 nm figures (Horowitz 2014), as SNN
+  papers usually quote. ``effective_macs`` counts only the MACs whose input is non-zero,
+  so ``acs`` and ``effective_macs`` are NeuroBench's ``effective_acs`` and
+  ``effective_macs`` (which decides binary or not the same way, per layer and batch), and
+  ``macs`` exceeds ``effective_macs`` by the zero inputs of the dense layers. A weight
+  that reads a dead unit (a pruned channel or neuron of the previous layer) never
+  counts, whatever the unit outputs.
 - :func:`evaluate`: ``metrics.json`` content, including NeuroBench's own metrics
   (:mod:`dpap.evaluation.neurobench`) under ``neurobench``; :func:`history_rows` and
   :func:`write_plots`: the DVC plot files.
@@ -76,9 +80,10 @@ def _weight_mask(block, live: Tensor) -> Tensor:
 
 @dataclass
 class SynOps:
-    """Per sample: ``acs`` (spike-driven accumulates), ``macs`` (every weight use of a
-    real-valued input) and ``effective_macs`` (those with a non-zero input); ``per_layer``
-    the same per block."""
+    """Per sample: ``acs`` (accumulates of binary spikes), ``macs`` (multiply-accumulates:
+    of non-binary inputs in time-stepped layers, of every weight use in dense layers) and
+    ``effective_macs`` (the MACs with a non-zero input); ``per_layer`` the same per block.
+    The rule: the module docstring."""
 
     acs: float
     macs: float
@@ -112,15 +117,19 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: Optional[int]
 
     def observe(index, block, pre, post):
         mask = masks[index]
-        if _time_major(pre, block):
-            inp = pre.flatten(0, 1)
-            if net.kind == "snn":  # spike trains (pooled spikes count as events too)
-                acs[index] += float(op(block, (inp != 0).to(mask.dtype), mask).sum())
-                return
-        else:  # a static input: the direct-encoded first layer runs once per sample
-            inp = pre
+        stepped = _time_major(pre, block)
+        inp = pre.flatten(0, 1) if stepped else pre
+        events = float(op(block, (inp != 0).to(mask.dtype), mask).sum())  # non-zero input × retained synapse
+        if stepped and net.kind == "snn":  # event-driven: only non-zero inputs cost anything
+            if _binary(inp):  # spikes: the weight is added
+                acs[index] += events
+            else:  # pooled spikes, event counts: the weight is multiplied by the value
+                macs[index] += events
+                effective[index] += events
+            return
+        # dense: the direct-encoded first layer (once per sample), every DNN layer
         macs[index] += float(op(block, torch.ones_like(inp), mask).sum())
-        effective[index] += float(op(block, (inp != 0).to(mask.dtype), mask).sum())
+        effective[index] += events
 
     g = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, 10**6))
     remove = net.observe(observe)
@@ -136,6 +145,12 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: Optional[int]
         for i, b in enumerate(net.blocks)
     ]
     return SynOps(sum(acs) / count, sum(macs) / count, per_layer, sum(effective) / count)
+
+
+def _binary(x: Tensor) -> bool:
+    """Whether ``x`` holds spikes only: every value 0 or 1 (or -1, a signed spike), the
+    test NeuroBench uses to tell ACs from MACs."""
+    return bool(((x == 0) | (x == 1) | (x == -1)).all())
 
 
 def _time_major(pre: Tensor, block) -> bool:

@@ -17,12 +17,10 @@ on a data split with these metrics (NeuroBench's names in brackets):
 - ``accuracy`` (``ClassificationAccuracy``, argmax of the output summed over time).
 
 Against our own counter (:func:`dpap.evaluation.metrics.synaptic_operations`): the same
-operations (non-zero input × living synapse, no bias), so ``effective_acs +
-effective_macs`` equals our ``acs + effective_macs``. The split differs in one place:
-a layer fed *average-pooled* spikes (values 0, 1/k², …) gets a non-binary input, which
-NeuroBench counts as MACs and we count as ACs (one accumulate per non-zero pooled
-input, as SNN papers do). Our ``macs`` counts every input of a real-valued layer
-(zeros too); our ``effective_macs`` counts the non-zero ones, as NeuroBench does.
+operations (non-zero input × living synapse, no bias), told apart the same way (ACs when
+a layer's input is binary spikes, MACs otherwise, e.g. after average pooling), so
+``effective_acs`` is our ``acs`` and ``effective_macs`` our ``effective_macs``; our
+``macs`` is larger by the zero inputs of the dense (real-valued input) layers.
 
 The network is wrapped as NeuroBench asks: a ``TorchModel`` around a module that encodes
 the batch (same encoding and seed as :func:`~dpap.evaluation.metrics.accuracy`) and runs the

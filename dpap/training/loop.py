@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -323,9 +324,17 @@ class TrainingRun:
 
 
 def _progress(total: int, desc: str, enabled: bool):
+    """One epoch's batch bar on stderr, drawn only where stderr is a terminal (or in a
+    notebook). Elsewhere (CI, ``nohup``, ``dvc exp run --queue``, ``2>&1 | tee``) its
+    carriage-return frames would fill the log: there the progress is the one line per
+    epoch that :meth:`TrainingRun.run` prints on stdout."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, disable=not enabled, dynamic_ncols=True)
+    try:
+        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        interactive = False
+    return tqdm(total=total, desc=desc, leave=False, disable=not (enabled and interactive), dynamic_ncols=True)
 
 
 def fit(

@@ -24,8 +24,9 @@ import pytest
 from dpap.config import ConfigError, load_params
 from dpap.data import DataError, download, load_processed, preprocess
 from dpap.data.checksums import digests, forms_of, read_checksum_file
-from dpap.data.download import _Fetcher
-from dpap.data.registry import DEBIAN_FASHION_MNIST_DIR, DatasetSpec, RawFile
+from dpap.data import registry
+from dpap.data.fetcher import Fetcher as _Fetcher
+from dpap.data.registry import DEBIAN_FASHION_MNIST_DIR, DATASETS, DatasetSpec, RawFile
 
 REPO = Path(__file__).resolve().parents[2]
 IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -208,6 +209,30 @@ def test_wrong_or_unknown_checksum_of_yours(cfg_for, synth):
 
 
 def test_uncompressed_without_known_content_says_how_to_trust_it(cfg_for, synth):
+    """DVS-Gesture publishes only the md5 of its .tar.gz archives: a plain .tar cannot be
+    checked until a verified .tar.gz has taught its content (or you name its sha256)."""
+    import tonic.datasets
+
+    cfg = cfg_for("dvs-gesture", time_bins=2, downsample=32, denoise_us=0)
+    folder = Path(cfg.raw_dir) / "dvs-gesture" / "DVSGesture"
+    synth.make_dvs_gesture(folder)
+    for split in ("Train", "Test"):
+        tgz = folder / f"ibmGesture{split}.tar.gz"
+        (folder / f"ibmGesture{split}.tar").write_bytes(gzip.decompress(tgz.read_bytes()))
+        tgz.unlink()
+    with pytest.raises(DataError) as err:
+        download(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and msg == (
+        f"cannot verify {folder / 'ibmGestureTrain.tar'}: dvs-gesture publishes only the md5 of ibmGestureTrain.tar.gz "
+        f"({tonic.datasets.DVSGesture.train_md5}) and its content checksum is not known yet; put the published "
+        f"ibmGestureTrain.tar.gz beside it (its content checksum is then learnt), or trust your copy by naming its "
+        f"sha256 under data.checksums in params.yaml")
+
+
+def test_other_uncompressed_mnist_fails_against_the_recorded_content(cfg_for, synth):
+    """Files that are not MNIST, uncompressed: refused, naming the published md5 and the
+    recorded content sha256 they miss."""
     cfg = cfg_for("mnist")
     folder = Path(cfg.raw_dir) / "mnist" / "MNIST" / "raw"
     synth.make_idx(folder)
@@ -217,8 +242,10 @@ def test_uncompressed_without_known_content_says_how_to_trust_it(cfg_for, synth)
     with pytest.raises(DataError) as err:
         download(cfg)
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"cannot verify {folder / 'train-images-idx3-ubyte'}: ")
-    assert "f68b3c2dcbeaaa9fbdd348bbdeb94873" in msg and "data.checksums" in msg
+    assert "\n" not in msg and msg.startswith(f"checksum error: {folder / 'train-images-idx3-ubyte'} does not match the "
+                                              f"published checksum of mnist/MNIST/raw/train-images-idx3-ubyte.gz")
+    assert "md5 f68b3c2dcbeaaa9fbdd348bbdeb94873" in msg and f"sha256 {MNIST_SHA256['train-images-idx3-ubyte']}" in msg
+    assert not (Path(cfg.raw_dir) / "mnist" / "MANIFEST.json").exists()
 
 
 def test_config_checks_your_checksums(tmp_path):
@@ -303,8 +330,69 @@ def test_content_learnt_from_published_md5(tmp_path, synth):
         without.run()
 
 
+MNIST_SHA256 = {  # sha256 of MNIST's uncompressed IDX files: public facts (issue 26)
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+def test_mnist_content_checksums_are_recorded():
+    """MNIST's four files carry the content sha256 of their IDX files, as Fashion-MNIST's
+    do, beside the published md5 of the .gz."""
+    spec = registry.get_spec("mnist")
+    assert {f.basename[:-3]: f.content for f in spec.files} == {k: (f"sha256:{v}",) for k, v in MNIST_SHA256.items()}
+    assert all(f.md5 and len(f.md5) == 32 for f in spec.files)
+
+
+@pytest.fixture
+def mnist_recorded_as(monkeypatch):
+    """``mnist_recorded_as(content)``: the registry's MNIST spec rebuilt with ``content``
+    (IDX name -> sha256) as its recorded content checksums, for this test only (real MNIST
+    is not in the repository: the synthetic files stand in for it)."""
+    def record(content: dict[str, str]) -> None:
+        monkeypatch.setattr(registry, "MNIST_CONTENT_SHA256", {f"{k}.gz": v for k, v in content.items()})
+        monkeypatch.delitem(DATASETS._specs, "mnist", raising=False)  # rebuilt on next access
+    yield record
+    DATASETS._specs.pop("mnist", None)  # the real spec again for later tests
+
+
+def test_mnist_placed_by_hand_re_gzipped_or_uncompressed_passes_by_recorded_content(cfg_for, synth, mnist_recorded_as):
+    """MNIST placed flat in data/raw/mnist/ by hand, gzipped otherwise than published (other
+    level, mtime and name in the header), uncompressed, or as .xz / .bz2: accepted by the
+    recorded content checksums, with no checksum of yours and no warning."""
+    cfg = cfg_for("mnist", limit=10)
+    folder = Path(cfg.raw_dir) / "mnist"  # flat, as a user copies files
+    made = mixed_idx_folder(folder, synth)
+    mnist_recorded_as(made["content"])
+    assert not any(synth.md5(p) in (f.md5 for f in registry.get_spec("mnist").files) for p in folder.iterdir())
+    warnings, lines = [], []
+    raw = download(cfg, warn=warnings.append, log=lines.append)
+    assert warnings == [], warnings
+    manifest = json.loads((raw / "MANIFEST.json").read_text())
+    assert {k.rsplit("/", 1)[-1]: v["sha256"] for k, v in manifest["content"].items()} == {f"{k}.gz": v for k, v in made["content"].items()}
+    assert {v["basis"] for v in manifest["content"].values()} == {"recorded in dpap/data/registry.py"}
+    for name in IDX:
+        assert (raw / "MNIST" / "raw" / name).is_file()  # moved into place, decompressed
+    data = load_processed(preprocess(cfg))
+    x, _ = made["arrays"]["train"]
+    assert data.meta["sizes"] == {"train": 10, "test": 10}
+    np.testing.assert_array_equal(data.test[1].numpy(), made["arrays"]["t10k"][1][np.linspace(0, 19, 10).round().astype(int)])
+    lines.clear()
+    assert download(cfg, log=lines.append) == raw and "nothing to do" in lines[-1]  # the next run: verified by MANIFEST.json
+
+    # One byte of one file altered: refused, the file named.
+    labels = raw / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    body = bytearray(labels.read_bytes())
+    body[9] ^= 0x01
+    labels.write_bytes(bytes(body))
+    with pytest.raises(DataError, match=f"^checksum error: {labels} "):
+        download(cfg)
+
+
 @pytest.mark.skipif(not Path(DEBIAN_FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz").is_file(),
-                    reason="Debian package dataset-fashion-mnist not installed")
+                    reason="Debian package dataset-fashion-mnist not installed; run: bash tools/setup_test_services.sh")
 def test_fashion_mnist_recorded_content_in_any_form(cfg_for):
     """The real Fashion-MNIST files, re-compressed, uncompressed, as .xz: accepted by the
     content sha256 recorded in the registry, without any checksum of yours."""

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dpap.data import DATASETS, DataError, download, load_processed, preprocess
-from dpap.data.download import _Fetcher
+from dpap.data.fetcher import Fetcher as _Fetcher
 from dpap.data.registry import RawFile, get_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,6 +172,39 @@ def test_altered_digits_raw_file_keeps_processed(cfg_for):
             stage(cfg)
     assert (out / "meta.json").read_text() == before
     assert len(load_processed(out).train[0]) == 1437
+
+
+def test_file_where_the_processed_folder_belongs_is_replaced_and_removed(cfg_for):
+    """A file left where the processed folder goes: the folder takes its place and the file
+    is removed, not left beside it as ``.digits.old-<pid>``; so is such a file left by an
+    earlier run that was killed."""
+    cfg = cfg_for("digits", limit=20)
+    download(cfg)
+    parent = Path(cfg.processed_dir)
+    parent.mkdir(parents=True)
+    (parent / "digits").write_text("not a folder")
+    (parent / f".digits.old-{os.getpid()}").write_text("left by a killed run")
+    out = preprocess(cfg)
+    assert out.is_dir() and load_processed(out).meta["sizes"] == {"train": 20, "test": 20}
+    assert sorted(p.name for p in parent.iterdir()) == ["digits"]
+    preprocess(cfg)  # and the previous folder, replaced by the next run
+    assert sorted(p.name for p in parent.iterdir()) == ["digits"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_processed_folder_has_the_umask_mode(cfg_for, umask):
+    """The processed folder is made with the mode any new folder gets (0755 under umask
+    022), not the 0700 of a private temporary folder; its files likewise (0644)."""
+    cfg = cfg_for("digits", limit=20)
+    download(cfg)
+    old = os.umask(umask)
+    try:
+        out = preprocess(cfg)
+        out = preprocess(cfg)  # replaced: the same
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}
 
 
 def _load_main(script: str):

@@ -93,7 +93,7 @@ def test_altered_archive_same_size_named(cfg_for, synth):
 
 
 @pytest.mark.skipif(not Path(DEBIAN_FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz").is_file(),
-                    reason="Debian package dataset-fashion-mnist not installed")
+                    reason="Debian package dataset-fashion-mnist not installed; run: bash tools/setup_test_services.sh")
 def test_fashion_mnist_from_debian_package(cfg_for):
     cfg = cfg_for("fashion-mnist", limit=500)
     lines = []

@@ -24,7 +24,7 @@ TINY = {
 
 
 def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_")) or k == "DVC_SITE_CACHE_DIR"}
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     e["DVC_NO_ANALYTICS"] = "1"

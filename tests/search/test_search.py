@@ -63,10 +63,12 @@ def test_optuna5_best_trial_is_best_feasible():
 @pytest.mark.parametrize(
     "args, what",
     [
-        (["--target", "1.5"], "search.target"),
-        (["--target", "0"], "search.target"),
-        (["--tolerance", "0"], "search.tolerance"),
-        (["--trials", "0"], "search.trials"),
+        (["--target", "1.5"], "--target: got 1.5, expected a number in (0, 1)"),
+        (["--target", "0"], "--target: got 0, expected a number in (0, 1)"),
+        (["--trials", "2.5"], "--trials: got 2.5, expected an integer >= 1"),
+        (["--tolerance", "x"], "--tolerance: got 'x', expected a number > 0"),
+        (["--tolerance", "0"], "--tolerance: got 0, expected a number > 0"),
+        (["--trials", "0"], "--trials: got 0, expected an integer >= 1"),
         (["--workers", "0"], "--workers"),
         (["-S", "search.ranges={pruning.dpap.fc.beta: {low: 2, high: 2}}"], "empty range"),
         (["-S", "nonsense"], "KEY=VALUE"),
@@ -87,7 +89,7 @@ def test_bad_input_console_script_has_no_traceback(make_params, tmp_path, dpap_c
     p = make_params()
     r = subprocess.run([*dpap_cmd, "search", "--params", str(p), "--target", "2"], capture_output=True, text=True, cwd=tmp_path, env=subprocess_env, timeout=120)
     assert r.returncode == 1
-    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "search.target" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "--target:" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
 
