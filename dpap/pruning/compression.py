@@ -66,11 +66,13 @@ def live_synapses(
     layer) all live. The one definition of "alive" that compression, synaptic operations
     and the pruner's masks share."""
     out = []
-    prev_alive: Optional[Tensor] = None
+    alive: list[Tensor] = []
     for i, block in enumerate(net.blocks):
         units, pre_units = block.synapse.weight.shape[:2]
         unit_alive = unit_masks[i].bool().cpu() if unit_masks is not None else torch.ones(units, dtype=torch.bool)
         syn = synapse_masks[i].bool().cpu() if synapse_masks is not None else torch.ones(units, pre_units, dtype=torch.bool)
+        source = getattr(block, "source", i - 1)  # the block it reads (Pruner.input_mask)
+        prev_alive: Optional[Tensor] = alive[source] if source is not None and source >= 0 else None
         if prev_alive is None:
             in_alive = torch.ones(pre_units, dtype=torch.bool)
         elif block.in_spatial > 1:
@@ -78,7 +80,7 @@ def live_synapses(
         else:
             in_alive = prev_alive
         out.append(syn & unit_alive[:, None] & in_alive[None, :])
-        prev_alive = unit_alive
+        alive.append(unit_alive)
     return out
 
 

@@ -195,11 +195,14 @@ class Pruner:
     def input_mask(self, index: int) -> Tensor:
         """Alive inputs of block ``index`` (bool ``[pre_units]``): the previous block's
         living units (an FC layer after a conv block: every position of a living channel);
-        all inputs of the first block."""
+        all inputs of the first block. A block may name the block it reads, ``source``
+        (:mod:`dpap.adapters`: None when no single block's units feed it, e.g. after a
+        residual addition; then all its inputs)."""
         layer = self.layers[index]
-        if index == 0:
+        source = getattr(self.net.blocks[index], "source", index - 1)
+        if source is None or source < 0:
             return torch.ones(layer.pre_units, dtype=torch.bool, device=self.units[0].device)
-        prev = self.units[index - 1]
+        prev = self.units[source]
         return prev.repeat_interleave(layer.in_spatial) if layer.in_spatial > 1 else prev
 
     def synapse_mask(self, index: int) -> Tensor:
@@ -256,7 +259,10 @@ class Pruner:
     @torch.no_grad()
     def apply_masks(self) -> None:
         """Zero every pruned weight, bias and BN affine term (once per optimizer step; a
-        no-op for a method that masks only at the end of an epoch)."""
+        no-op for a method that masks only at the end of an epoch). The method's
+        :meth:`~dpap.pruning.method.PruningMethod.after_step` runs first."""
+        self._follow()
+        self.method.after_step(self)
         if self.method.masks_every_step:
             self._apply_masks()
 
@@ -269,10 +275,12 @@ class Pruner:
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradients of pruned parameters (before the optimizer step), so
-        momentum and adaptive moments of pruned entries do not build up."""
+        momentum and adaptive moments of pruned entries do not build up. The method's
+        :meth:`~dpap.pruning.method.PruningMethod.after_backward` runs first."""
+        self._follow()
+        self.method.after_backward(self)
         if not self.method.masks_every_step:
             return
-        self._follow()
         for p, m in self._params_and_masks():
             if p.grad is not None:
                 p.grad.mul_(m)

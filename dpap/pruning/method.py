@@ -2,9 +2,13 @@
 
 A method never touches masks or weights directly for pruning; it tells the
 :class:`~dpap.pruning.mechanics.Pruner` (``kill_units``, ``kill_synapses``,
-``restore_synapses``), which owns the masks and applies them. Methods:
+``restore_synapses``), which owns the masks and applies them. (The one exception: a method
+whose synapses switch off and on at every training step, Grad R and Deep R, keeps the weights
+of its switched-off synapses at 0 itself in :meth:`PruningMethod.after_step` and tells the
+pruner at the end of each epoch.) Methods:
 :class:`~dpap.pruning.dpap.method.DPAPMethod` (the paper, with its ``gradual``, ``paper`` and
-``reference`` protocols).
+``reference`` protocols), SD-SNN and the baselines (``gmp``, ``random``, ``gradr``, ``deepr``):
+:mod:`dpap.pruning.registry`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ class PruningMethod:
     masks_every_step = True
     """The pruner applies the masks after every optimizer step and masks gradients (False:
     only at the end of an epoch, so pruned weights train as shadow weights in between:
-    SD-SNN's ``reference`` protocol)."""
+    SD-SNN's ``reference`` protocol; or a method that masks the weights itself, step by step,
+    in :meth:`after_backward` and :meth:`after_step`: Grad R, Deep R)."""
     silence_units = True
     """A pruned unit's bias and BatchNorm affine terms are zeroed too, so it never fires."""
     permanent = True
@@ -52,6 +57,23 @@ class PruningMethod:
 
     def end_epoch(self, pruner: "Pruner", epoch: int) -> None:
         """Decide after epoch ``epoch`` (from 0) and tell the pruner."""
+
+    def after_backward(self, pruner: "Pruner") -> None:
+        """Once per training step, after the backward pass and before the optimizer step
+        (:meth:`Pruner.mask_gradients <dpap.pruning.mechanics.Pruner.mask_gradients>` calls it
+        first, whatever :attr:`masks_every_step`). For a method whose hidden per-synapse
+        parameters train while their synapse is off (Grad R, Deep R): it may read and change
+        the gradients and put hidden values into the weights for the optimizer to update.
+        Nothing by default."""
+
+    def after_step(self, pruner: "Pruner") -> None:
+        """Once per training step, right after the optimizer step (:meth:`Pruner.apply_masks
+        <dpap.pruning.mechanics.Pruner.apply_masks>` calls it first, whatever
+        :attr:`masks_every_step`): such a method reads its hidden values back from the
+        weights, switches synapses off and on, and leaves every weight of a synapse that is
+        off at exactly 0. Such a method sets ``masks_every_step = False`` (its own masks change
+        within an epoch) and tells the pruner its synapses at the end of the epoch. Nothing
+        by default."""
 
     def values(self, pruner: "Pruner") -> dict[str, Tensor]:
         """Per-entry values worth a histogram (e.g. survival functions), living entries only."""

@@ -12,13 +12,20 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from dpap.errors import ConfigError
+from dpap.pruning import deepr as _deepr
 from dpap.pruning import dpap as _dpap
+from dpap.pruning import gmp as _gmp
+from dpap.pruning import gradr as _gradr
+from dpap.pruning import random as _random
 from dpap.pruning import sdsnn as _sdsnn
 from dpap.pruning.mechanics import Pruner
 from dpap.pruning.method import MethodSpec, PruningMethod
 from dpap.snn.networks import SpikingNetwork
 
-METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (_dpap.METHOD, _sdsnn.METHOD)}
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec for spec in (_dpap.METHOD, _sdsnn.METHOD, _gmp.METHOD, _random.METHOD, _gradr.METHOD, _deepr.METHOD)
+}
+"""DPAP, SD-SNN and the baselines they are compared with (``docs/methods.md``)."""
 
 
 def method_spec(name: str) -> MethodSpec:

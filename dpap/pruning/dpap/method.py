@@ -230,7 +230,9 @@ class DPAPMethod(PruningMethod):
         # of the channel *before* pooling (what the pre-synaptic neurons fired). An FC
         # synapse reads one input column: its pre-synaptic trace is that column's (after
         # pooling and flattening, what the synapse transmits).
-        from_prev = conv and index > 0 and self._prev_trace is not None
+        # (a block that reads another block than the one before it, dpap.adapters' ``source``,
+        # takes its pre-synaptic trace from its own input)
+        from_prev = conv and index > 0 and self._prev_trace is not None and getattr(block, "source", index - 1) == index - 1
         prev_pop, prev_trace = self._prev_pop, self._prev_trace
         self._prev_pop, self._prev_trace = post_pop, post_tr
         rule = self.cfg.importance
@@ -258,13 +260,15 @@ class DPAPMethod(PruningMethod):
         here = pruner.synapse_mask(index)
         left = [budgets[index] - (int(before[index].sum()) - int(here.sum()))]
         cost = [here.sum(1)]
-        if index + 1 < len(self.layers):
-            nxt = pruner.synapse_mask(index + 1)
-            spatial = pruner.layers[index + 1].in_spatial
+        blocks = pruner.net.blocks  # the blocks that read this one's units: the next (or its ``source`` readers)
+        readers = [j for j in range(index + 1, len(self.layers)) if getattr(blocks[j], "source", j - 1) == index]
+        for j in readers:
+            nxt = pruner.synapse_mask(j)
+            spatial = pruner.layers[j].in_spatial
             cost.append(nxt.sum(0).view(self.layers[index].units, spatial).sum(1))
-            left.append(budgets[index + 1] - (int(before[index + 1].sum()) - int(nxt.sum())))
+            left.append(budgets[j] - (int(before[j].sum()) - int(nxt.sum())))
         # a unit bigger than the whole budget may die alone, in an epoch nothing else took from it
-        untouched = all(l == budgets[index + j] for j, l in enumerate(left))
+        untouched = all(l == budgets[j] for j, l in zip([index, *readers], left))
         return {"cost": torch.stack(cost, 1), "budget": torch.tensor(left, dtype=torch.float64), "at_least_one": untouched}
 
     def end_epoch(self, pruner: "Pruner", epoch: int) -> None:
