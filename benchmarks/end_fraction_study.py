@@ -5,7 +5,10 @@ the last epochs only train the pruned network), same seed and recipe, and prints
 accuracy, compression and the last epoch with a death for each.
 
     python benchmarks/end_fraction_study.py [--setting fashion-mnist] [--fractions 1.0,0.8,0.7,0.6]
-        [--jobs 2] [--epochs N] [-S KEY=VALUE ...] [--out DIR]
+        [--variant NAME:KEY=VALUE,KEY=VALUE ...] [--jobs 2] [--epochs N] [-S KEY=VALUE ...] [--out DIR]
+
+``--variant`` adds a DPAP run with its own overrides (e.g. ``end0.7-eps1.1:pruning.dpap.end_fraction=0.7,pruning.dpap.epsilon=1.1``:
+an earlier end with a larger ε, to reach the same compression).
 
 Every run checkpoints each epoch in ``--out`` (a killed study resumes). Last line:
 ``RESULT unpruned=<acc> end1.0=<acc>/<compression> end0.8=... ...``.
@@ -41,6 +44,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--setting", default="fashion-mnist", choices=sorted(pd.SETTINGS))
     ap.add_argument("--fractions", default="1.0,0.8,0.7,0.6")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE")
@@ -48,7 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "end_fraction"))
     args = ap.parse_args(argv)
     extra = parse_overrides(args.set, "-S")
-    fractions = [float(f) for f in args.fractions.split(",")]
+    fractions = [float(f) for f in args.fractions.split(",") if f]
     out = Path(args.out)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     pd.processed_root(pd.setting_config(args.setting, Path(args.params), extra, args.epochs, True))
@@ -57,6 +61,10 @@ def main(argv=None) -> int:
     for f in fractions:
         jobs.append({**jobs[0], "pruned": True, "extra": {**extra, "pruning.dpap.end_fraction": f}, "label": f"end{f}",
                      "out": str(out / f"end{f}")})
+    for v in args.variant:
+        name, _, items = v.partition(":")
+        jobs.append({**jobs[0], "pruned": True, "extra": {**extra, **parse_overrides(items.split(","), "--variant")}, "label": name,
+                     "out": str(out / name)})
     for j in jobs:
         (Path(j["out"]) / "checkpoints").mkdir(parents=True, exist_ok=True)
     with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
