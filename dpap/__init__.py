@@ -2,7 +2,8 @@
 
 Layers, each importing only from those below it (``docs/architecture.md``): ``snn`` (neurons,
 encodings, networks) → ``pruning`` (mechanics, the method registry, one subpackage per
-method) → ``config`` → ``data`` → ``compaction`` → ``training`` → ``evaluation`` → ``export``
+method) → ``config`` → ``data`` → ``compaction`` → ``adapters`` (any model: ``attach``,
+``compact``, ``from_nir``) → ``training`` → ``evaluation`` → ``export``
 → ``tracking`` (MLflow) → ``search`` (Optuna) → ``cli``. The core needs only torch and
 pydantic.
 
@@ -32,6 +33,10 @@ _EXPORTS = {
     "METHODS": "pruning",
     "fit": "training",
     "load_model": "training",
+    "attach": "adapters",
+    "compact": "adapters",
+    "from_nir": "adapters",
+    "to_nir": "adapters",
 }
 
 __all__ = sorted(_EXPORTS)
