@@ -83,7 +83,7 @@ class Knob:
 
 KNOBS = {
     "dpap": Knob("pruning.dpap.epsilon", 0.2, 2.0, probes=(0.8, 1.2, 1.6)),
-    "sdsnn": Knob("pruning.sdsnn.fc_rate_gain", 0.05, 1000.0, log=True, probes=(0.5, 4.0, 32.0)),
+    "sdsnn": Knob("pruning.sdsnn.fc_rate_gain", 0.05, 4.0, log=True, probes=(0.3, 0.9, 1.5)),
     "gradr": Knob("pruning.gradr.alpha", 1e-4, 1000.0, log=True, probes=(0.03, 0.3, 3.0)),
     "gmp": Knob("pruning.gmp.target", 0.0, 0.999, geometric=True),
     "random": Knob("pruning.random.target", 0.0, 0.999, geometric=True),

@@ -59,6 +59,7 @@ def check_across_groups(cfg: Config) -> None:
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: got {dev!r}, expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    check_model_source(cfg.model)
     if cfg.model.kind == "dnn" and cfg.model.encoding == "poisson":
         raise ConfigError("model.encoding: 'poisson' needs model.kind 'snn'; a DNN takes 'direct'")
     if cfg.pruning.dpap.importance == "stdp" and cfg.model.kind == "dnn":
@@ -78,6 +79,30 @@ def check_across_groups(cfg: Config) -> None:
     control = cfg.search.control
     if control is not None and control not in cfg.search.ranges:
         raise ConfigError(f"search.control: got {control!r}, expected one of the knobs in search.ranges ({', '.join(cfg.search.ranges)}) or null")
+
+
+FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+"""``model.factory``: ``package.module:function`` (the function may be ``Class.method``)."""
+
+
+def check_model_source(model: ModelConfig) -> None:
+    """One network: ``model.arch`` (dpap's) or the user's own, ``model.factory`` or
+    ``model.nir``; a factory written ``package.module:function``."""
+    if model.factory is not None and model.nir is not None:
+        raise ConfigError("model.nir: set together with model.factory; name your network one way and set the other to null")
+    own = model.own_network
+    if own is None:
+        return
+    key, value = own
+    default = ModelConfig.model_fields["arch"].default
+    if model.arch != default:
+        raise ConfigError(f"model.arch: got {model.arch!r} together with {key}; dpap trains one network: set model.arch back to "
+                          f"its default ({default}) to train {key}'s, or set {key}: null to train the arch")
+    if key == "model.factory" and not FACTORY.fullmatch(value.strip()):
+        raise ConfigError(f"model.factory: got {value!r}, expected 'package.module:function' (a module importable from the "
+                          f"repository root and a function in it returning an nn.Module, e.g. 'mynets:build')")
+    if key == "model.nir" and not value.strip():
+        raise ConfigError("model.nir: got '', expected the path of a .nir file (or null)")
 
 
 LEGACY_GROUP = "dpap"

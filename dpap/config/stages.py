@@ -37,7 +37,8 @@ class DataConfig(Settings):
 
 
 class ModelConfig(Settings):
-    """The network: SNN or DNN, its layers in the paper's notation, and the input encoding."""
+    """The network: SNN or DNN, its layers in the paper's notation (or your own network:
+    ``factory`` or ``nir``), and the input encoding."""
 
     kind: Literal["snn", "dnn"] = "snn"
     arch: Text = "16C3-AP2-32C3-AP2-128FC-10FC"
@@ -45,10 +46,27 @@ class ModelConfig(Settings):
     is the output layer and must have one unit per class) or a preset name (``mnist-snn``,
     ``cifar10-snn``, ``mnist-dnn``, ``vgg16-bn``, ...; the output layer is added for the
     data set's classes)."""
+    factory: Optional[Text] = None
+    """Your own network instead of ``arch``: ``"package.module:function"`` (a module
+    importable from the repository root, e.g. ``mynets.py`` there, or an installed package),
+    called with the keywords ``input_shape``, ``num_classes`` and ``time_steps`` it accepts
+    and returning an ``nn.Module`` (docs/any_network.md, "In the pipeline")."""
+    nir: Optional[Text] = None
+    """A NIR graph file to build the network from instead of ``arch`` (``dpap.from_nir``)."""
     encoding: Literal["direct", "poisson", "events"] = "direct"
     time_steps: Integer("an integer >= 1", ge=1) = 4
     """Simulation window T of the SNN (ignored for event data, whose T is ``data.time_bins``,
     and for DNNs, which have no time)."""
+
+    @property
+    def own_network(self) -> Optional[tuple[str, str]]:
+        """``("model.factory", value)`` or ``("model.nir", value)`` when the network is the
+        user's own, else None (dpap builds ``arch``)."""
+        if self.factory is not None:
+            return "model.factory", self.factory
+        if self.nir is not None:
+            return "model.nir", self.nir
+        return None
 
 
 class NeuronConfig(Settings):

@@ -43,6 +43,7 @@ from dpap.runtime.outputs import atomic_write_text
 from dpap.training.history import EpochMetrics, convergence_epoch
 from dpap.training.model_file import LoadedModel
 from dpap.training.setup import epoch_seed
+from dpap.training.user_model import UserNetwork
 
 AC_PJ = 0.9
 MAC_PJ = 4.6
@@ -102,6 +103,8 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: Optional[int]
     code then draws the same spikes, and a layer too small for the compiled LIF kernels in
     training does not compile them here)."""
     net, cfg = model.net, model.cfg
+    if isinstance(net, UserNetwork):
+        return _hooked_operations(model, x, batch_size)
     n = len(net.blocks)
     live = live_synapses(net, model.unit_masks, model.synapse_masks)  # dead inputs too: no MAC reads them
     masks = [_weight_mask(b, live[i]) for i, b in enumerate(net.blocks)]
@@ -145,6 +148,53 @@ def synaptic_operations(model: LoadedModel, x: Tensor, batch_size: Optional[int]
         for i, b in enumerate(net.blocks)
     ]
     return SynOps(sum(acs) / count, sum(macs) / count, per_layer, sum(effective) / count)
+
+
+@torch.no_grad()
+def _hooked_operations(model: LoadedModel, x: Tensor, batch_size: Optional[int] = None) -> SynOps:
+    """:func:`synaptic_operations` of the user's own network (``model.factory``, ``model.nir``),
+    whose time steps dpap does not run: forward hooks count every call of a prunable layer.
+    A call whose input is spikes only (:func:`_binary`) costs one AC per non-zero input and
+    living synapse, any other call one MAC per non-zero input and living synapse (NeuroBench's
+    effective counts, so ``macs == effective_macs``); an image the model feeds at every
+    time step counts at every step, as the model computes it."""
+    net, cfg = model.net, model.cfg
+    n = len(net.blocks)
+    live = live_synapses(net, model.unit_masks, model.synapse_masks)
+    masks = [_weight_mask(b, live[i]) for i, b in enumerate(net.blocks)]
+    acs, macs = [0.0] * n, [0.0] * n
+
+    def counter(i: int):
+        block, mask = net.blocks[i], masks[i]
+
+        def hook(module, args, output) -> None:
+            inp = args[0]
+            if isinstance(block.synapse, nn.Conv2d):
+                c = block.synapse
+                nonzero = (inp.reshape(-1, *inp.shape[-3:]) != 0).to(mask.dtype)
+                events = float(F.conv2d(nonzero, mask.to(inp.device), None, c.stride, c.padding, c.dilation, c.groups).sum())
+            else:
+                events = float(((inp != 0).to(mask.dtype) @ mask.to(inp.device).t()).sum())
+            if _binary(inp):
+                acs[i] += events
+            else:
+                macs[i] += events
+
+        return hook
+
+    handles = [b.synapse.register_forward_hook(counter(i)) for i, b in enumerate(net.blocks)]
+    g = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, 10**6))
+    try:
+        net.eval()
+        for xb, _ in _batches(x, torch.zeros(len(x)), batch_size or cfg.train.batch_size):
+            net(encode(xb, cfg.model.encoding, net.time_steps, g))
+    finally:
+        for h in handles:
+            h.remove()
+    count = max(len(x), 1)
+    per_layer = [{"index": i, "layer_type": b.layer_type, "acs": acs[i] / count, "macs": macs[i] / count, "effective_macs": macs[i] / count}
+                 for i, b in enumerate(net.blocks)]
+    return SynOps(sum(acs) / count, sum(macs) / count, per_layer, sum(macs) / count)
 
 
 def _binary(x: Tensor) -> bool:

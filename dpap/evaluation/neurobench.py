@@ -38,6 +38,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from dpap.adapters.neurons import family
 from dpap.errors import DPAPError
 from dpap.snn.encoding import encode
 from dpap.snn.neurons import LIF
@@ -87,6 +88,8 @@ def neurobench_metrics(model, x: Tensor, y: Tensor, batch_size: Optional[int] = 
     net = copy.deepcopy(model.net).cpu().eval()
     wrapped = TorchModel(EncodedNetwork(net, model.cfg.model.encoding, epoch_seed(model.cfg.train.seed, 10**6)))
     wrapped.add_activation_module(LIF)
+    for cls in {type(m) for m in net.modules() if family(m) is not None and not isinstance(m, LIF)}:  # a user's own network's neurons
+        wrapped.add_activation_module(cls)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu()), batch_size=batch_size or model.cfg.train.batch_size, shuffle=False)
     bench = Benchmark(
         wrapped, loader, [], [_predicted_class],

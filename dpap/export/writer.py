@@ -8,15 +8,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
+from dpap.adapters.nirgraph import NIRNetwork, from_nir, to_nir as user_to_nir
 from dpap.data.processed import input_description
 from dpap.export.errors import ExportError
 from dpap.export.to_nir import DT, nir_graph, write_nir
 from dpap.export.to_onnx import write_onnx
 from dpap.pruning.compression import live_synapses
 from dpap.runtime.outputs import atomic_write_text
+from dpap.errors import one_line
 from dpap.training.model_file import compact_model
+from dpap.training.user_model import UserNetwork
 
 MANIFEST = "export.json"
 FILES = {"nir": "model.nir", "onnx": "model.onnx"}
@@ -106,6 +110,8 @@ def export_model(model, folder: str | Path, compact: bool = True, data_meta: Opt
     extra: dict = {}
     if data_meta is not None:
         extra["input"] = input_description(data_meta)
+    if isinstance(model.net, UserNetwork):
+        return export_user_network(model.net, folder, encoding, extra)
     if model.unit_masks is None:
         return export_network(model.net, folder, None, encoding, {"compacted": False, **extra})
     if not compact:
@@ -114,3 +120,80 @@ def export_model(model, folder: str | Path, compact: bool = True, data_meta: Opt
     c = compact_model(model)
     notes = {"compacted": True, "dense_arch": model.net.arch, "kept": [k.tolist() for k in c.kept], **extra}
     return export_network(c.net, folder, c.synapse_masks, encoding, notes)
+
+
+def export_user_network(net: UserNetwork, folder: str | Path, encoding: str = "direct", notes: Optional[dict] = None) -> ExportResult:
+    """The user's own network (``model.factory``, ``model.nir``) as NIR, through
+    :func:`dpap.to_nir`, where it is a single-step graph NIR can hold: a NIR graph read with
+    ``dpap.from_nir`` (a :class:`~dpap.adapters.nirgraph.NIRNetwork`; also what a factory
+    may return) or an ``nn.Sequential`` of snnTorch layers run once per sample. A model that
+    runs its own time loop in ``forward`` gives ``path=None`` and the reason in
+    ``export.json``. Not compacted: pruned weights are written as zeros."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / FILES["nir"]
+    inner = net.model
+    manifest = {
+        "format": "nir",
+        "file": FILES["nir"],
+        "kind": net.kind,
+        "arch": net.arch,
+        "source": dict(net.source),
+        "input_shape": list(net.input_shape),
+        "num_classes": int(net.num_classes),
+        "time_steps": int(net.time_steps),
+        "encoding": encoding,
+        "compacted": False,
+        **(notes or {}),
+    }
+    reason = None
+    try:
+        if isinstance(inner, NIRNetwork):
+            user_to_nir(inner, target)
+        elif isinstance(inner, nn.Sequential):
+            user_to_nir(inner, target, example_input=torch.zeros(1, *(net.reshape or net.input_shape)))
+            manifest["time_steps"] = 1
+        else:
+            raise ExportError(f"{type(inner).__name__} runs its own time steps in forward, and NIR holds a single-step graph; to export it, "
+                              f"let {net.arch} return a dpap.adapters.nirgraph.NIRNetwork (single-step snnTorch layers that dpap "
+                              f"runs over time) or an nn.Sequential of snnTorch layers; the pruned weights are in models/model.pt")
+        _check_read_back(net, target)
+        manifest["dt"] = DT
+        manifest["decoding"] = "argmax of the output's spike counts over time_steps; input at every step: " + STEP_INPUT.get(encoding, encoding)
+    except Exception as exc:  # noqa: BLE001 - snnTorch's and nirtorch's errors too: evaluating does not depend on exporting
+        reason = one_line(exc) if isinstance(exc, ExportError) else f"{type(exc).__name__}: {one_line(exc)}"
+        manifest["file"] = None
+        manifest["reason"] = reason
+        target.unlink(missing_ok=True)
+    (folder / FILES["onnx"]).unlink(missing_ok=True)  # from an older model of dpap's
+    path = folder / MANIFEST
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    return ExportResult("nir", None if reason else target, path, reason)
+
+
+MISMATCH = 1e-3
+"""Share of output entries the graph read back may differ in (a membrane within float
+rounding of the threshold after NIR's τ ↔ β conversion)."""
+
+
+@torch.no_grad()
+def _check_read_back(net: UserNetwork, path: Path) -> None:
+    """The written graph, read back by snnTorch's importer (``dpap.from_nir``), computes what
+    ``net`` computes on a batch of random images; else :class:`ExportError`."""
+    probe = torch.rand((8, *net.input_shape), generator=torch.Generator().manual_seed(0))
+    was = net.training
+    net.eval()
+    try:
+        ours = net(probe.to(next(net.parameters()).device)).cpu()
+    finally:
+        net.train(was)
+    back = from_nir(path).eval()
+    try:
+        theirs = back(net.prepare(probe))
+        if theirs.dim() == 2:
+            theirs = theirs.unsqueeze(0)
+    except Exception as exc:  # noqa: BLE001 - whatever the importer built
+        raise ExportError(f"the written graph does not run when snnTorch's importer reads it back ({type(exc).__name__}: {one_line(exc)[:160]})") from None
+    if theirs.shape != ours.shape or float((theirs != ours).float().mean()) > MISMATCH:
+        raise ExportError(f"the written graph, read back by snnTorch's importer, computes other outputs than the model "
+                          f"({list(theirs.shape)} vs {list(ours.shape)})")

@@ -39,6 +39,7 @@ from dpap.training.setup import (
     make_scheduler,
     resolve_device,
 )
+from dpap.training.user_model import is_user_network, release
 
 
 class TrainingRun:
@@ -91,7 +92,7 @@ class TrainingRun:
         self.pruner = make_run_pruner(self.net, cfg)
         if self.pruner is not None and distributed is not None:
             self.pruner.reduce = distributed.all_reduce
-        share = cfg.train.compact_share
+        self.compact_share = share = 0.0 if is_user_network(self.net) else cfg.train.compact_share  # dpap's networks only
         if share > 0 and self.pruner is not None and compaction_mode(self.pruner.method) == "between":
             self.callbacks.append(CompactWhenShrunk(share))  # after the others: they see the epoch as trained
         self.optimizer = make_optimizer(cfg, self.net.parameters())
@@ -231,7 +232,7 @@ class TrainingRun:
         while self.epoch < self.cfg.train.epochs:
             epoch = self.epoch
             t0 = time.perf_counter()
-            with compacted_epoch(self, self.cfg.train.compact_share):  # a method that regrows (SD-SNN)
+            with compacted_epoch(self, self.compact_share):  # a method that regrows (SD-SNN)
                 loss, acc = self.train_epoch(epoch)
             if self.pruner is not None:
                 self.pruner.end_epoch(epoch)
@@ -268,6 +269,7 @@ class TrainingRun:
                 )
             self.save_checkpoint()
         expand_run(self)  # compacted while training: hand on the dense shapes (models/model.pt, evaluation)
+        release(self.pruner)  # the user's own network: the attachment's hooks off, the masks kept
         return self.history
 
     # -------------------------------------------------------------- checkpoints

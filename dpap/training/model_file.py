@@ -19,6 +19,7 @@ from dpap.runtime.outputs import atomic_write_bytes
 from dpap.snn.networks import SpikingNetwork
 from dpap.training.history import EpochMetrics
 from dpap.training.setup import make_network
+from dpap.training.user_model import ModelSourceError, UserNetwork, build_user_network, plain_state
 
 FORMAT = 1
 
@@ -39,13 +40,15 @@ def save_model(path: str | Path, run: "TrainingRun", data_meta: Optional[dict] =
         "num_classes": run.num_classes,
         "time_steps": run.net.time_steps,
         "arch": run.net.arch,
-        "state_dict": {k: v.detach().cpu() for k, v in run.net.state_dict().items()},
+        "state_dict": plain_state(run.net),
         "unit_masks": [pruner.unit_mask(i).cpu() for i in range(n)] if pruner is not None else None,
         "synapse_masks": [pruner.synapse_mask(i).cpu() for i in range(n)] if pruner is not None else None,
         "history": [dataclasses.asdict(m) for m in run.history],
         "data": {k: (data_meta or {}).get(k) for k in ("name", "hash", "kind", "input_shape", "num_classes")},
         "extra": dict(run.extra),
     }
+    if isinstance(run.net, UserNetwork):  # how to rebuild it: the factory (with the config) or the NIR graph itself
+        state["source"] = {**run.net.source, "nir_file": run.net.nir_data}
     buf = io.BytesIO()
     torch.save(state, buf)
     path = Path(path)
@@ -55,7 +58,7 @@ def save_model(path: str | Path, run: "TrainingRun", data_meta: Optional[dict] =
 
 @dataclass
 class LoadedModel:
-    net: SpikingNetwork
+    net: SpikingNetwork | UserNetwork
     cfg: Config
     unit_masks: Optional[list[Tensor]]
     synapse_masks: Optional[list[Tensor]]
@@ -78,11 +81,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Lo
         if state.get("format") != FORMAT:
             raise KeyError(f"format {state.get('format')!r}")
         cfg = config_from_dict(migrate_legacy(state["config"]))
-        net = make_network(cfg, state["input_shape"], state["num_classes"])
+        if cfg.model.own_network is not None:
+            net = build_user_network(cfg, state["input_shape"], state["num_classes"], (state.get("source") or {}).get("nir_file"))
+        else:
+            net = make_network(cfg, state["input_shape"], state["num_classes"])
         net.time_steps = state["time_steps"]
         net.load_state_dict(state["state_dict"])
     except ModelFileError:
         raise
+    except ModelSourceError as exc:  # the user's factory is gone or changed
+        raise ModelSourceError(f"{path}: {exc} (the network this model file was trained with)") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable model file
         raise ModelFileError(f"{path}: unreadable model file ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}); rerun the train stage") from None
     net.eval()

@@ -15,6 +15,7 @@ from dpap.config import Config, ConfigError
 from dpap.pruning.mechanics import Pruner
 from dpap.pruning.registry import make_pruner
 from dpap.snn.networks import SpikingNetwork, build_network
+from dpap.training.user_model import RunAttachment, UserNetwork, attach_run_pruner, build_user_network, source_digest
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -24,7 +25,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_network(cfg: Config, input_shape: Sequence[int], num_classes: int) -> SpikingNetwork:
+def make_network(cfg: Config, input_shape: Sequence[int], num_classes: int) -> SpikingNetwork | UserNetwork:
+    """dpap's network of ``model.arch``, or the user's own (``model.factory``, ``model.nir``)."""
+    if cfg.model.own_network is not None:
+        return build_user_network(cfg, input_shape, num_classes)
     n = cfg.neuron
     return build_network(cfg.model.arch, input_shape, num_classes, cfg.model.kind, cfg.model.time_steps, n.decay, n.threshold, n.surrogate_width, n.detach_reset, n.kernel)
 
@@ -54,6 +58,13 @@ def fingerprint(cfg: Config, data_hash: str = "") -> str:
     d.pop("search", None)
     d["train"].pop("deterministic", None)  # how a GPU orders its sums, not what is computed: a run may switch it and resume
     d["data"].pop("checksums", None)  # which files were trusted, not what they hold (data_hash)
+    pruning = d["pruning"]  # only the method in use: registering another method changes no run's fingerprint
+    d["pruning"] = {"enabled": pruning["enabled"], "method": pruning["method"], pruning["method"]: pruning[pruning["method"]]} if pruning["enabled"] else {"enabled": False}
+    for key in ("factory", "nir"):  # unset: the fingerprints of runs from before these keys stay
+        if d["model"].get(key) is None:
+            d["model"].pop(key, None)
+    if cfg.model.own_network is not None:  # the user's code or graph, not only its name
+        d["model"]["source_digest"] = source_digest(cfg)
     return hashlib.sha256((json.dumps(d, sort_keys=True) + data_hash).encode()).hexdigest()[:16]
 
 
@@ -90,8 +101,11 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63)
 
 
-def make_run_pruner(net: SpikingNetwork, cfg: Config) -> Optional[Pruner]:
-    """The pruner ``cfg.pruning`` asks for, attached to ``net``; None for the unpruned baseline."""
+def make_run_pruner(net: SpikingNetwork | UserNetwork, cfg: Config) -> Optional[Pruner | RunAttachment]:
+    """The pruner ``cfg.pruning`` asks for, attached to ``net``; None for the unpruned baseline.
+    The user's own network gets ``dpap.attach``'s (:func:`~dpap.training.user_model.attach_run_pruner`)."""
     if not cfg.pruning.enabled:
         return None
+    if isinstance(net, UserNetwork):
+        return attach_run_pruner(net, cfg)
     return make_pruner(net, cfg.pruning.method, cfg.pruning.settings, epochs=cfg.train.epochs)

@@ -34,13 +34,13 @@ def set_params(w, **dotted) -> None:
     (w / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def error_line(w, args, env_extra=None) -> str:
-    """Run a stage in ``w``; assert exit 1, one ``error:`` line on stderr (MLflow's own
+def error_line(w, args, env_extra=None, status=1) -> str:
+    """Run a stage in ``w``; assert exit ``status`` (1: bad input; 3: the run failed), one ``error:`` line on stderr (MLflow's own
     dated log lines aside) and no traceback; return that line."""
     before = digests(w)
     p = subprocess.run([sys.executable, *args], cwd=w, env={**env(), **(env_extra or {})}, capture_output=True, text=True, timeout=300)
     lines = [l for l in p.stderr.strip().splitlines() if not l.startswith("20")]
-    assert p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, (p.returncode, p.stderr[-3000:])
+    assert p.returncode == status and len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in p.stderr, (p.returncode, p.stderr[-3000:])
     assert digests(w) == before
     return lines[0]
 
@@ -113,7 +113,7 @@ def test_mlflow_server_down(work, refused_port):
 def test_nan_loss(work):
     """lr 1e30 on the DNN: the loss becomes NaN within the first epoch."""
     set_params(work, model__kind="dnn", train__lr=1e30)
-    line = error_line(work, TRAIN)
+    line = error_line(work, TRAIN, status=3)  # the run failed, not its input (dpap.errors)
     assert line.startswith("error: loss became nan at epoch 1, batch ") and line.endswith("; lower train.lr or check the data"), line
 
 

@@ -35,11 +35,19 @@ def test_schedule_is_the_authors_at_600_epochs_and_compressed_below():
     s = schedule(SDSNNConfig(), 600)
     assert (s.spines, s.scale, s.clip_from, s.prune_from) == (18, 1.0, 19, 37)
     assert s.steps(37) == [0.0] and s.steps(60) == [23.0]
-    s = schedule(SDSNNConfig(), 30)  # K' = max(2, round(18·30/600)) = 2, s = 20/4 = 5
+    s = schedule(SDSNNConfig(), 30)  # K' = max(round(18·30/600), min_spines 4) = 4, s = 20/6
+    assert (s.spines, s.clip_from, s.prune_from) == (4, 5, 9) and s.scale == pytest.approx(20 / 6)
+    assert s.steps(10) == pytest.approx([20 / 6, 20 / 6 + 20 / 18, 20 / 6 + 40 / 18])
+    s = schedule(sd(min_spines=2), 30)  # K' = max(2, round(0.9)) = 2, s = 20/4 = 5
     assert (s.spines, s.scale, s.clip_from, s.prune_from) == (2, 5.0, 3, 5)
     assert s.steps(6) == [5.0, 6.0, 7.0, 8.0, 9.0]
-    s = schedule(SDSNNConfig(), 100)  # K' = 3, s = 20/5 = 4
+    s = schedule(sd(min_spines=2), 100)  # K' = 3, s = 20/5 = 4
     assert (s.spines, s.scale, s.prune_from) == (3, 4.0, 7)
+    assert schedule(SDSNNConfig(), 300).spines == 9  # round(18·300/600) is above the floor
+    # the floor gives way in a short run so that the main pruning's regrowth (3K'+4) still fits
+    assert schedule(SDSNNConfig(), 17).spines == 4 and schedule(SDSNNConfig(), 16).spines == 3
+    assert schedule(SDSNNConfig(), 12).spines == 2
+    assert schedule(SDSNNConfig(), 7).spines == 2 and schedule(sd(spines=1), 30).spines == 1
     assert schedule(sd(schedule_epochs=None), 30).spines == 18  # never scaled
 
 
@@ -80,7 +88,7 @@ def test_normalized_width():
 
 
 def test_rate_increments_match_the_spec():
-    cfg = SDSNNConfig()
+    cfg = sd(fc_ratio_scale=None, fc_rate_gain=0.5)  # the authors' rule
     # fc1 at e37 (t=0): 512 neurons, 10 of them pruned, a 10-way classifier: 2 -> 27.1 (§2.4)
     assert 2.0 + rate_increment("fc", [0.0], 502, 10, cfg) == pytest.approx(27.1)
     # α jumps from 0.5·e^-23 at e60 to 0.0005 at e61 (Q8)
@@ -92,12 +100,40 @@ def test_rate_increments_match_the_spec():
     assert rate_increment("conv", [0.0], 5, 0, cfg) == 0.0  # a dead next layer: no division by zero
 
 
+def test_fc_ratio_scale_makes_the_rate_independent_of_the_layers_width():
+    cfg = sd(fc_ratio_scale=51.2, fc_rate_gain=0.5)
+    # on the authors' fc1 (512 before 10) the scaled ratio is theirs: 2 -> 27.1 at e37
+    assert 2.0 + rate_increment("fc", [0.0], 502, 10, cfg, units=512, next_units=10) == pytest.approx(27.1)
+    # 128 neurons with 10 dead (the same share as 502 of 512 would be 125.5): 0.5·51.2·118/128
+    assert rate_increment("fc", [0.0], 118, 10, cfg, units=128, next_units=10) == pytest.approx(0.5 * 51.2 * 118 / 128)
+    # the authors' absolute ratio: 4 times less on 128 neurons
+    assert rate_increment("fc", [0.0], 128, 10, sd(fc_ratio_scale=None, fc_rate_gain=0.5)) == pytest.approx(0.5 * 12.8)
+    # conv layers keep the authors' absolute ratio
+    assert rate_increment("conv", [0.0], 32, 128, cfg, units=32, next_units=128) == pytest.approx(0.25)
+
+
+def test_compressed_steps_see_the_units_the_earlier_steps_pruned():
+    cfg = sd(fc_ratio_scale=None, fc_rate_gain=1.0)
+    # step 1 (t=0): 1·100/10 = 10 -> p = 12; step 2 (t=1) sees 100 − ⌊100·0.12⌋ = 88 alive
+    got = rate_increment("fc", [0.0, 1.0], 100, 10, cfg, units=100, rate=2.0)
+    assert got == pytest.approx(10.0 + math.exp(-1) * 88 / 10)
+    # without units and rate every step reads the same 100 alive (the overshoot)
+    assert rate_increment("fc", [0.0, 1.0], 100, 10, cfg) == pytest.approx(10.0 + math.exp(-1) * 100 / 10)
+    # never more alive than the layer has now
+    assert rate_increment("fc", [0.0, 1.0], 50, 10, cfg, units=100, rate=2.0) == pytest.approx(5.0 + math.exp(-1) * 50 / 10)
+
+
 # --------------------------------------------------------------- the method
 
 
+AUTHORS = dict(fc_rate_gain=0.5, fc_ratio_scale=None, fc_percentile=60.0)
+"""The authors' constants where the defaults depart from them (docs/pruning.md, "SD-SNN")."""
+
+
 def unscaled(**kw) -> SDSNNConfig:
-    """K = 2 with the authors' schedule as written: clip from epoch 3, prune from 5."""
-    return sd(spines=2, schedule_epochs=None, **kw)
+    """K = 2 with the authors' schedule as written (clip from epoch 3, prune from 5) and
+    their constants."""
+    return sd(spines=2, schedule_epochs=None, **{**AUTHORS, **kw})
 
 
 def test_phase_gating_and_first_pruning():
@@ -116,6 +152,16 @@ def test_phase_gating_and_first_pruning():
     pruner.end_epoch(5)
     # ⌊8·25/100⌋ = 2 channels and ⌊16·25/100⌋ = 4 neurons; the output layer keeps its 10
     assert [int((~u).sum()) for u in pruner.units] == [2, 4, 0]
+
+
+@pytest.mark.parametrize("protocol", ["fixed", "reference"])
+def test_fixed_keeps_one_unit_of_a_layer_whose_rate_passes_100(protocol):
+    net = small_net()
+    pruner = Pruner(net, SDSNNMethod(unscaled(conv_rate=100.0, fc_rate=100.0, protocol=protocol), epochs=20))
+    for e in range(6):
+        pruner.end_epoch(e)
+    alive = [int(u.sum()) for u in pruner.units]
+    assert alive == ([1, 1, 10] if protocol == "fixed" else [0, 0, 10])
 
 
 def test_ranges_start_at_the_layer_max_and_move_by_the_mean_overshoot():
@@ -324,7 +370,9 @@ def test_resume_through_a_regeneration_event_is_exact(tmp_path, digits):
     train, test = digits
     cfg = Config()
     cfg.pruning.method = "sdsnn"
-    cfg.train.epochs = 12  # K' = 2: pruning from epoch 5, earliest regrowth at epoch 9
+    cfg.pruning.sdsnn.min_spines = 2  # K' = 2: pruning from epoch 5, earliest regrowth at epoch 9
+    cfg.pruning.sdsnn.fc_percentile = 60.0  # the authors' offset: many sites regrow
+    cfg.train.epochs = 12
     cfg.train.threads = 1
     full = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
     history = full.run()

@@ -183,7 +183,7 @@ def _sdsnn(epochs=12, share=0.1, protocol="fixed"):
     cfg = Config()
     cfg.pruning.method = "sdsnn"
     cfg.pruning.sdsnn.protocol = protocol
-    cfg.pruning.sdsnn.fc_rate_gain = 4.0  # most FC neurons die at epoch 5 (K' = 2), and regrow from epoch 9
+    cfg.pruning.sdsnn.fc_rate_gain = 1.3  # most FC neurons die early, and some of their sites regrow later
     cfg.train.epochs, cfg.train.threads, cfg.train.compact_share = epochs, 1, share
     return cfg
 

@@ -26,11 +26,19 @@ reference's shadow weights instead train on, unmasked, during each epoch.
 
 Short runs: the constants are written for 600 epochs (K = 18: pruning from epoch 37).
 :func:`schedule` compresses that schedule for a run of E < 600 epochs: K becomes
-K' = max(2, round(K·E/600)), and each epoch counts as s = (K+2)/(K'+2) of the authors'
-epochs, so the rate increments and the regeneration percentile advance s steps per epoch
-and the earliest possible regrowth (K+2 epochs after a unit is pruned) meets the same
-percentile as in the authors' schedule (30 epochs: K' = 2, s = 5, pruning from epoch 5,
-earliest regrowth at epoch 9 with q = 60 + 1.1^20 = 66.7 in FC layers).
+K' = max(round(K·E/600), min_spines) (min_spines 4, lowered to (E−5)//3 but never below 2
+in very short runs), and each epoch counts as s = (K+2)/(K'+2) of the authors' epochs, so
+the rate increments and the regeneration percentile advance s steps per epoch and the
+earliest possible regrowth (K+2 epochs after a unit is pruned) meets the same percentile as
+in the authors' schedule (30 epochs: K' = 4, s = 3.33, pruning from epoch 9, earliest
+regrowth at epoch 15 with q = 80 + 1.1^20 = 86.7 in FC layers at the default offset). The s
+steps of one epoch add their increments one after the other, each seeing the layer as the
+authors' epoch-by-epoch schedule would have left it (:func:`rate_increment`).
+
+Departures of the defaults from the authors' constants (``config.py``; docs/pruning.md,
+"SD-SNN"): ``min_spines`` 4, ``fc_ratio_scale`` 51.2 (an FC layer's neurotrophic ratio
+rescaled to the authors' 512/10, so p does not depend on the layer's width),
+``fc_rate_gain`` 0.9 and ``fc_percentile`` 80. In ``fixed`` a layer keeps at least one unit.
 """
 
 from __future__ import annotations
@@ -207,7 +215,8 @@ class SDSNNMethod(PruningMethod):
             nxt = layer.index + 1
             nxt_threshold = layer.dead_threshold if self.reference else None  # Q8: the last conv reads fc1 at 20
             next_alive = self._alive_units(pruner, nxt, nxt_threshold)
-            layer.rate += rate_increment(layer.layer_type, steps, self._alive_units(pruner, layer.index), next_alive, self.cfg)
+            layer.rate += rate_increment(layer.layer_type, steps, self._alive_units(pruner, layer.index), next_alive, self.cfg,
+                                         units=layer.units, rate=layer.rate, next_units=pruner.layers[nxt].units)
 
     def _adapt_ranges(self, layer: LayerState, w_hat: Tensor, K: int) -> None:
         """Step 2: the three range rules, in order, on the same masked weights Ŵ."""
@@ -270,6 +279,8 @@ class SDSNNMethod(PruningMethod):
             mask = mask.view(*mask.shape, *([1] * (rho.dim() - mask.dim()))).expand_as(rho)
         score = (rho * mask).reshape(rho.shape[0], -1).sum(1)
         n = int(layer.units * layer.rate / 100.0 + 1e-9)
+        if not self.reference:  # a layer keeps at least one unit (the reference's p may pass 100 %)
+            n = min(n, layer.units - 1)
         if n <= 0:
             return
         order = torch.argsort(score, stable=not self.reference)  # Q2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -41,20 +42,25 @@ class Schedule:
 
 
 MIN_SPINES = 2
-"""The smallest K a compressed schedule uses. With K = 1 the shrink rule fires whenever a
-weight's magnitude fell twice in a row, which noise alone does every few epochs: the
-ranges then shrink again and again and clipping drags the weights down (docs/pruning.md,
-"SD-SNN")."""
+"""The smallest K' a compressed schedule ever uses (``min_spines`` is capped to fit the
+run, never below this). With K' = 1 the shrink rule fires whenever a weight's magnitude
+fell twice in a row, which noise alone does every few epochs: the ranges then shrink again
+and again and clipping drags the weights down (docs/pruning.md, "SD-SNN")."""
 
 
 def schedule(cfg: SDSNNConfig, epochs: int) -> Schedule:
-    """The schedule of a run of ``epochs`` epochs (module docstring, "Short runs"). The
-    time scale s = (K+2)/(K'+2) maps the earliest regrowth (K'+2 epochs after pruning
+    """The schedule of a run of ``epochs`` epochs (module docstring, "Short runs"):
+    K' = max(round(K·E/schedule_epochs), min(min_spines, (E − 5) // 3), 2), at most K.
+    The floor ``min_spines`` keeps the range rules from firing on noise (K'+1 consecutive
+    falls of a weight's magnitude); the cap (E − 5) // 3 keeps the earliest regrowth of
+    the units pruned at the second pruning epoch (epoch 2K'+2 + K'+2) inside a short run.
+    The time scale s = (K+2)/(K'+2) maps the earliest regrowth (K'+2 epochs after pruning
     starts) onto the authors' (K+2 epochs after). With s = K/K' instead, q had reached 91
     by then and nothing regrew on digits."""
     if cfg.schedule_epochs is None or epochs >= cfg.schedule_epochs:
         return Schedule(cfg.spines, 1.0)
-    spines = max(min(MIN_SPINES, cfg.spines), round(cfg.spines * epochs / cfg.schedule_epochs))
+    floor = max(MIN_SPINES, min(cfg.min_spines, (epochs - 5) // 3))
+    spines = min(cfg.spines, max(floor, round(cfg.spines * epochs / cfg.schedule_epochs)))
     return Schedule(spines, (cfg.spines + 2) / (spines + 2))
 
 
@@ -100,18 +106,39 @@ def fc_alpha(t: float, cfg: SDSNNConfig) -> float:
     return cfg.fc_rate_gain * math.exp(-t / cfg.fc_rate_tau) if t <= cfg.fc_rate_switch else cfg.fc_rate_late
 
 
-def rate_increment(layer_type: str, steps: list[float], alive: int, next_alive: int, cfg: SDSNNConfig) -> float:
+def rate_increment(layer_type: str, steps: list[float], alive: int, next_alive: int, cfg: SDSNNConfig,
+                   units: Optional[int] = None, rate: Optional[float] = None, next_units: Optional[int] = None) -> float:
     """How much the cumulative rate p (percent) grows after this epoch's pruning (§2.3,
     4b.5): conv Σ e^{-t/τ}·(C−d)/(C'−d'), FC Σ α(t)·(C−d)/(C'−d') over ``steps``, where
     ``alive`` = C−d of this layer and ``next_alive`` = C'−d' of the next one (the
     authors' (512−d)/10 for fc1 before a 10-way classifier). 0 when the next layer is
-    dead (the authors divide by zero there, Q12)."""
+    dead (the authors divide by zero there, Q12).
+
+    With ``units`` and ``next_units`` (C and C') and ``fc_ratio_scale`` set, an FC
+    layer's ratio is rescaled so that its initial C/C' reads as ``fc_ratio_scale`` (the
+    authors' 512/10): ``fc_ratio_scale``·((C−d)/(C'−d'))/(C/C'). On the authors' fc1 this
+    is their ratio; elsewhere p then follows the same course as theirs whatever the
+    layer's width (the absolute ratio gives 128/10 on ``digits``, 300/10 on ``mnist-snn``).
+
+    With ``units`` and ``rate`` (C and p before this increment), a compressed schedule's
+    later steps see the layer as the authors' schedule would have left it: in theirs each
+    step is an epoch whose pruning to the new p has removed ⌊C·p/100⌋ units before the next
+    increment, so step k uses min(C−d, C − ⌊C·p_k/100⌋). Without it all s steps of one
+    epoch read the same C−d and p overshoots (``digits``, ``fc_rate_gain`` 3 on the
+    absolute ratio: 57 % instead of 51 %)."""
     if next_alive <= 0:
         return 0.0
-    ratio = alive / next_alive
-    if layer_type == "conv":
-        return sum(math.exp(-t / cfg.conv_rate_tau) for t in steps) * ratio
-    return sum(fc_alpha(t, cfg) for t in steps) * ratio
+    scale = 1.0
+    if layer_type != "conv" and cfg.fc_ratio_scale is not None and units and next_units:
+        scale = cfg.fc_ratio_scale * next_units / units
+    total = 0.0
+    for k, t in enumerate(steps):
+        here = alive
+        if k and units is not None and rate is not None:
+            here = min(alive, units - int(units * min(100.0, rate + total) / 100.0 + 1e-9))
+        factor = math.exp(-t / cfg.conv_rate_tau) if layer_type == "conv" else fc_alpha(t, cfg)
+        total += factor * scale * max(0, here) / next_alive
+    return total
 
 
 def bound_rule(now: Tensor, overshoot: Tensor, bound: Tensor, count: Tensor, acc: Tensor, prev: Tensor, K: int):
