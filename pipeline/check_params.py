@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_params(args.params)
     p = cfg.pruning
-    method = f"{p.method} ({p.settings.protocol} protocol)" if p.enabled else "no pruning"
+    protocol = getattr(p.settings, "protocol", None)
+    method = (f"{p.method} ({protocol} protocol)" if protocol else p.method) if p.enabled else "no pruning"
     print(f"params: {args.params} is valid ({cfg.data.name}, {cfg.model.arch}, {cfg.train.epochs} epochs, {method})")
     return 0
 

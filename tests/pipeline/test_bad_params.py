@@ -128,12 +128,15 @@ def test_a_broken_mlflow_store_is_one_line(repro_repo, tmp_path, content):
 
 def test_the_params_stage_names_the_pruning_method(repro_repo):
     p = run([sys.executable, "pipeline/check_params.py"], repro_repo)
-    assert "is valid" in p.stdout and "DPAP gradual" in p.stdout, p.stdout
+    assert "is valid" in p.stdout and "dpap (gradual protocol)" in p.stdout, p.stdout
     params = repro_repo / "params.yaml"
     good = params.read_text()
     try:
         params.write_text(good.replace("  method: dpap", "  method: sdsnn", 1))
         p = run([sys.executable, "pipeline/check_params.py"], repro_repo)
-        assert "SD-SNN fixed" in p.stdout, p.stdout
+        assert "sdsnn (fixed protocol)" in p.stdout, p.stdout
+        params.write_text(good.replace("  method: dpap", "  method: gmp", 1))
+        p = run([sys.executable, "pipeline/check_params.py"], repro_repo)
+        assert ", gmp)" in p.stdout, p.stdout  # a method without protocols
     finally:
         params.write_text(good)

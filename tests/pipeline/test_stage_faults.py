@@ -54,7 +54,7 @@ def test_missing_params_file(work):
 
 
 def test_out_of_range_value(work):
-    set_params(work, dpap__gamma=1.5)
+    set_params(work, pruning__dpap__gamma=1.5)
     assert error_line(work, TRAIN) == "error: params.yaml: pruning.dpap.gamma: got 1.5, expected a number in (0, 1]"
 
 

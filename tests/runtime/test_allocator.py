@@ -28,7 +28,9 @@ pytestmark = pytest.mark.skipif(
 # How many rounds it grows depends on what the interpreter allocated before: 5-8 in one
 # process, 12 under pytest-xdist, whose environment differs. So the warm-up runs until a
 # round faults in less than 5 % of its pages, 30 rounds at most (the defaults never get
-# there), and then 7 rounds are counted
+# there) and the next is as quiet, and then 7 rounds are counted, each measured as the
+# warm-up's are (an allocation of the interpreter's own between rounds moves the heap's
+# top otherwise, on some machines)
 PROBE = textwrap.dedent(
     """
     import ctypes, ctypes.util, resource
@@ -45,16 +47,18 @@ PROBE = textwrap.dedent(
         libc.free(p)
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(30):
+    def round_():  # one block, the pages it faulted in
         start = faults()
         block()
-        if faults() - start < (SIZE // 4096) // 20:
+        return faults() - start
+    quiet = 0
+    for _ in range(30):
+        quiet = quiet + 1 if round_() < (SIZE // 4096) // 20 else 0
+        if quiet == 2:
             break
-    before = faults()
-    for _ in range(7):
-        block()
+    counted = [round_() for _ in range(7)]
     print(said)
-    print(faults() - before)
+    print(sum(counted))
     """
 )
 PAGES = 7 * (64 << 20) // 4096

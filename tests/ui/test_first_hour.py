@@ -24,7 +24,7 @@ def test_version():
     assert r.returncode == 0 and r.stdout == f"dpap {__version__}\n", r
 
 
-@pytest.mark.parametrize("value, shown", [("x", "'x'"), ("2", "2.0"), ("0", "0.0"), ("nan", "nan"), ("-0.5", "-0.5")])
+@pytest.mark.parametrize("value, shown", [("x", "'x'"), ("2", "2"), ("0", "0"), ("nan", "'nan'"), ("-0.5", "-0.5"), (".inf", "inf")])
 def test_a_bad_target_is_the_flags(value, shown, tmp_path, capsys):
     """``dpap search --target`` out of (0, 1) or not a number: one line naming the flag
     (not params.yaml, which may be fine), exit 1, before the params are read."""
