@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from dpap.pruning.deepr.config import DeepRConfig
-from dpap.pruning.method import PruningMethod
+from dpap.pruning.rewiring import HiddenParameterMethod
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpap.pruning.mechanics import Pruner
@@ -52,7 +52,7 @@ def active_synapses(active: Tensor) -> Tensor:
     return active if active.dim() == 2 else active.reshape(active.shape[0], active.shape[1], -1).any(-1)
 
 
-class DeepRMethod(PruningMethod):
+class DeepRMethod(HiddenParameterMethod):
     """Deep R (``cfg``: ``params.yaml``'s ``pruning.deepr``)."""
 
     name = "deepr"
@@ -89,14 +89,6 @@ class DeepRMethod(PruningMethod):
             pruner.kill_synapses(info.index, ~active_synapses(active))
         self.rewired = [0] * len(self.layers)
         self.last_rewired = [0] * len(self.layers)
-
-    def _rewired(self, pruner: "Pruner"):
-        for i, layer in enumerate(self.layers):
-            if layer:
-                yield i, pruner.net.blocks[i].synapse.weight, layer
-
-    def to(self, device) -> None:
-        self.layers = [{k: v.to(device) for k, v in layer.items()} for layer in self.layers]
 
     # ------------------------------------------------------------------- steps
 

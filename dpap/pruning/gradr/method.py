@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from dpap.pruning.gradr.config import GradRConfig
-from dpap.pruning.method import PruningMethod
+from dpap.pruning.rewiring import HiddenParameterMethod
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpap.pruning.mechanics import Pruner
@@ -67,7 +67,7 @@ def off_synapses(theta: Tensor) -> Tensor:
     return off if off.dim() == 2 else off.reshape(off.shape[0], off.shape[1], -1).all(-1)
 
 
-class GradRMethod(PruningMethod):
+class GradRMethod(HiddenParameterMethod):
     """Grad R (``cfg``: ``params.yaml``'s ``pruning.gradr``)."""
 
     name = "gradr"
@@ -93,14 +93,6 @@ class GradRMethod(PruningMethod):
             w = pruner.net.blocks[info.index].synapse.weight.detach()
             sign = torch.where(w < 0, -1.0, 1.0).to(w.dtype)
             self.layers.append({"theta": w.abs().clone(), "sign": sign})
-
-    def _rewired(self, pruner: "Pruner"):
-        for i, layer in enumerate(self.layers):
-            if layer:
-                yield i, pruner.net.blocks[i].synapse.weight, layer
-
-    def to(self, device) -> None:
-        self.layers = [{k: v.to(device) for k, v in layer.items()} for layer in self.layers]
 
     # ------------------------------------------------------------------- steps
 
