@@ -103,22 +103,10 @@ SETTINGS = {
 
 def make_config(setting: str, params: Path, extra: dict, epochs: int | None = None, device: str | None = None):
     """The run's :class:`~dpap.config.Config`: the setting's preset and overrides, then ``extra``."""
-    from dpap.config import load_params
-    from dpap.config.params_file import flatten_dotted
-    from dpap.config.presets import read_preset
+    from pruning_dynamics import spec_config
 
-    spec = dict(SETTINGS[setting])
-    overrides = {}
-    preset = spec.pop("preset", None)
-    if preset:
-        overrides.update(flatten_dotted(read_preset(preset, ROOT)))
-    overrides.update(spec)
-    overrides.update(extra)
-    if epochs:
-        overrides["train.epochs"] = epochs
-    if device:
-        overrides["train.device"] = device
-    return load_params(params, overrides=overrides)
+    extra = {**extra, **({"train.epochs": epochs} if epochs else {}), **({"train.device": device} if device else {})}
+    return spec_config(SETTINGS[setting], params, extra)
 
 
 def method_overrides(method: str, value: float | None, base) -> dict:

@@ -41,23 +41,26 @@ SETTINGS = {
 }
 
 
-def setting_config(name: str, params: Path, extra: dict, epochs: int | None, pruned: bool):
+def spec_config(spec: dict, params: Path, extra: dict):
+    """params.yaml with a setting's ``spec`` (its ``preset``, then its own keys) and ``extra``
+    on top; the benchmarks' one way from a setting to a :class:`~dpap.config.Config`."""
     from dpap.config import load_params
     from dpap.config.params_file import flatten_dotted
     from dpap.config.presets import read_preset
 
-    spec = dict(SETTINGS[name])
+    spec = dict(spec)
     overrides = {}
     preset = spec.pop("preset", None)
     if preset:
         overrides.update(flatten_dotted(read_preset(preset, ROOT)))
     overrides.update(spec)
     overrides.update(extra)
-    if epochs:
-        overrides["train.epochs"] = epochs
-    if not pruned:
-        overrides["pruning.enabled"] = False
     return load_params(params, overrides=overrides)
+
+
+def setting_config(name: str, params: Path, extra: dict, epochs: int | None, pruned: bool):
+    extra = {**extra, **({"train.epochs": epochs} if epochs else {}), **({} if pruned else {"pruning.enabled": False})}
+    return spec_config(SETTINGS[name], params, extra)
 
 
 def processed_root(cfg) -> Path:
