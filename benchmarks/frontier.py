@@ -222,11 +222,23 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def config_record(cfg) -> dict:
+    """``cfg`` as a dict, with DPAP's protocol defaults filled in (a ``null`` in params means
+    "the protocol's value"), so a record made before the defaults changed is not reused."""
+    out = cfg.to_dict()
+    d = cfg.pruning.dpap
+    out["resolved_dpap"] = {"conv": d.resolved("conv").model_dump(), "fc": d.resolved("fc").model_dump(),
+                            "start_epoch": d.resolved_start_epoch(), "normalization": d.resolved_normalization(),
+                            "bounded": d.resolved_bounded(), "max_death_share": d.resolved_max_death_share(),
+                            "end_fraction": d.resolved_end_fraction()}
+    return out
+
+
 def finished(path: Path, cfg) -> dict | None:
     """The record at ``path`` when its run finished with the configuration ``cfg``."""
     if path.exists():
         rec = json.loads(path.read_text())
-        if rec.get("done") and rec.get("config") == cfg.to_dict():
+        if rec.get("done") and rec.get("config") == config_record(cfg):
             return rec
     return None
 
@@ -247,7 +259,7 @@ def run_one(job: dict) -> dict:
     rec = finished(path, cfg)
     if rec is not None:
         return rec
-    record = {"tag": tag, "method": job["method"], "value": job["value"], "config": cfg.to_dict(), "done": False,
+    record = {"tag": tag, "method": job["method"], "value": job["value"], "config": config_record(cfg), "done": False,
               "status": "RUNNING", "error": None, "history": [], "mlflow_run_id": None}
 
     def save(run, m) -> None:

@@ -187,10 +187,9 @@ def figures(history) -> dict:
     return {"accuracy": history[-1][0], "compression": comp[-1], "first_epoch": first, "max_jump": max(jumps)}
 
 
-EPOCHS = 15
-SETTINGS = dict(epsilon=1.2, conv={"beta": 2.0}, end_fraction=0.6)
-"""DPAP's gradual protocol with ε 1.2, conv channels starting at β 2 (the default 6 waits
-longer than a 15-epoch run allows), decisions over the first 60 % of the epochs."""
+EPOCHS = 30
+"""Epochs of the plain loop: DPAP's defaults, with no run length given to ``attach``, prune
+these nets to 45-55 % in 30 epochs (docs/results/2026-12-06-default-eps1.1.md)."""
 
 
 def tail(history, n=3) -> float:

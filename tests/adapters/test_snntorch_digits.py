@@ -10,7 +10,7 @@ next moves by up to ±1.5 points on digits' 360 test images (both runs, pruned o
 import torch
 
 import dpap
-from adapter_nets import EPOCHS, SETTINGS, TutorialNet, judge, params, same_outputs, train_digits
+from adapter_nets import EPOCHS, TutorialNet, judge, params, same_outputs, train_digits
 
 
 def test_snntorch_tutorial_cnn_prunes_gradually_and_compacts(digits, report):
@@ -18,7 +18,7 @@ def test_snntorch_tutorial_cnn_prunes_gradually_and_compacts(digits, report):
     base, t_base = train_digits(TutorialNet(channels=(16, 64)), digits, EPOCHS)
     torch.manual_seed(0)
     net = TutorialNet(channels=(16, 64))
-    pruner = dpap.attach(net, method="dpap", epochs=EPOCHS, **SETTINGS)
+    pruner = dpap.attach(net, method="dpap")  # exactly the issue's call: DPAP's defaults, no run length
     assert pruner.layers == ["conv1", "conv2", "fc"]
     history, seconds = train_digits(net, digits, EPOCHS, pruner)
     judge(base, history, report, "snntorch", seconds)

@@ -10,7 +10,7 @@ next moves by up to ±1.5 points on digits' 360 test images (both runs, pruned o
 import torch
 
 import dpap
-from adapter_nets import EPOCHS, SETTINGS, judge, params, same_outputs, spikingjelly_net, train_digits
+from adapter_nets import EPOCHS, judge, params, same_outputs, spikingjelly_net, train_digits
 
 
 def test_spikingjelly_multistep_cnn_prunes_gradually_and_compacts(digits, report):
@@ -19,7 +19,7 @@ def test_spikingjelly_multistep_cnn_prunes_gradually_and_compacts(digits, report
     base, t_base = train_digits(spikingjelly_net((16, 64)), digits, EPOCHS, sj=True)
     torch.manual_seed(0)
     net = spikingjelly_net((16, 64))
-    pruner = dpap.attach(net, method="dpap", epochs=EPOCHS, example_input=train.x[:2], **SETTINGS)
+    pruner = dpap.attach(net, method="dpap", example_input=train.x[:2])  # DPAP's defaults, no run length
     assert pruner.layers == ["conv1.0", "conv2", "fc"]
     history, seconds = train_digits(net, digits, EPOCHS, pruner, sj=True)
     judge(base, history, report, "spikingjelly", seconds)

@@ -91,7 +91,7 @@ def test_no_layer_loses_more_than_its_share_in_one_epoch():
 def test_epsilon_is_the_one_knob_and_per_type_values_override_it():
     cfg = config_from_dict({"pruning": {"dpap": {"epsilon": 1.3, "conv": {"epsilon": 0.5}}}}).pruning.dpap
     assert cfg.resolved("fc").epsilon == 1.3 and cfg.resolved("conv").epsilon == 0.5
-    assert DPAPConfig().resolved("conv").epsilon == DPAPConfig().resolved("fc").epsilon == 1.0
+    assert DPAPConfig().resolved("conv").epsilon == DPAPConfig().resolved("fc").epsilon == 1.1
     paper = DPAPConfig(protocol="paper")
     assert (paper.resolved_normalization(), paper.resolved_bounded(), paper.resolved_max_death_share()) == ("minmax", False, 1.0)
     gradual = DPAPConfig()
