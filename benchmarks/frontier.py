@@ -223,14 +223,16 @@ def _write_json(path: Path, obj) -> None:
 
 
 def config_record(cfg) -> dict:
-    """``cfg`` as a dict, with DPAP's protocol defaults filled in (a ``null`` in params means
-    "the protocol's value"), so a record made before the defaults changed is not reused."""
+    """``cfg`` as a dict; for a DPAP run with the protocol's defaults filled in (a ``null`` in
+    params means "the protocol's value"), so a record made before those defaults changed is
+    not reused."""
     out = cfg.to_dict()
-    d = cfg.pruning.dpap
-    out["resolved_dpap"] = {"conv": d.resolved("conv").model_dump(), "fc": d.resolved("fc").model_dump(),
-                            "start_epoch": d.resolved_start_epoch(), "normalization": d.resolved_normalization(),
-                            "bounded": d.resolved_bounded(), "max_death_share": d.resolved_max_death_share(),
-                            "end_fraction": d.resolved_end_fraction()}
+    if cfg.pruning.enabled and cfg.pruning.method == "dpap":
+        d = cfg.pruning.dpap
+        out["resolved_dpap"] = {"conv": d.resolved("conv").model_dump(), "fc": d.resolved("fc").model_dump(),
+                                "start_epoch": d.resolved_start_epoch(), "normalization": d.resolved_normalization(),
+                                "bounded": d.resolved_bounded(), "max_death_share": d.resolved_max_death_share(),
+                                "end_fraction": d.resolved_end_fraction()}
     return out
 
 
@@ -238,7 +240,11 @@ def finished(path: Path, cfg) -> dict | None:
     """The record at ``path`` when its run finished with the configuration ``cfg``."""
     if path.exists():
         rec = json.loads(path.read_text())
-        if rec.get("done") and rec.get("config") == config_record(cfg):
+        want = config_record(cfg)
+        have = dict(rec.get("config") or {})
+        if "resolved_dpap" not in want:
+            have.pop("resolved_dpap", None)
+        if rec.get("done") and have == want:
             return rec
     return None
 
