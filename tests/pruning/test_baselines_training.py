@@ -11,6 +11,7 @@ import pytest
 from dpap.config import Config
 from dpap.pruning.schedule import pruned_count
 from dpap.training.loop import TrainingRun
+from crash_after import Crash, stop_after
 
 # dense synapses of the digits network: 16 conv1 kernels, 16·32 conv2 kernels, 128·128 FC, 10·128 output
 DENSE = [16, 512, 16384, 1280]
@@ -27,19 +28,6 @@ def config(method: str, **settings) -> Config:
     return cfg
 
 
-class _Crash(Exception):
-    pass
-
-
-def _stop_after(n):
-    def cb(run, m):
-        if m.epoch + 1 == n:
-            run.save_checkpoint()
-            raise _Crash()
-
-    return cb
-
-
 def run_and_resume(cfg, digits, tmp_path):
     """The uninterrupted run, and one stopped after epoch 2 then resumed; the histories
     must be the same."""
@@ -47,8 +35,8 @@ def run_and_resume(cfg, digits, tmp_path):
     full = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False)
     history = full.run()
     ckpt = tmp_path / "last.pt"
-    first = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[_stop_after(2)])
-    with pytest.raises(_Crash):
+    first = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[stop_after(2)])
+    with pytest.raises(Crash):
         first.run()
     resumed = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False)
     assert resumed.resumed and resumed.epoch == 2

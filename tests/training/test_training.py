@@ -8,6 +8,7 @@ import torch
 from dpap.config import Config
 from dpap.training.history import DivergedError, Split, convergence_epoch
 from dpap.training.loop import TrainingRun
+from crash_after import Crash, stop_after
 
 
 def test_dpap_prunes_while_learning_on_real_digits(digits):
@@ -47,27 +48,14 @@ def test_checkpoint_resume_is_exact(digits, tmp_path):
 
     ckpt = tmp_path / "last.pt"
     # a crash after epoch 2, its checkpoint written
-    first = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[_stop_after(2)])
-    with pytest.raises(_Crash):
+    first = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[stop_after(2)])
+    with pytest.raises(Crash):
         first.run()
     resumed = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False)
     assert resumed.resumed and resumed.epoch == 2
     history = resumed.run()
     strip = lambda ms: [dataclasses.replace(m, seconds=0.0) for m in ms]  # noqa: E731
     assert strip(history) == strip(full)
-
-
-class _Crash(Exception):
-    pass
-
-
-def _stop_after(n):
-    def cb(run, metrics):
-        if metrics.epoch + 1 == n:
-            run.save_checkpoint()
-            raise _Crash()
-
-    return cb
 
 
 def test_nan_loss_is_a_clear_error(digits):
@@ -150,8 +138,8 @@ def test_deterministic_settings_are_restored_when_a_run_fails(digits):
     before = _deterministic_settings()
     cfg = _small_pruning_config("cpu")
     cfg.train.deterministic = True
-    with pytest.raises(_Crash):
-        TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False, callbacks=[_stop_after(1)]).run()
+    with pytest.raises(Crash):
+        TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False, callbacks=[stop_after(1)]).run()
     assert _deterministic_settings() == before
 
 
@@ -163,8 +151,8 @@ def test_a_checkpoint_says_whether_all_its_epochs_were_deterministic(digits, tmp
     train, test = digits
     cfg = _small_pruning_config("cpu")
     ckpt = tmp_path / "last.pt"
-    with pytest.raises(_Crash):
-        TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[_stop_after(2)]).run()
+    with pytest.raises(Crash):
+        TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False, callbacks=[stop_after(2)]).run()
     cfg.train.deterministic = True
     resumed = TrainingRun(cfg, train, test, (1, 8, 8), 10, checkpoint=ckpt, progress=False)
     assert resumed.resumed and resumed.epoch == 2  # the flag does not invalidate the checkpoint
