@@ -88,6 +88,38 @@ def test_no_layer_loses_more_than_its_share_in_one_epoch():
         last = now
 
 
+@pytest.mark.parametrize("share", [0.1, 0.25])
+def test_a_unit_dies_alone_only_within_the_networks_share(share):
+    """A layer with fewer units than 1/share loses one alone, but not while that one unit
+    would take more than the share of the whole network: each channel of this 4-channel
+    conv 1 takes its 10 parameters and 9 of conv 2's per living conv 2 channel, 298 of the
+    network's 2,514 (11.9 %) while all 32 live."""
+    torch.manual_seed(0)
+    net = build_network("4C3-AP2-32C3-AP2-10FC", (1, 8, 8), 10, time_steps=2)
+    dense = compression_of(net).dense
+    assert dense == 2514
+    cfg = DPAPConfig(epsilon=2.0, max_death_share=share, conv=LayerTypeConfig(beta=0.01), fc=LayerTypeConfig(beta=0.01))
+    pruner = make_pruner(net, "dpap", cfg)
+    net.train()
+    last = compression_of(net, pruner)
+    first_conv1_death = None
+    for epoch in range(12):
+        net(torch.rand(32, 1, 8, 8) * 3)
+        conv2_before = int(pruner.unit_mask(1).sum())
+        pruner.end_epoch(epoch)
+        now = compression_of(net, pruner)
+        assert now.retained >= last.retained - share * dense, (epoch, last.retained, now.retained)
+        last = now
+        if first_conv1_death is None and int(pruner.unit_mask(0).sum()) < 4:
+            first_conv1_death = (epoch, conv2_before)
+    assert first_conv1_death is not None
+    epoch, conv2_living = first_conv1_death
+    if share == 0.1:  # 10 + 9·n ≤ 251.4 only once conv 2 is down to 26 channels
+        assert epoch > 0 and conv2_living <= 26, first_conv1_death
+    else:  # 298 ≤ 628.5: the first epoch already
+        assert epoch == 0 and conv2_living == 32, first_conv1_death
+
+
 def test_epsilon_is_the_one_knob_and_per_type_values_override_it():
     cfg = config_from_dict({"pruning": {"dpap": {"epsilon": 1.3, "conv": {"epsilon": 0.5}}}}).pruning.dpap
     assert cfg.resolved("fc").epsilon == 1.3 and cfg.resolved("conv").epsilon == 0.5

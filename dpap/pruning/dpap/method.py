@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor
 
+from dpap.pruning.compression import compression_of
 from dpap.pruning.dpap.config import DPAPConfig
 from dpap.pruning.dpap.importance import (
     SlidingThreshold,
@@ -159,6 +160,7 @@ class DPAPMethod(PruningMethod):
         self._prev_pop: Optional[Tensor] = None  # the previous block's population activity [T, N, units]
         self._prev_trace: Optional[Tensor] = None  # ... and its trace (before pooling)
         self._waiting: Optional[tuple] = None  # a block whose observation waits for its pooled output
+        self._retained_at_start = 0  # the network's retained parameters when this epoch's decision began
 
     def attach(self, pruner: "Pruner") -> None:
         self.kind = pruner.net.kind
@@ -251,7 +253,7 @@ class DPAPMethod(PruningMethod):
 
     # -------------------------------------------------------------------- decision
 
-    def _unit_cost(self, pruner: "Pruner", index: int, before: list[Tensor], budgets: list[Optional[int]]) -> dict:
+    def _unit_cost(self, pruner: "Pruner", index: int, before: list[Tensor], budgets: list[Optional[int]], share: float) -> dict:
         """What each unit of block ``index`` would take with it if it died now (its living
         synapses in this block and in the next) and what is left of those two blocks'
         synapse budgets this epoch: arguments for :func:`cap_deaths`."""
@@ -267,9 +269,24 @@ class DPAPMethod(PruningMethod):
             spatial = pruner.layers[j].in_spatial
             cost.append(nxt.sum(0).view(self.layers[index].units, spatial).sum(1))
             left.append(budgets[j] - (int(before[j].sum()) - int(nxt.sum())))
-        # a unit bigger than the whole budget may die alone, in an epoch nothing else took from it
+        # a unit bigger than the whole budget may die alone, in an epoch nothing else took
+        # from it, if the parameters it takes keep the network's own loss this epoch within
+        # the share (a channel of a narrow first conv layer can hold more than 10 % of the
+        # next layer's weights)
         untouched = all(l == budgets[j] for j, l in zip([index, *readers], left))
-        return {"cost": torch.stack(cost, 1), "budget": torch.tensor(left, dtype=torch.float64), "at_least_one": untouched}
+        kernels = [self._kernel(pruner, j) for j in [index, *readers]]
+        block = pruner.net.blocks[index]
+        own_extra = (block.synapse.bias is not None) + (2 if block.norm is not None and block.norm.affine else 0)
+        params = sum(c.double() * k for c, k in zip(cost, kernels)) + own_extra
+        report = compression_of(pruner.net, pruner)
+        alone_budget = share * report.dense - (self._retained_at_start - report.retained)
+        return {"cost": torch.stack(cost, 1), "budget": torch.tensor(left, dtype=torch.float64), "at_least_one": untouched,
+                "alone_cost": params, "alone_budget": alone_budget}
+
+    @staticmethod
+    def _kernel(pruner: "Pruner", index: int) -> int:
+        """Parameters per synapse of block ``index`` (k·k for a conv kernel, 1 for FC)."""
+        return pruner.net.blocks[index].synapse.weight[0, 0].numel()
 
     def end_epoch(self, pruner: "Pruner", epoch: int) -> None:
         """Eq. 10-17 for every layer: update the survival functions from the epoch's
@@ -294,6 +311,7 @@ class DPAPMethod(PruningMethod):
         share = cfg.resolved_max_death_share()
         before = [pruner.synapse_mask(i) for i in range(len(self.layers))]
         budgets = [int(share * int(b.sum())) if share < 1.0 else None for b in before]
+        self._retained_at_start = compression_of(pruner.net, pruner).retained if share < 1.0 else 0
         for layer in self.layers:
             i, k = layer.index, layer.knobs
             ceiling = k.beta if ceiling_on else None
@@ -313,7 +331,7 @@ class DPAPMethod(PruningMethod):
                 live = sf.update(spine, normalization=unit_norm, eligible=pruner.units[i], **knobs)
                 if live is not None:
                     most = None if share >= 1.0 else max(1, int(share * int(live.sum())))
-                    pruner.kill_units(i, cap_deaths(sf.values, sf.candidates(live), most, **self._unit_cost(pruner, i, before, budgets)))
+                    pruner.kill_units(i, cap_deaths(sf.values, sf.candidates(live), most, **self._unit_cost(pruner, i, before, budgets, share)))
             if layer.synapse_survival is not None:
                 # a synapse competes while it, its post-synaptic unit and its pre-synaptic
                 # unit live (this epoch's unit deaths included)

@@ -86,6 +86,8 @@ def cap_deaths(
     cost: Optional[Tensor] = None,
     budget: Optional[Tensor] = None,
     at_least_one: bool = True,
+    alone_cost: Optional[Tensor] = None,
+    alone_budget: float = math.inf,
 ) -> Tensor:
     """The units that die this epoch: of the ``candidates`` (``F < 0``), the lowest survival
     values first (ties by position, so the result is deterministic), at most ``max_deaths``
@@ -93,7 +95,8 @@ def cap_deaths(
     removes, e.g. synapses in two layers) and ``budget`` (``[m]``), the longest such prefix
     whose summed cost stays within the budget; with ``at_least_one`` the first candidate
     may die even if it alone exceeds the budget, so a layer with fewer units than 1/share
-    is not frozen for ever.
+    is not frozen for ever, unless its ``alone_cost`` (e.g. the parameters it takes from
+    the whole network) exceeds ``alone_budget``.
     Not in the paper; see :class:`SurvivalFunction`."""
     flat = candidates.reshape(-1)
     idx = flat.nonzero().squeeze(1)
@@ -109,7 +112,7 @@ def cap_deaths(
         spent = cost.reshape(flat.numel(), -1)[order].double().cumsum(0)
         within = (spent <= budget.to(spent).reshape(1, -1)).all(1)
         n = int(within.long().cumprod(0).sum())
-        if n == 0 and at_least_one:
+        if n == 0 and at_least_one and (alone_cost is None or float(alone_cost.reshape(-1)[order[0]]) <= alone_budget):
             n = 1
         order = order[:n]
     out.view(-1)[order] = True
