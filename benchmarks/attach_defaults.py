@@ -3,7 +3,7 @@ snnTorch networks written the way its tutorials write them, each trained in its
 tutorial's own plain loop on scikit-learn's digits, against the same network unpruned
 from the same seed.
 
-Networks (none of them is used to choose the defaults' values):
+Networks:
 
 * ``tutorial5-fc``: snnTorch tutorial 5's network, Linear(64→1000)-Leaky-Linear(1000→10)-Leaky
   (β 0.95, 25 steps, ``init_hidden=False``, states passed by hand), cross-entropy on the
@@ -12,9 +12,16 @@ Networks (none of them is used to choose the defaults' values):
   MaxPool2-Leaky-Conv(12→64, 5, pad 2)-MaxPool2-Leaky-Linear(256→10)-Leaky (β 0.5, 25 steps,
   fast sigmoid, ``init_hidden=True``, ``nn.Sequential``), ``snntorch.functional.ce_rate_loss``,
   Adam 1e-2, batch 128;
-* ``tutorial6-narrow``: the same with 8 and 32 channels.
+* ``tutorial6-narrow``: the same with 8 and 32 channels;
+* ``fc128``, ``cnn16-32``, ``cnn8-16``: small ``nn.Sequential`` networks as a user would
+  write them for 8×8 digits (:func:`small_fc`, :func:`small_cnn`), in tutorial 6's loop with
+  Adam 2e-3 and batch 64.
 
-    python benchmarks/attach_defaults.py [--epochs 30] [--seeds 0,1] [--nets tutorial5-fc,...]
+The tutorial 6 networks and ``cnn16-32``/``cnn8-16`` chose between ways of pruning
+conv-heavy networks (``pruning.dpap.conv_mode``, docs/results/2026-12-06-conv-kernels.md);
+tutorial 5's network and ``fc128`` chose nothing.
+
+    python benchmarks/attach_defaults.py [--epochs 30] [--seeds 0,1] [--nets tutorial5-fc,...] (default: the three tutorial networks)
         [--method dpap] [--set KEY=VALUE ...]
 
 ``--method`` and ``--set`` (keywords for ``attach``, values read as YAML: ``--set epsilon=1.0
@@ -102,10 +109,34 @@ def run_sequential(net, x):
     return torch.stack([net(x)[0] for _ in range(STEPS)])
 
 
+def small_fc(hidden=128):
+    """A plain ``nn.Sequential`` FC SNN: Flatten-Linear(64→h)-Leaky-Linear(h→10)-Leaky (β 0.9)."""
+    import snntorch as snn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), snn.Leaky(beta=0.9, init_hidden=True),
+                         nn.Linear(hidden, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+
+
+def small_cnn(c1, c2):
+    """A plain ``nn.Sequential`` CNN: Conv(1→c1, 3, pad 1)-MaxPool2-Leaky-Conv(c1→c2, 3, pad 1)-
+    MaxPool2-Leaky-Linear(4·c2→10)-Leaky (β 0.9, arctan surrogate)."""
+    import snntorch as snn
+    from snntorch import surrogate
+
+    g = surrogate.atan()
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1), nn.MaxPool2d(2), snn.Leaky(beta=0.9, spike_grad=g, init_hidden=True),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.MaxPool2d(2), snn.Leaky(beta=0.9, spike_grad=g, init_hidden=True),
+        nn.Flatten(), nn.Linear(c2 * 4, 10), snn.Leaky(beta=0.9, spike_grad=g, init_hidden=True, output=True))
+
+
 NETS = {
     "tutorial5-fc": {"build": Tutorial5, "lr": 5e-4, "kind": "t5"},
     "tutorial6-cnn": {"build": lambda: tutorial6(12, 64), "lr": 1e-2, "kind": "t6"},
     "tutorial6-narrow": {"build": lambda: tutorial6(8, 32), "lr": 1e-2, "kind": "t6"},
+    "fc128": {"build": small_fc, "lr": 2e-3, "kind": "t6", "batch": 64},
+    "cnn16-32": {"build": lambda: small_cnn(16, 32), "lr": 2e-3, "kind": "t6", "batch": 64},
+    "cnn8-16": {"build": lambda: small_cnn(8, 16), "lr": 2e-3, "kind": "t6", "batch": 64},
 }
 
 
@@ -125,8 +156,9 @@ def train(name: str, seed: int, epochs: int, data, pruned: bool, method: str = "
     for _ in range(epochs):
         net.train()
         order = torch.randperm(len(ytr), generator=g)
-        for i in range(0, len(order), 128):
-            idx = order[i:i + 128]
+        batch = spec.get("batch", 128)
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
             x, y = xtr[idx], ytr[idx]
             if spec["kind"] == "t5":
                 _, mem = net(x)
@@ -150,7 +182,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seeds", default="0,1")
-    ap.add_argument("--nets", default=",".join(NETS))
+    ap.add_argument("--nets", default="tutorial5-fc,tutorial6-cnn,tutorial6-narrow")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--method", default="dpap")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -236,12 +236,26 @@ def config_record(cfg) -> dict:
     return out
 
 
+def _with_new_settings(have: dict, want: dict) -> dict:
+    """``have`` with the settings that ``want`` has and ``have`` lacks added where ``want``
+    leaves them ``null`` (a setting added to params after the record was made, at the
+    value that keeps the old behaviour; DPAP's protocol defaults are compared through
+    ``resolved_dpap``)."""
+    out = dict(have)
+    for key, value in want.items():
+        if key not in out and value is None:
+            out[key] = None
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _with_new_settings(out[key], value)
+    return out
+
+
 def finished(path: Path, cfg) -> dict | None:
     """The record at ``path`` when its run finished with the configuration ``cfg``."""
     if path.exists():
         rec = json.loads(path.read_text())
         want = config_record(cfg)
-        have = dict(rec.get("config") or {})
+        have = _with_new_settings(dict(rec.get("config") or {}), want)
         if "resolved_dpap" not in want:
             have.pop("resolved_dpap", None)
         if rec.get("done") and have == want:

@@ -52,3 +52,16 @@ def test_records_of_other_methods_do_not_depend_on_dpap_defaults(frontier, tmp_p
     assert frontier.finished(path, cfg) is not None
     record(path, {**plain, "train": {**plain["train"], "epochs": 7}})
     assert frontier.finished(path, cfg) is None
+
+
+def test_a_record_made_before_a_setting_existed_is_reused_when_the_setting_is_left_at_null(frontier, tmp_path):
+    cfg = frontier.make_config("digits", ROOT / "params.yaml", {"pruning.method": "dpap"})
+    path = tmp_path / "run.json"
+    now = frontier.config_record(cfg)
+    assert now["pruning"]["dpap"]["conv_mode"] is None
+    older = json.loads(json.dumps(now))
+    del older["pruning"]["dpap"]["conv_mode"]  # written before pruning.dpap.conv_mode existed
+    record(path, older)
+    assert frontier.finished(path, cfg) is not None
+    set_now = frontier.make_config("digits", ROOT / "params.yaml", {"pruning.method": "dpap", "pruning.dpap.conv_mode": "kernels"})
+    assert frontier.finished(path, set_now) is None  # but not when the new setting is set

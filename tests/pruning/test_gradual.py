@@ -270,3 +270,51 @@ def test_pruner_follows_the_network_to_cuda():
     net.cpu()
     pruner.load_state_dict(state)
     assert pruner.method.layers[1].synapse_survival.values.device.type == "cpu"
+
+
+def test_conv_mode_auto_prunes_kernels_only_where_conv_layers_hold_most_parameters():
+    gradual, paper = DPAPConfig(), DPAPConfig(protocol="paper")
+    assert (gradual.resolved_conv_mode(0.51), gradual.resolved_conv_mode(0.5)) == ("kernels", "channels")
+    assert paper.resolved_conv_mode(0.9) == "channels" and DPAPConfig(conv_mode="kernels").resolved_conv_mode(0.0) == "kernels"
+
+    def pruned(arch):
+        torch.manual_seed(0)
+        net = build_network(arch, (1, 8, 8), 10, time_steps=2)
+        # every δ negative (ε = 2), tiny β: whatever can die does, within the cap
+        cfg = DPAPConfig(epsilon=2.0, conv=LayerTypeConfig(beta=0.01, eta=7.0), fc=LayerTypeConfig(beta=0.02, eta=9.0))
+        pruner = make_pruner(net, "dpap", cfg)
+        net.train()
+        for epoch in range(3):
+            net(torch.rand(32, 1, 8, 8) * 3)
+            pruner.end_epoch(epoch)
+        conv2 = pruner.method.layers[1]
+        # kernels dead on their own (their output and input channels alive)
+        alone = pruner.unit_mask(1)[:, None] & pruner.input_mask(1)[None, :] & ~pruner.synapses[1]
+        return pruner.method.conv_mode, int(alone.sum()), conv2
+
+    # 12·9 + 12·64·9 = 7,020 conv parameters against 2,570 FC ones: conv layers lose kernels
+    # too, whose survival starts at the FC synapses' β and uses their η; channels keep conv's
+    mode, kernels_dead, conv2 = pruned("12C3-AP2-64C3-AP2-10FC")
+    assert mode == "kernels" and kernels_dead > 0
+    assert (conv2.synapse_knobs.beta, conv2.synapse_knobs.eta, conv2.knobs.beta, conv2.knobs.eta) == (0.02, 9.0, 0.01, 7.0)
+    # 4,752 conv parameters against 17,674 FC ones (dvc repro's digits net): whole channels only
+    mode, kernels_dead, conv2 = pruned("16C3-AP2-32C3-AP2-128FC-10FC")
+    assert mode == "channels" and kernels_dead == 0 and conv2.synapse_survival is None
+
+
+def test_a_unit_worth_more_than_its_layers_share_dies_alone_only_early():
+    """8 neurons in the first hidden layer under a 10 % cap: one (16 + 32 synapses and a
+    bias, 49 of the network's 556 parameters) may die alone per epoch while exp(−epoch/η) ≥ ½
+    (η 2: epochs 0 and 1, factors 1 and 0.61; epoch 2: 0.37), then the layer keeps its six."""
+    torch.manual_seed(0)
+    net = build_network("8FC-32FC-4FC", (16,), 4, time_steps=2)
+    assert compression_of(net).dense == 556
+    cfg = DPAPConfig(epsilon=2.0, max_death_share=0.1, fc=LayerTypeConfig(beta=0.01, eta=2.0))
+    pruner = make_pruner(net, "dpap", cfg)
+    net.train()
+    alive = []
+    for epoch in range(6):
+        net(torch.rand(32, 16) * 3)
+        pruner.end_epoch(epoch)
+        alive.append(int(pruner.unit_mask(0).sum()))
+    assert alive == [7, 6, 6, 6, 6, 6], alive

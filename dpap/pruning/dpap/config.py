@@ -60,6 +60,14 @@ class DPAPConfig(Settings):
     """Pruning decisions stop after this share of a run's epochs (the survival functions
     are no longer updated, nothing dies), so the last epochs only train the pruned network;
     1 = decide after every epoch (the paper). None = the protocol's."""
+    conv_mode: Optional[Literal["channels", "kernels", "auto"]] = None
+    """How conv layers are pruned. ``channels`` (the paper): a whole output channel at a
+    time. ``kernels``: channels (with the ``conv`` knobs) and, as synapses, kernels (one
+    input channel to one output channel, decided by that channel pair's BCM, Eq. 7, 10, 12,
+    with the ``fc`` knobs, as FC synapses are); not in the paper. ``auto``: ``kernels`` in
+    a network whose conv layers hold more than half of its parameters, where channels alone
+    cannot compress it, else ``channels``. None = the protocol's (gradual: auto; paper,
+    reference: channels)."""
     prune_output: Flag = False
     """Also prune synapses of the output layer (its neurons are never pruned)."""
     conv: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
@@ -90,6 +98,14 @@ class DPAPConfig(Settings):
 
     def resolved_max_death_share(self) -> float:
         return self._protocol("max_death_share")
+
+    def resolved_conv_mode(self, conv_share: float) -> str:
+        """``channels`` or ``kernels`` for a network whose conv layers hold ``conv_share`` of
+        its parameters (:attr:`conv_mode`)."""
+        mode = self._protocol("conv_mode")
+        if mode == "auto":
+            return "kernels" if conv_share > 0.5 else "channels"
+        return mode
 
     def resolved_end_fraction(self) -> float:
         return self._protocol("end_fraction")
@@ -128,6 +144,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "bounded": True,
         "max_death_share": 0.1,
         "end_fraction": 1.0,
+        "conv_mode": "auto",
     },
     # The paper gives C (5 conv, 2 FC) and γ; β, ε and η are its free knobs.
     "paper": {
@@ -138,6 +155,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "bounded": False,
         "max_death_share": 1.0,
         "end_fraction": 1.0,
+        "conv_mode": "channels",
     },
     # The authors' public code (METHOD.md §5).
     "reference": {
@@ -148,5 +166,6 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "bounded": False,
         "max_death_share": 1.0,
         "end_fraction": 1.0,
+        "conv_mode": "channels",
     },
 }

@@ -40,6 +40,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from dpap.pruning.mechanics import LayerInfo, Pruner
 
 
+LONE_DEATHS_UNTIL = 0.5
+"""Under a cap on deaths (``max_death_share`` < 1), a unit that alone exceeds its layer's
+share (a layer with fewer than 1/share units) may die only while the decay factor
+``exp(−epoch/η)`` of Eq. 16-17 is at least this (η 12: the first 9 epochs). Later, a loss
+that large comes too close to the end of training to recover from: an 8-channel first conv
+layer that lost a channel in the last epoch cost 19 points of test accuracy
+(docs/results/2026-12-06-conv-kernels.md). Not in the paper."""
+
 FLUSH_EVERY = 16
 """Batches whose synaptic importance (BCM, Eq. 7, or the Hebbian ablation) is summed in
 the network's float (float32) before it is added to the epoch's float64 sum, which spares
@@ -57,24 +65,29 @@ class LayerState:
     waits in the network's float until :data:`FLUSH_EVERY` batches or until anything reads
     ``importance``."""
 
-    def __init__(self, layer: "LayerInfo", cfg: DPAPConfig, device):
+    def __init__(self, layer: "LayerInfo", cfg: DPAPConfig, device, conv_mode: str = "channels"):
         self.index = layer.index
         self.layer_type = layer.layer_type
         self.units = layer.units
         self.pre_units = layer.pre_units
+        kernels = layer.layer_type == "conv" and conv_mode == "kernels"
         self.knobs = cfg.resolved(layer.layer_type)
+        """Survival knobs of the units (neurons, channels) ..."""
+        self.synapse_knobs = cfg.resolved("fc") if kernels else self.knobs
+        """... and of the synapses (a conv layer's kernels: the FC synapses' knobs)."""
         self.theta = SlidingThreshold(layer.units, device)
         self._importance = torch.zeros(layer.units, layer.pre_units, device=device, dtype=torch.float64)
         self.post_sum = torch.zeros(layer.units, device=device, dtype=torch.float64)
         self._recent: Optional[Tensor] = None
         self._recent_batches = 0
-        # conv layers are pruned a channel at a time; FC layers lose synapses and neurons;
-        # the output layer never loses neurons and loses synapses only if asked.
+        # conv layers are pruned a channel at a time (and by kernels under conv_mode
+        # kernels); FC layers lose synapses and neurons; the output layer never loses
+        # neurons and loses synapses only if asked.
         self.prune_units = not layer.is_output
-        self.prune_synapses = layer.layer_type == "fc" and (not layer.is_output or cfg.prune_output)
+        self.prune_synapses = (layer.layer_type == "fc" or kernels) and (not layer.is_output or cfg.prune_output)
         self.unit_survival = SurvivalFunction((layer.units,), self.knobs.beta, device, track_alive=False)
         self.synapse_survival = (
-            SurvivalFunction((layer.units, layer.pre_units), self.knobs.beta, device, track_alive=False) if self.prune_synapses else None
+            SurvivalFunction((layer.units, layer.pre_units), self.synapse_knobs.beta, device, track_alive=False) if self.prune_synapses else None
         )
 
     @property
@@ -156,6 +169,7 @@ class DPAPMethod(PruningMethod):
         self.reference = cfg.protocol == "reference"
         self.gradual = cfg.protocol == "gradual"
         self.layers: list[LayerState] = []
+        self.conv_mode = "channels"
         self.kind = "snn"
         self._prev_pop: Optional[Tensor] = None  # the previous block's population activity [T, N, units]
         self._prev_trace: Optional[Tensor] = None  # ... and its trace (before pooling)
@@ -164,7 +178,11 @@ class DPAPMethod(PruningMethod):
 
     def attach(self, pruner: "Pruner") -> None:
         self.kind = pruner.net.kind
-        self.layers = [LayerState(layer, self.cfg, pruner.device) for layer in pruner.layers]
+        counts = compression_of(pruner.net).layers
+        conv_share = sum(c.dense for c in counts if c.layer_type == "conv") / max(1, sum(c.dense for c in counts))
+        self.conv_mode = self.cfg.resolved_conv_mode(conv_share)
+        """``channels`` or ``kernels``: how this network's conv layers are pruned (``conv_mode``)."""
+        self.layers = [LayerState(layer, self.cfg, pruner.device, self.conv_mode) for layer in pruner.layers]
 
     def to(self, device) -> None:
         for layer in self.layers:
@@ -313,10 +331,14 @@ class DPAPMethod(PruningMethod):
         budgets = [int(share * int(b.sum())) if share < 1.0 else None for b in before]
         self._retained_at_start = compression_of(pruner.net, pruner).retained if share < 1.0 else 0
         for layer in self.layers:
-            i, k = layer.index, layer.knobs
-            ceiling = k.beta if ceiling_on else None
-            factor = decay_factor(epoch, k.eta, start, step=self.reference)
-            knobs = dict(epsilon=k.epsilon, protect=k.protect, gamma=cfg.gamma, factor=factor, ceiling=ceiling)
+            i = layer.index
+
+            def knobs_of(k):
+                ceiling = k.beta if ceiling_on else None
+                factor = decay_factor(epoch, k.eta, start, step=self.reference)
+                return dict(epsilon=k.epsilon, protect=k.protect, gamma=cfg.gamma, factor=factor, ceiling=ceiling)
+
+            knobs = knobs_of(layer.knobs)
             if layer.prune_units:
                 if self.reference:
                     spine = dendritic_spine_reference(layer.post_sum, layer.importance)
@@ -330,14 +352,20 @@ class DPAPMethod(PruningMethod):
                 sf = layer.unit_survival
                 live = sf.update(spine, normalization=unit_norm, eligible=pruner.units[i], **knobs)
                 if live is not None:
-                    most = None if share >= 1.0 else max(1, int(share * int(live.sum())))
-                    pruner.kill_units(i, cap_deaths(sf.values, sf.candidates(live), most, **self._unit_cost(pruner, i, before, budgets, share)))
+                    # a unit worth more than the layer's share dies alone only early (the
+                    # decay of Eq. 16-17 still ≥ ½), when the network has time to recover
+                    alone = knobs["factor"] >= LONE_DEATHS_UNTIL
+                    most = None if share >= 1.0 else max(int(alone), int(share * int(live.sum())))
+                    cost = self._unit_cost(pruner, i, before, budgets, share)
+                    if cost:
+                        cost["at_least_one"] = cost["at_least_one"] and alone
+                    pruner.kill_units(i, cap_deaths(sf.values, sf.candidates(live), most, **cost))
             if layer.synapse_survival is not None:
                 # a synapse competes while it, its post-synaptic unit and its pre-synaptic
                 # unit live (this epoch's unit deaths included)
                 eligible = pruner.synapse_mask(i)
                 sf = layer.synapse_survival
-                live = sf.update(layer.importance, normalization=norm, eligible=eligible, **knobs)
+                live = sf.update(layer.importance, normalization=norm, eligible=eligible, **knobs_of(layer.synapse_knobs))
                 if live is not None:
                     most = None if budgets[i] is None else max(0, budgets[i] - (int(before[i].sum()) - int(eligible.sum())))
                     pruner.kill_synapses(i, cap_deaths(sf.values, sf.candidates(live), most))
@@ -362,16 +390,15 @@ class DPAPMethod(PruningMethod):
         if not epochs_left:
             return False
         start = self.cfg.resolved_start_epoch()
+        keep = self.cfg.gamma ** len(epochs_left)
         for layer in self.layers:
-            k = layer.knobs
-            drop = k.epsilon * sum(decay_factor(e, k.eta, start, step=self.reference) for e in epochs_left)
-            keep = self.cfg.gamma ** len(epochs_left)
             functions = []
             if layer.prune_units:
-                functions.append((layer.unit_survival, pruner.units[layer.index]))
+                functions.append((layer.unit_survival, pruner.units[layer.index], layer.knobs))
             if layer.synapse_survival is not None:
-                functions.append((layer.synapse_survival, pruner.synapse_mask(layer.index)))
-            for sf, alive in functions:
+                functions.append((layer.synapse_survival, pruner.synapse_mask(layer.index), layer.synapse_knobs))
+            for sf, alive, k in functions:
+                drop = k.epsilon * sum(decay_factor(e, k.eta, start, step=self.reference) for e in epochs_left)
                 vals = sf.values[alive]
                 if vals.numel() and float(vals.min()) * keep - drop < 1e-9:
                     return True
