@@ -189,7 +189,7 @@ def figures(history) -> dict:
 
 EPOCHS = 30
 """Epochs of the plain loop: DPAP's defaults, with no run length given to ``attach``, prune
-these nets to 45-55 % in 30 epochs (docs/results/2026-12-06-default-eps1.1.md)."""
+these nets to 52-55 % in 30 epochs (docs/results/2026-12-06-conv-kernels.md)."""
 
 
 def tail(history, n=3) -> float:

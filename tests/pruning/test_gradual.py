@@ -301,20 +301,3 @@ def test_conv_mode_auto_prunes_kernels_only_where_conv_layers_hold_most_paramete
     mode, kernels_dead, conv2 = pruned("16C3-AP2-32C3-AP2-128FC-10FC")
     assert mode == "channels" and kernels_dead == 0 and conv2.synapse_survival is None
 
-
-def test_a_unit_worth_more_than_its_layers_share_dies_alone_only_early():
-    """8 neurons in the first hidden layer under a 10 % cap: one (16 + 32 synapses and a
-    bias, 49 of the network's 556 parameters) may die alone per epoch while exp(−epoch/η) ≥ ½
-    (η 2: epochs 0 and 1, factors 1 and 0.61; epoch 2: 0.37), then the layer keeps its six."""
-    torch.manual_seed(0)
-    net = build_network("8FC-32FC-4FC", (16,), 4, time_steps=2)
-    assert compression_of(net).dense == 556
-    cfg = DPAPConfig(epsilon=2.0, max_death_share=0.1, fc=LayerTypeConfig(beta=0.01, eta=2.0))
-    pruner = make_pruner(net, "dpap", cfg)
-    net.train()
-    alive = []
-    for epoch in range(6):
-        net(torch.rand(32, 16) * 3)
-        pruner.end_epoch(epoch)
-        alive.append(int(pruner.unit_mask(0).sum()))
-    assert alive == [7, 6, 6, 6, 6, 6], alive

@@ -40,14 +40,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from dpap.pruning.mechanics import LayerInfo, Pruner
 
 
-LONE_DEATHS_UNTIL = 0.5
-"""Under a cap on deaths (``max_death_share`` < 1), a unit that alone exceeds its layer's
-share (a layer with fewer than 1/share units) may die only while the decay factor
-``exp(−epoch/η)`` of Eq. 16-17 is at least this (η 12: the first 9 epochs). Later, a loss
-that large comes too close to the end of training to recover from: an 8-channel first conv
-layer that lost a channel in the last epoch cost 19 points of test accuracy
-(docs/results/2026-12-06-conv-kernels.md). Not in the paper."""
-
 FLUSH_EVERY = 16
 """Batches whose synaptic importance (BCM, Eq. 7, or the Hebbian ablation) is summed in
 the network's float (float32) before it is added to the epoch's float64 sum, which spares
@@ -352,14 +344,8 @@ class DPAPMethod(PruningMethod):
                 sf = layer.unit_survival
                 live = sf.update(spine, normalization=unit_norm, eligible=pruner.units[i], **knobs)
                 if live is not None:
-                    # a unit worth more than the layer's share dies alone only early (the
-                    # decay of Eq. 16-17 still ≥ ½), when the network has time to recover
-                    alone = knobs["factor"] >= LONE_DEATHS_UNTIL
-                    most = None if share >= 1.0 else max(int(alone), int(share * int(live.sum())))
-                    cost = self._unit_cost(pruner, i, before, budgets, share)
-                    if cost:
-                        cost["at_least_one"] = cost["at_least_one"] and alone
-                    pruner.kill_units(i, cap_deaths(sf.values, sf.candidates(live), most, **cost))
+                    most = None if share >= 1.0 else max(1, int(share * int(live.sum())))
+                    pruner.kill_units(i, cap_deaths(sf.values, sf.candidates(live), most, **self._unit_cost(pruner, i, before, budgets, share)))
             if layer.synapse_survival is not None:
                 # a synapse competes while it, its post-synaptic unit and its pre-synaptic
                 # unit live (this epoch's unit deaths included)
