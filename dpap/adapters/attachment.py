@@ -234,7 +234,10 @@ class AttachedPruner:
             pass
 
     def __repr__(self) -> str:
-        return f"AttachedPruner({self._method.name}, layers={self.layers}, epoch={self.epoch})"
+        mode = getattr(self._method, "conv_mode", None)  # DPAP: how its conv layers are pruned
+        has_conv = self.ready and any(getattr(b, "layer_type", None) == "conv" for b in self.blocks)
+        extra = f", conv_mode={mode}" if mode is not None and has_conv else ""
+        return f"AttachedPruner({self._method.name}, layers={self.layers}{extra}, epoch={self.epoch})"
 
 
 def attach(model: nn.Module, method: str = "dpap", *, settings: Any = None, epochs: Optional[int] = None,

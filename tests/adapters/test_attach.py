@@ -210,6 +210,22 @@ class _Untraceable(nn.Module):
         return torch.stack([self.inner(x[t:t + 1]) for t in range(x.shape[0])])
 
 
+def test_dpap_prunes_kernels_of_conv_heavy_models_and_says_so(digits):
+    """conv_mode auto: TutorialNet(16, 64)'s conv layers hold 79 % of its parameters, so
+    they lose kernels as synapses; an FC model has no conv layer to speak of."""
+    conv = dpap.attach(TutorialNet(channels=(16, 64)), method="dpap", epsilon=2.0, conv={"beta": 0.01}, fc={"beta": 0.01})
+    assert "conv_mode=kernels" in repr(conv)
+    x = digits[0].x[:32]
+    conv.model(x)
+    conv.end_epoch()
+    masks = conv.masks()
+    both_alive = masks["conv2"]["units"][:, None] & masks["conv1"]["units"][None, :]
+    assert bool((both_alive & ~masks["conv2"]["synapses"]).any())  # kernels died between living channels
+    assert "conv_mode" not in repr(dpap.attach(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), snn.Leaky(beta=0.9, init_hidden=True),
+                                                             nn.Linear(32, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True)), method="dpap"))
+    assert "conv_mode=channels" in repr(dpap.attach(TutorialNet(channels=(16, 64)), method="dpap", conv_mode="channels"))
+
+
 def test_an_unknown_neuron_after_a_layer_is_one_line_naming_it_and_the_fix():
     net = nn.Sequential(nn.Linear(64, 20), MyLIF(), nn.Linear(20, 10), snn.Leaky(beta=0.5, init_hidden=True))
     with pytest.raises(AttachError, match=r"layer '0' feeds '1' \(MyLIF\).*neurons=\(MyLIF,\).*ignore=\['0'\]") as e:
