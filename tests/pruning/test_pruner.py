@@ -54,7 +54,7 @@ def test_importance_summed_in_float32_stays_within_1e6_of_float64():
     float64 epoch sum: over 40 batches (two flushes and a remainder, read mid-way too) the
     accumulator equals the float64 sum of the per-batch products within 1e-6, and the
     batches since the last flush are never lost to a reader or a checkpoint."""
-    from dpap.pruning.dpap.method import FLUSH_EVERY
+    from dpap.pruning.dpap.state import FLUSH_EVERY
 
     torch.manual_seed(0)
     net = build_network("30FC-20FC-5FC", (12,), 5, time_steps=4)

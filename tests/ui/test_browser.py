@@ -33,7 +33,7 @@ PARAMS = """\
 data: {{name: digits, processed_dir: {processed}}}
 model: {{arch: 8C3-AP2-32FC-10FC, time_steps: 2}}
 train: {{epochs: {epochs}, batch_size: 100, threads: 1, lr: 0.01}}
-pruning: {{dpap: {{epsilon: 1.4, fc: {{beta: 1.0, eta: 10.0}}, conv: {{beta: 1.0}}}}}}
+pruning: {{dpap: {{epsilon: 1.4, max_death_share: 0.2, fc: {{beta: 1.0, eta: 10.0}}, conv: {{beta: 1.0}}}}}}
 search:
   target: 0.3
   tolerance: 0.1
