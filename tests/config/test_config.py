@@ -41,6 +41,7 @@ def test_defaults_are_valid_and_protocols_fill_in_knobs():
         ({"pruning": {"dpap": {"max_death_share": 1.5}}}, "pruning.dpap.max_death_share", "(0, 1]"),
         ({"pruning": {"dpap": {"protocol": "gradul"}}}, "pruning.dpap.protocol", "'gradual'"),
         ({"pruning": {"dpap": {"bounded": "yes"}}}, "pruning.dpap.bounded", "true or false"),
+        ({"pruning": {"dpap": {"conv_mode": "kernel"}}}, "pruning.dpap.conv_mode", "'kernels'"),
         ({"search": {"control": "pruning.dpap.fc.beta", "ranges": {"pruning.dpap.epsilon": {"low": 0.5, "high": 1}}}}, "search.control", "one of the knobs"),
         ({"search": {"ranges": {"gamma": {"low": 0.5, "high": 1}}}}, "search.ranges.gamma", "unknown knob"),
     ],
