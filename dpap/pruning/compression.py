@@ -84,6 +84,12 @@ def live_synapses(
     return out
 
 
+def unit_extras(block) -> int:
+    """Parameters a unit of ``block`` holds besides its synapses: its bias and its
+    BatchNorm's affine pair."""
+    return (block.synapse.bias is not None) + (2 if block.norm is not None and block.norm.affine else 0)
+
+
 def count_parameters(
     net: SpikingNetwork,
     unit_masks: Optional[list[Tensor]] = None,
@@ -101,7 +107,7 @@ def count_parameters(
         kernel = w[0, 0].numel()
         unit_alive = unit_masks[i].bool().cpu() if unit_masks is not None else torch.ones(units, dtype=torch.bool)
         live_syn = live[i]
-        extra_per_unit = (block.synapse.bias is not None) + (2 if block.norm is not None and block.norm.affine else 0)
+        extra_per_unit = unit_extras(block)
         dense = w.numel() + units * extra_per_unit
         retained = int(live_syn.sum()) * kernel + int(unit_alive.sum()) * extra_per_unit
         layers.append(LayerCount(i, block.layer_type, dense, retained, units, int(unit_alive.sum()), units * pre_units, int(live_syn.sum())))

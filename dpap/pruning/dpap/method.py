@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import Tensor
 
-from dpap.pruning.compression import compression_of
+from dpap.pruning.compression import compression_of, unit_extras
 from dpap.pruning.dpap.config import DPAPConfig
 from dpap.pruning.dpap.importance import (
     bcm_post,
@@ -178,9 +178,7 @@ class DPAPMethod(PruningMethod):
         # next layer's weights)
         untouched = all(l == budgets[j] for j, l in zip([index, *readers], left))
         kernels = [self._kernel(pruner, j) for j in [index, *readers]]
-        block = pruner.net.blocks[index]
-        own_extra = (block.synapse.bias is not None) + (2 if block.norm is not None and block.norm.affine else 0)
-        params = sum(c.double() * k for c, k in zip(cost, kernels)) + own_extra
+        params = sum(c.double() * k for c, k in zip(cost, kernels)) + unit_extras(pruner.net.blocks[index])
         report = compression_of(pruner.net, pruner)
         alone_budget = share * report.dense - (self._retained_at_start - report.retained)
         return {"cost": torch.stack(cost, 1), "budget": torch.tensor(left, dtype=torch.float64), "at_least_one": untouched,
