@@ -226,6 +226,17 @@ def test_dpap_prunes_kernels_of_conv_heavy_models_and_says_so(digits):
     assert "conv_mode=channels" in repr(dpap.attach(TutorialNet(channels=(16, 64)), method="dpap", conv_mode="channels"))
 
 
+def test_conv_channels_take_the_epsilon_of_their_mode():
+    """Channels that are a network's only conv pruning decay with ε 0.9; where kernels are
+    pruned too, with 1.1 (the gradual protocol's conv_kernels)."""
+    def conv_epsilons(pruner):
+        return [(s.knobs.epsilon, s.synapse_knobs.epsilon) for s in pruner._method.layers if s.layer_type == "conv"]
+
+    assert conv_epsilons(dpap.attach(TutorialNet(channels=(16, 64)), method="dpap")) == [(1.1, 1.1)] * 2
+    assert conv_epsilons(dpap.attach(TutorialNet(channels=(16, 64)), method="dpap", conv_mode="channels")) == [(0.9, 0.9)] * 2
+    assert conv_epsilons(dpap.attach(TutorialNet(channels=(16, 64)), method="dpap", conv_mode="channels", epsilon=1.2)) == [(1.2, 1.2)] * 2
+
+
 def test_an_unknown_neuron_after_a_layer_is_one_line_naming_it_and_the_fix():
     net = nn.Sequential(nn.Linear(64, 20), MyLIF(), nn.Linear(20, 10), snn.Leaky(beta=0.5, init_hidden=True))
     with pytest.raises(AttachError, match=r"layer '0' feeds '1' \(MyLIF\).*neurons=\(MyLIF,\).*ignore=\['0'\]") as e:

@@ -123,7 +123,13 @@ def test_a_unit_dies_alone_only_within_the_networks_share(share):
 def test_epsilon_is_the_one_knob_and_per_type_values_override_it():
     cfg = config_from_dict({"pruning": {"dpap": {"epsilon": 1.3, "conv": {"epsilon": 0.5}}}}).pruning.dpap
     assert cfg.resolved("fc").epsilon == 1.3 and cfg.resolved("conv").epsilon == 0.5
-    assert DPAPConfig().resolved("conv").epsilon == DPAPConfig().resolved("fc").epsilon == 1.1
+    assert DPAPConfig().resolved("fc").epsilon == 1.1
+    # conv channels: ε 0.9 where they are the conv layers' only pruning, 1.1 where kernels go too;
+    # the one knob and a per-type value override both
+    assert DPAPConfig().resolved("conv").epsilon == 0.9 and DPAPConfig().resolved("conv", "kernels").epsilon == 1.1
+    assert cfg.resolved("conv", "kernels").epsilon == 0.5
+    assert DPAPConfig(epsilon=1.3).resolved("conv").epsilon == DPAPConfig(epsilon=1.3).resolved("conv", "kernels").epsilon == 1.3
+    assert DPAPConfig(protocol="paper").resolved("conv", "kernels").epsilon == 0.4
     paper = DPAPConfig(protocol="paper")
     assert (paper.resolved_normalization(), paper.resolved_bounded(), paper.resolved_max_death_share()) == ("minmax", False, 1.0)
     gradual = DPAPConfig()
