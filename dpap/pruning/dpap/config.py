@@ -143,7 +143,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     # (docs/results/2026-12-06-default-eps1.1.md).
     "gradual": {
         # Channels of a network whose conv layers hold little of it (conv_mode channels) free
-        # few parameters and cost accuracy: ε 0.9 (digits, 8 seeds: −0.2 points at 69.5 %
+        # few parameters and cost accuracy: ε 0.9 (digits, 8 seeds: −0.2 points at 69.2 %
         # against −1.4 at 74 % with 1.1; docs/results/2026-12-06-conv-channel-epsilon.md).
         # Where kernels are pruned too, channels are where the compression is: ε 1.1.
         "conv": {"beta": 5.0, "epsilon": 0.9, "eta": 12.0, "protect": 5.0},
