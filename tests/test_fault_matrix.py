@@ -58,7 +58,8 @@ def test_every_row_is_complete():
         code = re.match(r"\d+", exit_status)
         assert code, f"row {number}: no exit status in {exit_status!r}"
         if code.group() not in ("0", "137"):  # an error (137: kill -9, nothing can speak): its line
-            assert re.search(r"`` error: [^\n]+ ``", seen), f"row {number}: no `` error: ... `` line in {seen!r}"
+            # a stage's or the CLI's line, or (the library's API, e.g. dpap.attach) the exception's
+            assert re.search(r"`` (error|[A-Z]\w*Error): [^\n]+ ``", seen), f"row {number}: no `` error: ... `` (or `` SomeError: ... ``) line in {seen!r}"
         assert len(NODE.findall(test)) == 1, f"row {number}: name one test as `tests/<file>.py::<test>`, not {test!r}"
 
 

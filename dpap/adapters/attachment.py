@@ -34,6 +34,7 @@ from dpap.adapters.masks import MaskKeeper, weak_hook
 from dpap.adapters.neurons import reset_states
 from dpap.adapters.trace import trace_fx, trace_run
 from dpap.adapters.view import ModelView, Observer
+from dpap.errors import ConfigError
 from dpap.pruning.compression import CompressionReport, count_parameters
 from dpap.pruning.mechanics import LayerReport, Pruner
 from dpap.pruning.registry import make_method, method_spec
@@ -88,7 +89,10 @@ class AttachedPruner:
         self.layers: list[str] = []
         self.dense: list[str] = []
         self.blocks: list = []
-        self._method = make_method(method, settings, epochs)
+        try:
+            self._method = make_method(method, settings, epochs)
+        except ConfigError as e:  # a setting the run's length decides (end_fraction): name it as attach's
+            raise AttachError(f"attach: {method}.{e}") from None
         self.keeper: Optional[MaskKeeper] = None
         self._handles: list = []
         self._tracing = False

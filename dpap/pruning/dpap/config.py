@@ -6,6 +6,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
+from dpap.errors import ConfigError
 from dpap.schema import Flag, Integer, Number, Settings
 
 PositiveOrNone = Optional[Number("a number > 0", gt=0)]
@@ -119,8 +120,11 @@ class DPAPConfig(Settings):
         """The last epoch (from 0) whose end still decides in a run of ``epochs`` epochs
         (:attr:`end_fraction`); None = every epoch (or an open-ended run)."""
         fraction = self.resolved_end_fraction()
-        if epochs is None or fraction >= 1.0:
+        if fraction >= 1.0:
             return None
+        if epochs is None:
+            raise ConfigError(f"end_fraction: {fraction} stops the decisions at a share of the run, whose length is not known; "
+                              "give it (dpap.attach(..., epochs=30), make_pruner(..., epochs=30)) or leave end_fraction at 1")
         return max(0, round(fraction * epochs) - 1)
 
     def knob(self, name: str) -> float:
