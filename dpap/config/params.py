@@ -60,6 +60,11 @@ def check_across_groups(cfg: Config) -> None:
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: got {dev!r}, expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     check_model_source(cfg.model)
+    restart = cfg.train.restart_epoch
+    if restart is not None and cfg.train.schedule != "cosine":
+        raise ConfigError(f"train.restart_epoch: restarts a cosine schedule, but train.schedule is {cfg.train.schedule!r}; set it to 'cosine' or restart_epoch to null")
+    if restart is not None and restart >= cfg.train.epochs:
+        raise ConfigError(f"train.restart_epoch: got {restart}, expected an epoch from 1 to train.epochs - 1 = {cfg.train.epochs - 1}, or null")
     if cfg.model.kind == "dnn" and cfg.model.encoding == "poisson":
         raise ConfigError("model.encoding: 'poisson' needs model.kind 'snn'; a DNN takes 'direct'")
     if cfg.pruning.dpap.importance == "stdp" and cfg.model.kind == "dnn":

@@ -31,7 +31,7 @@ import torch
 
 from dpap.snn.networks import SpikingNetwork
 from dpap.compaction.network import CompactionError, compact_pruned
-from dpap.training.setup import make_optimizer, make_run_pruner, make_scheduler
+from dpap.training.setup import continue_scheduler, make_optimizer, make_run_pruner
 from dpap.compaction.state import Frame, map_optimizer_state
 
 # A run is a :class:`~dpap.training.loop.TrainingRun` (written "TrainingRun" below); the loop
@@ -131,9 +131,7 @@ def compacted_epoch(run: "TrainingRun", share: float) -> Iterator[bool]:
     small.train(dense.training)
     optimizer = make_optimizer(cfg, small.parameters())
     optimizer.load_state_dict(map_optimizer_state(dense_optimizer.state_dict(), dense, small, frame, optimizer.state_dict(), "cut"))
-    scheduler = make_scheduler(cfg, optimizer)
-    if scheduler is not None and dense_scheduler is not None:
-        scheduler.load_state_dict(dense_scheduler.state_dict())
+    scheduler = continue_scheduler(cfg, optimizer, dense_scheduler.state_dict() if dense_scheduler is not None else None)
     dense_pruner.detach()
     pruner = make_run_pruner(small, cfg)
     state = pruner.state_dict()

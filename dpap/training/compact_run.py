@@ -32,7 +32,7 @@ from dpap.pruning.compression import CompressionReport, compression_of, count_pa
 from dpap.snn.networks import SpikingNetwork, build_network
 from dpap.training.compact_epoch import lost_share, mode
 from dpap.compaction.network import CompactionError, compact_pruned, expand
-from dpap.training.setup import make_network, make_optimizer, make_run_pruner, make_scheduler
+from dpap.training.setup import continue_scheduler, make_network, make_optimizer, make_run_pruner, make_scheduler
 from dpap.compaction.state import Frame, map_optimizer_state, map_pruner_state
 
 # A run is a :class:`~dpap.training.loop.TrainingRun` (written "TrainingRun" below); the loop
@@ -68,9 +68,7 @@ def _swap(run: "TrainingRun", net: SpikingNetwork, frame: Frame, direction: str)
     source = run.net
     optimizer = make_optimizer(run.cfg, net.parameters())
     optimizer.load_state_dict(map_optimizer_state(run.optimizer.state_dict(), source, net, frame, optimizer.state_dict(), direction))
-    scheduler = make_scheduler(run.cfg, optimizer)
-    if scheduler is not None and run.scheduler is not None:
-        scheduler.load_state_dict(run.scheduler.state_dict())
+    scheduler = continue_scheduler(run.cfg, optimizer, run.scheduler.state_dict() if run.scheduler is not None else None)
     pruner = None
     if run.pruner is not None:
         pruner = make_run_pruner(net, run.cfg)

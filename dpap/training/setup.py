@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
+from functools import partial
 from typing import Optional, Sequence
 
 import torch
@@ -42,13 +44,37 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
+def restarted_cosine(epoch: int, restart: int, epochs: int, share: float) -> float:
+    """The learning rate of ``epoch``, a share of ``train.lr``: a cosine from 1 that would
+    reach 0 at ``restart``, then one from ``share`` that reaches 0 at ``epochs``
+    (``train.restart_epoch``)."""
+    if epoch < restart:
+        return 0.5 * (1 + math.cos(math.pi * epoch / restart))
+    return share * 0.5 * (1 + math.cos(math.pi * (epoch - restart) / (epochs - restart)))
+
+
 def make_scheduler(cfg: Config, opt: torch.optim.Optimizer):
     t = cfg.train
+    if t.schedule == "cosine" and t.restart_epoch is not None:
+        return torch.optim.lr_scheduler.LambdaLR(opt, partial(restarted_cosine, restart=t.restart_epoch, epochs=t.epochs, share=t.restart_lr))
     if t.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
     if t.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_size, gamma=0.1)
     return None
+
+
+def continue_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, state: Optional[dict]):
+    """A schedule for ``optimizer`` (a new one, its state just loaded) that goes on from
+    ``state`` (another schedule's ``state_dict()``; None: a fresh one). Building a schedule
+    resets the optimizer's learning rates to its first epoch's; they are set back to where
+    ``state`` left them (a restarted cosine would otherwise train one epoch at ``lr``)."""
+    scheduler = make_scheduler(cfg, optimizer)
+    if scheduler is not None and state is not None:
+        scheduler.load_state_dict(state)
+        for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr
+    return scheduler
 
 
 def fingerprint(cfg: Config, data_hash: str = "") -> str:
@@ -63,6 +89,9 @@ def fingerprint(cfg: Config, data_hash: str = "") -> str:
     for key in ("factory", "nir"):  # unset: the fingerprints of runs from before these keys stay
         if d["model"].get(key) is None:
             d["model"].pop(key, None)
+    if d["train"].get("restart_epoch") is None:  # no restart: the fingerprints of runs from before these keys stay
+        d["train"].pop("restart_epoch", None)
+        d["train"].pop("restart_lr", None)
     if cfg.model.own_network is not None:  # the user's code or graph, not only its name
         d["model"]["source_digest"] = source_digest(cfg)
     return hashlib.sha256((json.dumps(d, sort_keys=True) + data_hash).encode()).hexdigest()[:16]

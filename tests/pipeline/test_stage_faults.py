@@ -58,6 +58,12 @@ def test_out_of_range_value(work):
     assert error_line(work, TRAIN) == "error: params.yaml: pruning.dpap.gamma: got 1.5, expected a number in (0, 1]"
 
 
+def test_restart_epoch_past_the_run(work):
+    set_params(work, train__epochs=30, train__restart_epoch=30)
+    line = error_line(work, TRAIN)
+    assert line == "error: params.yaml: train.restart_epoch: got 30, expected an epoch from 1 to train.epochs - 1 = 29, or null"
+
+
 def test_unknown_data_set(work):
     set_params(work, data__name="mnistt")
     line = error_line(work, ["pipeline/download.py"])

@@ -88,6 +88,20 @@ def test_compacting_while_training_ends_as_an_uncompacted_run(digits, one_thread
     assert compact(model.net, model.unit_masks, model.synapse_masks).parameters_retained() == history[-1].params_retained
 
 
+def test_the_learning_rate_goes_on_through_a_compaction(digits, one_thread):
+    """A compaction builds a new optimizer and schedule; the epoch after it trains at the
+    schedule's rate, not at train.lr (the restarted cosine, train.restart_epoch)."""
+    train, test = digits
+    cfg = _cfg(epochs=6)
+    cfg.train.restart_epoch, cfg.train.restart_lr = 4, 0.5
+    archs = []
+    run = TrainingRun(cfg, train, test, (1, 8, 8), 10, progress=False, callbacks=[CompactWhenShrunk(0.2), lambda r, m: archs.append(r.net.arch)])
+    history = run.run()
+    assert len(set(archs)) >= 2  # compacted at least once before the last epoch
+    lr = cfg.train.lr  # epochs 0-3: (1 + cos(pi e / 4)) / 2; epochs 4-5: 0.5 (1 + cos(pi (e - 4) / 2)) / 2
+    assert [m.lr for m in history] == pytest.approx([lr, lr * 0.8535534, lr * 0.5, lr * 0.1464466, lr * 0.5, lr * 0.25], rel=1e-6)
+
+
 def test_optimizer_moments_and_pruner_state_follow_the_units(digits, one_thread):
     train, test = digits
     cfg = Config()  # the default prunes nothing in its first epochs: only the units killed here die
