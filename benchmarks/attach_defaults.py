@@ -27,6 +27,7 @@ tutorial 5's network and ``fc128`` chose nothing.
 ``--method`` and ``--set`` (keywords for ``attach``, values read as YAML: ``--set epsilon=1.0
 --set 'fc={beta: 6}'``, for GMP ``--method gmp --set target=0.6 --set epochs=30``) try
 other settings on the same networks; without them the call is exactly the default one.
+A setting that needs the run's length (``--set end_fraction=0.8``; GMP) needs ``--set epochs=30`` too.
 
 Per network and seed: compression, test accuracy (last epoch and mean of the last three)
 against the unpruned run's, the first epoch that pruned and the largest jump. Last line:

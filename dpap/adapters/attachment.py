@@ -252,7 +252,8 @@ def attach(model: nn.Module, method: str = "dpap", *, settings: Any = None, epoc
 
     ``settings``: the method's config model (``DPAPConfig(...)``); keywords override its
     fields (``epsilon=1.2``). ``epochs``: the run's length, for methods that schedule by it
-    (None: open-ended). ``example_input``: one batch as the model takes it (a tuple for
+    (None: a run of unknown length, which DPAP's ``end_fraction`` below 1 and GMP's ``end_epoch``
+    null need to know: an :class:`AttachError` says so). ``example_input``: one batch as the model takes it (a tuple for
     several arguments): the layers are then found from one forward pass on it; without it
     ``torch.fx`` finds them, and where fx cannot trace the forward (a loop over
     ``x.shape[0]``, ...) the model's first call does (``pruner.ready`` tells; errors about

@@ -51,6 +51,18 @@ def search_knob_error(key: str) -> Optional[str]:
     return None
 
 
+def check_restart(restart: Optional[int], schedule: str, epochs: int) -> None:
+    """``train.restart_epoch`` restarts a cosine schedule inside the run."""
+    if restart is None:
+        return
+    if schedule != "cosine":
+        raise ConfigError(f"train.restart_epoch: restarts a cosine schedule, but train.schedule is {schedule!r}; "
+                          "set train.schedule to 'cosine' or train.restart_epoch to null")
+    if restart >= epochs:
+        within = f"an epoch from 1 to train.epochs - 1 = {epochs - 1}, or null" if epochs > 1 else "null (a run of 1 epoch has no epoch to restart at)"
+        raise ConfigError(f"train.restart_epoch: got {restart}, expected {within}")
+
+
 def check_across_groups(cfg: Config) -> None:
     """The rules a single field's type cannot say (one-line :class:`ConfigError`, key first)."""
     for name, checksum in cfg.data.checksums.items():
@@ -60,11 +72,10 @@ def check_across_groups(cfg: Config) -> None:
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
         raise ConfigError(f"train.device: got {dev!r}, expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     check_model_source(cfg.model)
-    restart = cfg.train.restart_epoch
-    if restart is not None and cfg.train.schedule != "cosine":
-        raise ConfigError(f"train.restart_epoch: restarts a cosine schedule, but train.schedule is {cfg.train.schedule!r}; set it to 'cosine' or restart_epoch to null")
-    if restart is not None and restart >= cfg.train.epochs:
-        raise ConfigError(f"train.restart_epoch: got {restart}, expected an epoch from 1 to train.epochs - 1 = {cfg.train.epochs - 1}, or null")
+    check_restart(cfg.train.restart_epoch, cfg.train.schedule, cfg.train.epochs)
+    if cfg.train.restart_epoch is not None and cfg.search.epochs is not None and cfg.train.restart_epoch >= cfg.search.epochs:
+        raise ConfigError(f"search.epochs: got {cfg.search.epochs}, but train.restart_epoch {cfg.train.restart_epoch} restarts the "
+                          "schedule after that: a trial would never reach it; give the trials more epochs or set train.restart_epoch to null")
     if cfg.model.kind == "dnn" and cfg.model.encoding == "poisson":
         raise ConfigError("model.encoding: 'poisson' needs model.kind 'snn'; a DNN takes 'direct'")
     if cfg.pruning.dpap.importance == "stdp" and cfg.model.kind == "dnn":

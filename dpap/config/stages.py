@@ -100,12 +100,13 @@ class TrainConfig(Settings):
     schedule: Literal["none", "cosine", "step"] = "cosine"
     step_size: Integer("an integer >= 1", ge=1) = 30
     """Epochs between learning-rate drops (×0.1) for ``schedule: step``."""
-    restart_epoch: Optional[Integer("an integer >= 1", ge=1)] = None
-    """``schedule: cosine`` only: at this epoch (from 0) the cosine restarts from
-    ``restart_lr`` × ``lr`` and anneals to 0 by the last epoch (SGDR, Loshchilov & Hutter
-    2017, one restart), so that epochs after the last pruning decision
-    (``pruning.dpap.end_fraction``) train the pruned network at a rate it can still
-    recover with. None: one cosine over the run."""
+    restart_epoch: Optional[Integer("an integer >= 1 or null", ge=1)] = None
+    """``schedule: cosine`` only: the first cosine anneals over epochs 0 to this one, where
+    a second starts from ``restart_lr`` × ``lr`` and anneals towards 0 at the end of the run
+    (SGDR, Loshchilov & Hutter 2017, with one restart), so that epochs after the last
+    pruning decision train the pruned network at a rate it can still recover with. The first
+    epoch without decisions under ``pruning.dpap.end_fraction`` f is round(f · epochs)
+    (f 0.8 of 30: 24). None: one cosine over the run."""
     restart_lr: Number("a number in (0, 1]", gt=0, le=1) = 0.5
     """The restarted cosine's first learning rate, a share of ``lr``."""
     batch_size: Integer("an integer >= 1", ge=1) = 64

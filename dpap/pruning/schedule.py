@@ -77,8 +77,8 @@ class ScheduleConfig(Settings):
         if self.end_epoch is not None:
             return self.end_epoch
         if epochs is None:
-            raise ConfigError("end_epoch: null needs the run's number of epochs (end_fraction of it); give an end epoch "
-                              "for a run of open length")
+            raise ConfigError("end_epoch: null needs the run's number of epochs (end_fraction of it); set end_epoch, or pass "
+                              "epochs=<the run's length> (to dpap.attach or make_pruner)")
         return max(self.start_epoch, round(self.end_fraction * epochs) - 1)
 
     def knob(self, name: str) -> float:

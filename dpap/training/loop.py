@@ -290,7 +290,7 @@ class TrainingRun:
         if state.get("extra", {}).get(COMPACTION_KEY):  # compacted while training: its shapes first
             restore_compacted(self, state["extra"][COMPACTION_KEY])
         self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # after the schedule was built, which resets lr: the saved lr wins
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.pruner is not None and state["pruner"] is not None:

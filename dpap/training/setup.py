@@ -14,6 +14,7 @@ import torch
 from torch.utils import deterministic as det
 
 from dpap.config import Config, ConfigError
+from dpap.config.params import check_restart
 from dpap.pruning.mechanics import Pruner
 from dpap.pruning.registry import make_pruner
 from dpap.snn.networks import SpikingNetwork, build_network
@@ -46,8 +47,8 @@ def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 def restarted_cosine(epoch: int, restart: int, epochs: int, share: float) -> float:
     """The learning rate of ``epoch``, a share of ``train.lr``: a cosine from 1 that would
-    reach 0 at ``restart``, then one from ``share`` that reaches 0 at ``epochs``
-    (``train.restart_epoch``)."""
+    reach 0 at ``restart``, then one from ``share`` that would reach 0 at ``epochs`` (after
+    the run's last epoch, as the plain cosine does; ``train.restart_epoch``)."""
     if epoch < restart:
         return 0.5 * (1 + math.cos(math.pi * epoch / restart))
     return share * 0.5 * (1 + math.cos(math.pi * (epoch - restart) / (epochs - restart)))
@@ -55,6 +56,7 @@ def restarted_cosine(epoch: int, restart: int, epochs: int, share: float) -> flo
 
 def make_scheduler(cfg: Config, opt: torch.optim.Optimizer):
     t = cfg.train
+    check_restart(t.restart_epoch, t.schedule, t.epochs)  # again: a config edited in Python skips the cross-group check
     if t.schedule == "cosine" and t.restart_epoch is not None:
         return torch.optim.lr_scheduler.LambdaLR(opt, partial(restarted_cosine, restart=t.restart_epoch, epochs=t.epochs, share=t.restart_lr))
     if t.schedule == "cosine":

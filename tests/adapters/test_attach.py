@@ -240,10 +240,10 @@ def test_conv_channels_take_the_epsilon_of_their_mode():
 def test_a_setting_that_needs_the_runs_length_without_it_is_one_line():
     """end_fraction < 1 (DPAP) or end_epoch null (GMP) cannot be applied to a run of unknown
     length: an error naming the setting and epochs=, not a setting silently ignored."""
-    with pytest.raises(AttachError, match=r"^attach: dpap\.end_fraction: 0\.8 .*epochs=30") as e:
+    with pytest.raises(AttachError, match=r"^attach: dpap\.end_fraction: 0\.8 .*epochs=<the run's length>") as e:
         dpap.attach(TutorialNet(channels=(16, 64)), method="dpap", end_fraction=0.8)
     assert "\n" not in str(e.value)
-    with pytest.raises(AttachError, match=r"^attach: gmp\.end_epoch: null needs the run's number of epochs"):
+    with pytest.raises(AttachError, match=r"^attach: gmp\.end_epoch: null needs the run's number of epochs.*epochs=<the run's length>"):
         dpap.attach(TutorialNet(channels=(16, 64)), method="gmp")
     pruner = dpap.attach(TutorialNet(channels=(16, 64)), method="dpap", end_fraction=0.8, epochs=30)
     assert pruner._method.last_decision == 23  # round(0.8 * 30) - 1: the ends of epochs 0-23 decide

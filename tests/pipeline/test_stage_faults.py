@@ -59,9 +59,9 @@ def test_out_of_range_value(work):
 
 
 def test_restart_epoch_past_the_run(work):
-    set_params(work, train__epochs=30, train__restart_epoch=30)
+    set_params(work, train__epochs=3, train__restart_epoch=3)
     line = error_line(work, TRAIN)
-    assert line == "error: params.yaml: train.restart_epoch: got 30, expected an epoch from 1 to train.epochs - 1 = 29, or null"
+    assert line == "error: params.yaml: train.restart_epoch: got 3, expected an epoch from 1 to train.epochs - 1 = 2, or null"
 
 
 def test_unknown_data_set(work):

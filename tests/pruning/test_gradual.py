@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dpap.pruning.compression import compression_of, count_parameters, live_synapses
-from dpap.config import DPAPConfig, LayerTypeConfig, config_from_dict
+from dpap.config import ConfigError, DPAPConfig, LayerTypeConfig, config_from_dict
 from dpap.pruning.dpap.importance import bcm, spike_trace
 from dpap.snn.networks import build_network
 from dpap.snn.neurons import firing_rate_mse
@@ -158,7 +158,8 @@ def test_decisions_stop_at_end_fraction_and_the_net_keeps_training():
     assert DPAPConfig(end_fraction=0.5).last_decision_epoch(10) == 4
     assert DPAPConfig(end_fraction=0.55).last_decision_epoch(10) == 5  # round(5.5) = 6 epochs decide
     assert DPAPConfig().last_decision_epoch(10) is None  # gradual's default: every epoch
-    assert DPAPConfig(end_fraction=0.5).last_decision_epoch(None) is None  # an open-ended loop decides always
+    with pytest.raises(ConfigError, match=r"^end_fraction: 0\.5 .*epochs="):  # a loop of unknown length: said, not ignored
+        DPAPConfig(end_fraction=0.5).last_decision_epoch(None)
 
     def run(end_fraction):
         torch.manual_seed(0)

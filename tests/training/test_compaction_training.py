@@ -193,21 +193,23 @@ def test_a_method_that_regrows_is_not_compacted_while_training(digits):
     assert run.net.arch == "16C3-AP2-32C3-AP2-128FC-10FC" and KEY not in run.extra
 
 
-def _sdsnn(epochs=12, share=0.1, protocol="fixed"):
+def _sdsnn(epochs=12, share=0.1, protocol="fixed", restart=None):
     cfg = Config()
     cfg.pruning.method = "sdsnn"
     cfg.pruning.sdsnn.protocol = protocol
     cfg.pruning.sdsnn.fc_rate_gain = 1.3  # most FC neurons die early, and some of their sites regrow later
     cfg.train.epochs, cfg.train.threads, cfg.train.compact_share = epochs, 1, share
+    cfg.train.restart_epoch = restart  # a restarted cosine: building a schedule resets its rate (continue_scheduler)
     return cfg
 
 
 def test_a_method_that_regrows_trains_its_epochs_compact_and_ends_as_an_uncompacted_run(digits, one_thread):
     train, test = digits
-    plain = TrainingRun(_sdsnn(share=0.0), train, test, (1, 8, 8), 10, progress=False)
+    plain = TrainingRun(_sdsnn(share=0.0, restart=8), train, test, (1, 8, 8), 10, progress=False)
     plain.run()
-    run = TrainingRun(_sdsnn(), train, test, (1, 8, 8), 10, progress=False)
+    run = TrainingRun(_sdsnn(restart=8), train, test, (1, 8, 8), 10, progress=False)
     history = run.run()
+    assert [m.lr for m in history] == [m.lr for m in plain.history] and history[8].lr == pytest.approx(0.5 * plain.cfg.train.lr)
     widths = [[row["width"] for row in m.layers] for m in history]
     regrown = [sum(row["regenerated"] for row in m.layers) for m in history]
     # epochs trained with most of the FC neurons removed, then sites regrew into them ...

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dpap.config import Config, ConfigError
-from dpap.training.setup import fingerprint, make_scheduler
+from dpap.training.setup import continue_scheduler, fingerprint, make_scheduler
 
 
 def lrs(cfg: Config) -> list[float]:
@@ -33,37 +33,64 @@ def test_the_cosine_restarts_at_the_epoch_and_anneals_to_zero_by_the_end():
     assert plain[3] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 3 / 10)) / 2) and plain[6] < plain[5]
 
 
-def test_the_restarted_schedule_resumes_from_its_state_dict():
+def test_a_resumed_or_continued_schedule_trains_on_at_its_rate(tmp_path):
+    """A checkpoint resumed as the training loop resumes it (schedule built, then the
+    optimizer's and the schedule's states loaded), and a schedule continued on a new
+    optimizer (continue_scheduler, as a compaction does), give the next epoch the rate the
+    schedule left, not train.lr (building a LambdaLR resets it)."""
     cfg = Config.model_validate({"train": {"epochs": 10, "lr": 1e-3, "restart_epoch": 6}})
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     sched = make_scheduler(cfg, opt)
     for _ in range(7):
         opt.step()
         sched.step()
-    opt2 = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    opt2.load_state_dict(opt.state_dict())
-    sched2 = make_scheduler(cfg, opt2)
-    sched2.load_state_dict(sched.state_dict())
-    sched.step()
-    sched2.step()
-    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"]) == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 2 / 4)) / 2)
+    expected = 0.5e-3 * (1 + math.cos(math.pi * 1 / 4)) / 2  # epoch 7
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp_path / "ck.pt")
+    saved = torch.load(tmp_path / "ck.pt", weights_only=True)
+
+    resumed = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    resumed_sched = make_scheduler(cfg, resumed)
+    resumed.load_state_dict(saved["optimizer"])
+    resumed_sched.load_state_dict(saved["scheduler"])
+    continued = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    continued.load_state_dict(saved["optimizer"])
+    continued_sched = continue_scheduler(cfg, continued, saved["scheduler"])
+    for o in (resumed, continued):
+        assert o.param_groups[0]["lr"] == pytest.approx(expected)
+    for s in (sched, resumed_sched, continued_sched):
+        s.step()
+    assert resumed.param_groups[0]["lr"] == continued.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
 
 
 def test_no_restart_keeps_the_fingerprints_of_earlier_runs():
-    """Without a restart neither key enters a run's fingerprint (checkpoints of runs from
-    before the keys resume); with one, both do."""
+    """Without a restart neither key enters a run's fingerprint: the values are those of
+    the code before the keys existed, so checkpoints of earlier runs resume; with one,
+    both do."""
     plain = Config.model_validate({"train": {"epochs": 10}})
-    unused_share = Config.model_validate({"train": {"epochs": 10, "restart_lr": 0.3}})
-    assert fingerprint(unused_share) == fingerprint(plain)
+    assert fingerprint(Config()) == "e0274be9c4982eec"
+    assert fingerprint(Config.model_validate({"train": {"epochs": 7, "schedule": "step"}}), "abc") == "76e0861b4adb6e8f"
+    assert fingerprint(Config.model_validate({"train": {"epochs": 10, "restart_lr": 0.3}})) == fingerprint(plain)
     restart = Config.model_validate({"train": {"epochs": 10, "restart_epoch": 6}})
     assert len({fingerprint(plain), fingerprint(restart), fingerprint(Config.model_validate({"train": {"epochs": 10, "restart_epoch": 6, "restart_lr": 0.3}}))}) == 3
 
 
-@pytest.mark.parametrize("train,needle", [
-    ({"epochs": 10, "restart_epoch": 10}, "train.restart_epoch: got 10, expected an epoch from 1 to train.epochs - 1 = 9, or null"),
-    ({"epochs": 10, "restart_epoch": 5, "schedule": "step"}, "train.restart_epoch: restarts a cosine schedule, but train.schedule is 'step'"),
-], ids=["past the run", "not cosine"])
-def test_a_restart_the_schedule_cannot_make_is_one_line(train, needle):
-    with pytest.raises((ConfigError, ValueError)) as e:
-        Config.model_validate({"train": train})
+@pytest.mark.parametrize("cfg,needle", [
+    ({"train": {"epochs": 10, "restart_epoch": 10}}, "train.restart_epoch: got 10, expected an epoch from 1 to train.epochs - 1 = 9, or null"),
+    ({"train": {"epochs": 1, "restart_epoch": 1}}, "train.restart_epoch: got 1, expected null (a run of 1 epoch has no epoch to restart at)"),
+    ({"train": {"epochs": 10, "restart_epoch": 5, "schedule": "step"}},
+     "train.restart_epoch: restarts a cosine schedule, but train.schedule is 'step'; set train.schedule to 'cosine' or train.restart_epoch to null"),
+    ({"train": {"epochs": 30, "restart_epoch": 24}, "search": {"epochs": 10}}, "search.epochs: got 10, but train.restart_epoch 24 restarts the schedule after that"),
+], ids=["past the run", "one epoch", "not cosine", "trials shorter"])
+def test_a_restart_the_schedule_cannot_make_is_a_config_error(cfg, needle):
+    with pytest.raises(ValueError) as e:
+        Config.model_validate(cfg)
     assert needle in str(e.value)
+
+
+def test_a_config_edited_in_python_is_checked_when_the_schedule_is_built():
+    """Assignments skip the cross-group check; the schedule says it before any epoch."""
+    cfg = Config.model_validate({"train": {"epochs": 6}})
+    cfg.train.restart_epoch = 6
+    with pytest.raises(ConfigError, match=r"^train\.restart_epoch: got 6, expected an epoch from 1 to train\.epochs - 1 = 5"):
+        make_scheduler(cfg, torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3))

@@ -118,13 +118,14 @@ class DPAPConfig(Settings):
 
     def last_decision_epoch(self, epochs: Optional[int]) -> Optional[int]:
         """The last epoch (from 0) whose end still decides in a run of ``epochs`` epochs
-        (:attr:`end_fraction`); None = every epoch (or an open-ended run)."""
+        (:attr:`end_fraction`); None = every epoch. :class:`ConfigError` when ``end_fraction``
+        is below 1 and ``epochs`` is None (a run of unknown length)."""
         fraction = self.resolved_end_fraction()
         if fraction >= 1.0:
             return None
         if epochs is None:
             raise ConfigError(f"end_fraction: {fraction} stops the decisions at a share of the run, whose length is not known; "
-                              "give it (dpap.attach(..., epochs=30), make_pruner(..., epochs=30)) or leave end_fraction at 1")
+                              "pass epochs=<the run's length> (to dpap.attach or make_pruner) or leave end_fraction at 1")
         return max(0, round(fraction * epochs) - 1)
 
     def knob(self, name: str) -> float:
