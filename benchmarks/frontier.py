@@ -226,10 +226,13 @@ def config_record(cfg) -> dict:
     """``cfg`` as a dict; for a DPAP run with the protocol's defaults filled in (a ``null`` in
     params means "the protocol's value"), so a record made before those defaults changed is
     not reused."""
+    from dpap.pruning.dpap.config import PROTOCOL_DEFAULTS
+
     out = cfg.to_dict()
     if cfg.pruning.enabled and cfg.pruning.method == "dpap":
         d = cfg.pruning.dpap
-        out["resolved_dpap"] = {"conv": d.resolved("conv").model_dump(), "fc": d.resolved("fc").model_dump(),
+        out["resolved_dpap"] = {"conv": d.resolved("conv").model_dump(), "conv_kernels": d.resolved("conv", "kernels").model_dump(),
+                                "fc": d.resolved("fc").model_dump(), "conv_mode": d.conv_mode or PROTOCOL_DEFAULTS[d.protocol]["conv_mode"],
                                 "start_epoch": d.resolved_start_epoch(), "normalization": d.resolved_normalization(),
                                 "bounded": d.resolved_bounded(), "max_death_share": d.resolved_max_death_share(),
                                 "end_fraction": d.resolved_end_fraction()}

@@ -30,8 +30,8 @@ from dpap.runtime.entry import guarded
 def add_search(sub) -> None:
     p = sub.add_parser(
         "search",
-        help="search β, ε, η, C for a target compression (Optuna)",
-        description="Search the survival-function knobs (ranges in params.yaml search.ranges) for the most "
+        help="search a method's knobs (DPAP's β, ε, η, C, ...) for a target compression (Optuna)",
+        description="Search the pruning method's knobs (ranges in params.yaml search.ranges) for the most "
         "accurate network whose compression is within --tolerance of --target. Re-running the same command "
         "resumes the study.",
     )

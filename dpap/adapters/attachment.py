@@ -37,7 +37,7 @@ from dpap.adapters.view import ModelView, Observer
 from dpap.errors import ConfigError
 from dpap.pruning.compression import CompressionReport, count_parameters
 from dpap.pruning.mechanics import LayerReport, Pruner
-from dpap.pruning.registry import make_method, method_spec
+from dpap.pruning.registry import METHODS, make_method, method_spec
 from dpap.schema import validate
 from dpap.snn.networks import SpikingNetwork
 
@@ -52,9 +52,14 @@ def pruner_of(model: nn.Module) -> Optional["AttachedPruner"]:
 
 
 def _settings(method: str, settings: Any, knobs: dict) -> Any:
+    if not isinstance(method, str) or method not in METHODS:
+        raise AttachError(f"attach: method: got {method!r}, expected one of {', '.join(repr(n) for n in METHODS)}")
     spec = method_spec(method)
+    if isinstance(settings, dict):  # the same as keywords
+        settings, knobs = None, {**settings, **knobs}
     if settings is not None and not isinstance(settings, spec.config):
-        raise AttachError(f"attach: settings is a {type(settings).__name__}, method {method!r} takes a {spec.config.__name__}")
+        raise AttachError(f"attach: settings is a {type(settings).__name__}, method {method!r} takes a {spec.config.__name__} "
+                          f"or a dict of its fields (or pass them as keywords, e.g. epsilon=1.2)")
     if not knobs:
         return settings
     base = settings.model_dump() if settings is not None else {}
@@ -161,9 +166,13 @@ class AttachedPruner:
         if self.observer is not None:
             self.observer.flush()
 
-    def end_epoch(self) -> list[LayerReport]:
+    def end_epoch(self, epoch: Optional[int] = None) -> list[LayerReport]:
         """The method decides for the epoch just trained (epochs counted here, from 0);
-        masks are applied at once. Returns one report per pruned layer."""
+        masks are applied at once. Returns one report per pruned layer. ``epoch``, if
+        given, must be that count (a check that no call was missed or doubled)."""
+        if epoch is not None and epoch != self.epoch:
+            raise AttachError(f"attach: end_epoch({epoch}), but this pruner has ended {self.epoch} epochs, so this is epoch {self.epoch}; "
+                              "call end_epoch() exactly once per epoch (the epoch argument can be left out)")
         if not self.ready:  # the model never ran
             self.epoch += 1
             return []
@@ -191,11 +200,13 @@ class AttachedPruner:
 
     def masks(self) -> dict[str, dict[str, Tensor]]:
         """Per pruned layer: ``units`` (bool ``[units]``) and ``synapses`` (bool
-        ``[units, inputs]``, dead units and dead inputs folded in)."""
+        ``[units, inputs]``, dead units and dead inputs folded in), copies taken now: they
+        do not change at later deaths, and changing them changes nothing."""
         if not self.ready:
             return {}
         self._sync()
-        return {name: {"units": self.pruner.unit_mask(i).cpu(), "synapses": self.pruner.synapse_mask(i).cpu()}
+        # copies: the pruner's own unit masks change in place at the next death
+        return {name: {"units": self.pruner.unit_mask(i).to("cpu", copy=True), "synapses": self.pruner.synapse_mask(i).to("cpu", copy=True)}
                 for i, name in enumerate(self.layers)}
 
     def state_dict(self) -> dict:
@@ -250,7 +261,7 @@ def attach(model: nn.Module, method: str = "dpap", *, settings: Any = None, epoc
     :class:`AttachedPruner`; the user's training loop stays as it is, plus
     ``pruner.end_epoch()`` after each epoch.
 
-    ``settings``: the method's config model (``DPAPConfig(...)``); keywords override its
+    ``settings``: the method's config model (``DPAPConfig(...)``) or a dict of its fields; keywords override its
     fields (``epsilon=1.2``). ``epochs``: the run's length, for methods that schedule by it
     (None: a run of unknown length, which DPAP's ``end_fraction`` below 1 and GMP's ``end_epoch``
     null need to know: an :class:`AttachError` says so). ``example_input``: one batch as the model takes it (a tuple for

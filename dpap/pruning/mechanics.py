@@ -211,11 +211,12 @@ class Pruner:
         return self.synapses[index] & self.units[index][:, None] & self.input_mask(index)[None, :]
 
     def masks(self) -> dict[str, Tensor]:
-        """Boolean masks per layer: ``layer{i}.units`` and ``layer{i}.synapses``."""
+        """Boolean masks per layer: ``layer{i}.units`` and ``layer{i}.synapses``, copies
+        (the unit masks change in place at the next death)."""
         out = {}
         for i in range(len(self.layers)):
-            out[f"layer{i}.units"] = self.unit_mask(i).cpu()
-            out[f"layer{i}.synapses"] = self.synapse_mask(i).cpu()
+            out[f"layer{i}.units"] = self.unit_mask(i).to("cpu", copy=True)
+            out[f"layer{i}.synapses"] = self.synapse_mask(i).to("cpu", copy=True)
         return out
 
     def survival_values(self) -> dict[str, Tensor]:

@@ -57,19 +57,23 @@ def suggest_overrides(trial: optuna.Trial, cfg: Config) -> dict[str, float]:
     return out
 
 
-def knob_value(cfg: Config, name: str) -> float:
+def knob_value(cfg: Config, name: str, conv_mode: str = "channels") -> float:
     """The value params.yaml resolves a search knob to (``pruning.dpap.epsilon``,
-    ``pruning.dpap.fc.beta``: with the protocol's default filled in)."""
+    ``pruning.dpap.fc.beta``: with the protocol's default filled in; DPAP's ``conv.*`` for
+    a network whose conv layers it prunes by ``conv_mode``)."""
     _, method, knob = name.split(".", 2)
+    if method == "dpap":
+        return cfg.pruning.dpap.knob(knob, conv_mode)
     return getattr(cfg.pruning, method).knob(knob)
 
 
-def current_knobs(cfg: Config) -> Optional[dict[str, float]]:
-    """The knobs params.yaml resolves to (protocol defaults filled in), as Optuna params,
-    when every one lies in its search range; else None."""
+def current_knobs(cfg: Config, conv_mode: str = "channels") -> Optional[dict[str, float]]:
+    """The knobs params.yaml resolves to (protocol defaults filled in) for a network whose
+    conv layers DPAP prunes by ``conv_mode``, as Optuna params, when every one lies in its
+    search range; else None."""
     out = {}
     for name, r in cfg.search.ranges.items():
-        value = knob_value(cfg, name)
+        value = knob_value(cfg, name, conv_mode)
         if not r.low <= value <= r.high:
             return None
         out[name] = value

@@ -26,12 +26,16 @@ from dpap.search.storage_url import shown_storage
 from dpap.search.tracker import SearchTracker
 from dpap.search.workers import WorkerJob, _load_data, _spawned_worker, open_storage, run_worker
 from dpap.tracking import open_store
+from dpap.pruning.dpap.method import conv_mode_of
 from dpap.training.setup import make_network
 
 
-def open_study(cfg: Config, storage: str, study_name: str, data_hash: str, store: Optional[optuna.storages.BaseStorage] = None) -> optuna.Study:
+def open_study(cfg: Config, storage: str, study_name: str, data_hash: str, store: Optional[optuna.storages.BaseStorage] = None,
+               conv_mode: str = "channels") -> optuna.Study:
     """Create the study, or load it to resume; refuse one created for other settings.
-    ``store``: ``storage`` already opened (else it is opened here)."""
+    ``store``: ``storage`` already opened (else it is opened here). ``conv_mode``: how DPAP
+    prunes the network's conv layers (its first trial, params.yaml's own knobs, reads
+    ``conv.*`` for that mode)."""
     store = store if store is not None else make_storage(storage)
     want = search_fingerprint(cfg, data_hash)
     with warnings.catch_warnings():
@@ -42,7 +46,7 @@ def open_study(cfg: Config, storage: str, study_name: str, data_hash: str, store
         if study.trials:
             raise SearchError(f"study {study_name!r} in {shown_storage(storage)} was not made by `dpap search`; pass --study-name NAME for a new one")
         study.set_user_attr("search", want)
-        start = current_knobs(cfg)
+        start = current_knobs(cfg, conv_mode)
         if start is not None:  # evaluate the current settings first: a known anchor for TPE
             study.enqueue_trial(start, user_attrs={"current_params": True})
     elif have != want:
@@ -86,13 +90,14 @@ def run_search(
     out.mkdir(parents=True, exist_ok=True)
     loaded = _load_data(data)
     data_hash = loaded.meta.get("hash", "")
-    make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
+    net = make_network(trial_config(cfg, {}), loaded.meta["input_shape"], loaded.meta["num_classes"])  # a bad arch fails here, once
+    conv_mode = conv_mode_of(cfg.pruning.dpap, net)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with contextlib.ExitStack() as held:  # one process at a time creates the study and its parent run
         with storage_errors(s.storage):
             lock = study_lock(s.storage, out, s.study_name)
             held.enter_context(lock)
-            study = open_study(cfg, s.storage, s.study_name, data_hash, store=store)
+            study = open_study(cfg, s.storage, s.study_name, data_hash, store=store, conv_mode=conv_mode)
         if tracking_uri:  # (the MLflow store's errors are its own)
             recovery.tracker = SearchTracker.for_study(tracking_uri, study, search_params(cfg, s.storage, s.study_name), storage_key(s.storage))
         with storage_errors(s.storage):

@@ -141,6 +141,21 @@ def test_masks_ride_in_the_state_dict_and_a_checkpoint_restores_them():
     assert (fresh.conv2.weight[[2, 7]] == 0).all()
 
 
+def test_masks_are_a_snapshot_the_pruner_does_not_change_later():
+    """``masks()`` taken before an epoch's deaths still shows the units alive afterwards
+    (a user diffs two snapshots to see what died), and writing to it prunes nothing."""
+    net = TutorialNet(channels=(6, 12))
+    pruner = dpap.attach(net)
+    before = pruner.masks()
+    kill(pruner, "conv2", [2, 7])
+    after = pruner.masks()
+    assert bool(before["conv2"]["units"].all()) and not bool(after["conv2"]["units"][[2, 7]].any())
+    assert (before["conv2"]["units"] & ~after["conv2"]["units"]).nonzero().flatten().tolist() == [2, 7]
+    after["conv2"]["units"][:] = False
+    after["conv1"]["synapses"][:] = False
+    assert int(pruner.masks()["conv2"]["units"].sum()) == 10 and bool(pruner.masks()["conv1"]["synapses"].all())
+
+
 def test_a_residual_sew_net_compacts_with_consistent_shapes(digits):
     torch.manual_seed(0)
     net = sew_net()
@@ -307,3 +322,26 @@ def test_no_prunable_layer_and_an_untraceable_forward_are_errors():
         dpap.attach(net)
     keep.detach()
     assert "conv1.dpap_units" not in net.state_dict()
+
+
+def test_attach_names_its_own_arguments_and_takes_settings_as_a_dict():
+    with pytest.raises(AttachError, match=r"^attach: method: got 'DPAP', expected one of 'dpap', "):
+        dpap.attach(TutorialNet(), method="DPAP")
+    with pytest.raises(AttachError, match="takes a DPAPConfig or a dict of its fields"):
+        dpap.attach(TutorialNet(), settings=[("epsilon", 1.2)])
+    as_dict = dpap.attach(TutorialNet(), settings={"epsilon": 1.2, "conv": {"beta": 3.0}}, epochs=10, end_fraction=0.5)
+    cfg = as_dict.pruner.method.cfg
+    assert (cfg.epsilon, cfg.conv.beta, cfg.end_fraction) == (1.2, 3.0, 0.5)
+    with pytest.raises(ConfigError, match="epsilonn: unknown key"):
+        dpap.attach(TutorialNet(), settings={"epsilonn": 1.0})
+
+
+def test_end_epoch_takes_the_epoch_as_a_check():
+    net = TutorialNet(channels=(4, 8))
+    pruner = dpap.attach(net)
+    net(torch.rand(4, 1, 8, 8))
+    pruner.end_epoch(0)
+    pruner.end_epoch()
+    with pytest.raises(AttachError, match=r"end_epoch\(1\), but this pruner has ended 2 epochs"):
+        pruner.end_epoch(1)
+    assert pruner.epoch == 2

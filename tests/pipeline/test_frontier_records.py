@@ -36,6 +36,11 @@ def test_a_record_made_under_other_dpap_defaults_is_not_reused(frontier, tmp_pat
     before["resolved_dpap"]["conv"]["beta"] = 6.0  # the same params.yaml, an older default
     record(path, before)
     assert frontier.finished(path, cfg) is None
+    kernels = json.loads(json.dumps(now))
+    assert now["resolved_dpap"]["conv_kernels"]["epsilon"] == cfg.pruning.dpap.resolved("conv", "kernels").epsilon
+    kernels["resolved_dpap"]["conv_kernels"]["epsilon"] = 0.9  # channels' ε of a network pruned by kernels changed
+    record(path, kernels)
+    assert frontier.finished(path, cfg) is None
     old = dict(now)
     del old["resolved_dpap"]  # a record written before defaults were recorded
     record(path, old)

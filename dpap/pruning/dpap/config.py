@@ -128,14 +128,15 @@ class DPAPConfig(Settings):
                               "pass epochs=<the run's length> (to dpap.attach or make_pruner) or leave end_fraction at 1")
         return max(0, round(fraction * epochs) - 1)
 
-    def knob(self, name: str) -> float:
+    def knob(self, name: str, conv_mode: str = "channels") -> float:
         """The value a search knob resolves to (``epsilon``: its own value, else the FC
-        layers'; ``fc.beta``: with the protocol's default filled in)."""
+        layers'; ``fc.beta``: with the protocol's default filled in; ``conv.*`` in a network
+        whose conv layers are pruned by ``conv_mode``, :meth:`resolved`)."""
         if "." not in name:
             own = getattr(self, name)
             return own if own is not None else getattr(self.resolved("fc"), name)
         group, knob = name.split(".", 1)
-        return getattr(self.resolved(group), knob)
+        return getattr(self.resolved(group, conv_mode), knob)
 
 
 SEARCH_KNOBS = ("epsilon",) + tuple(f"{t}.{k}" for t in ("conv", "fc") for k in ("beta", "epsilon", "eta", "protect"))

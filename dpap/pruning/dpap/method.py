@@ -40,6 +40,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from dpap.pruning.mechanics import Pruner
 
 
+def conv_mode_of(cfg: DPAPConfig, net) -> str:
+    """``channels`` or ``kernels``: how ``cfg`` prunes the conv layers of ``net`` (a
+    network of blocks), from the share of its prunable parameters they hold
+    (:meth:`DPAPConfig.resolved_conv_mode`)."""
+    counts = compression_of(net).layers
+    conv_share = sum(c.dense for c in counts if c.layer_type == "conv") / max(1, sum(c.dense for c in counts))
+    return cfg.resolved_conv_mode(conv_share)
+
+
 class DPAPMethod(PruningMethod):
     """Developmental plasticity-inspired adaptive pruning (``cfg``: ``params.yaml``'s
     ``dpap`` group)."""
@@ -63,9 +72,7 @@ class DPAPMethod(PruningMethod):
 
     def attach(self, pruner: "Pruner") -> None:
         self.kind = pruner.net.kind
-        counts = compression_of(pruner.net).layers
-        conv_share = sum(c.dense for c in counts if c.layer_type == "conv") / max(1, sum(c.dense for c in counts))
-        self.conv_mode = self.cfg.resolved_conv_mode(conv_share)
+        self.conv_mode = conv_mode_of(self.cfg, pruner.net)
         """``channels`` or ``kernels``: how this network's conv layers are pruned (``conv_mode``)."""
         self.layers = [LayerState(layer, self.cfg, pruner.device, self.conv_mode) for layer in pruner.layers]
 

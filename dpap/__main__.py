@@ -1,0 +1,7 @@
+"""``python -m dpap``: the same as the ``dpap`` command."""
+
+import sys
+
+from dpap.cli import main
+
+sys.exit(main())
