@@ -308,22 +308,3 @@ def test_conv_mode_auto_prunes_kernels_only_where_conv_layers_hold_most_paramete
     mode, kernels_dead, conv2 = pruned("16C3-AP2-32C3-AP2-128FC-10FC")
     assert mode == "channels" and kernels_dead == 0 and conv2.synapse_survival is None
 
-
-
-def test_a_unit_whose_synapses_all_died_dies_with_them():
-    """Under conv_mode kernels a first-layer channel has one kernel per input channel (one
-    for 8×8 digits); when its kernels die it puts out its bias alone, for every input, so
-    it dies too, and the next layer's kernels that read it go with it."""
-    torch.manual_seed(0)
-    net = build_network("12C3-AP2-64C3-AP2-10FC", (1, 8, 8), 10, time_steps=2)
-    pruner = make_pruner(net, "dpap", DPAPConfig(conv=LayerTypeConfig(beta=50.0), fc=LayerTypeConfig(beta=50.0)))  # nothing dies on its own
-    assert pruner.method.conv_mode == "kernels"
-    dead = torch.zeros_like(pruner.synapses[0])
-    dead[3] = True
-    pruner.kill_synapses(0, dead)
-    net.train()
-    net(torch.rand(16, 1, 8, 8) * 3)
-    assert bool(pruner.unit_mask(0)[3])  # not before the epoch's decision
-    pruner.end_epoch(0)
-    assert pruner.unit_mask(0).nonzero().flatten().tolist() == [i for i in range(12) if i != 3]
-    assert not bool(pruner.synapse_mask(1)[:, 3].any()) and bool(pruner.unit_mask(1).all())

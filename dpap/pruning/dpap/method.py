@@ -200,8 +200,7 @@ class DPAPMethod(PruningMethod):
         """Eq. 10-17 for every layer: update the survival functions from the epoch's
         importance and prune every synapse and unit whose survival fell below 0.
 
-        Units (neurons, channels) are decided first, then the synapses of the living ones;
-        under the gradual protocol a unit whose synapses all died dies with them.
+        Units (neurons, channels) are decided first, then the synapses of the living ones.
         With ``max_death_share`` s < 1, no block loses more than s of its living synapses
         in one epoch, whatever removes them (their own survival, the death of the unit
         they feed or of the unit they read), and no more than s of its living units die;
@@ -219,7 +218,6 @@ class DPAPMethod(PruningMethod):
         ceiling_on = cfg.resolved_bounded()
         share = cfg.resolved_max_death_share()
         before = [pruner.synapse_mask(i) for i in range(len(self.layers))]
-        units_before = [int(pruner.units[i].sum()) for i in range(len(self.layers))]
         budgets = [int(share * int(b.sum())) if share < 1.0 else None for b in before]
         self._retained_at_start = compression_of(pruner.net, pruner).retained if share < 1.0 else 0
         for layer in self.layers:
@@ -255,16 +253,6 @@ class DPAPMethod(PruningMethod):
                 if live is not None:
                     most = None if budgets[i] is None else max(0, budgets[i] - (int(before[i].sum()) - int(eligible.sum())))
                     pruner.kill_synapses(i, cap_deaths(sf.values, sf.candidates(live), most))
-                if layer.prune_units and self.gradual:
-                    # a unit left without a living synapse (a first-layer channel whose one
-                    # kernel died) puts out its bias alone, the same for every input: it dies
-                    # (within the epoch's caps, as any death)
-                    orphans = pruner.units[i] & ~pruner.synapse_mask(i).any(1)
-                    if bool(orphans.any()) and share < 1.0:
-                        most = max(1, int(share * units_before[i])) - (units_before[i] - int(pruner.units[i].sum()))
-                        orphans = cap_deaths(layer.unit_survival.values, orphans, max(0, most), **self._unit_cost(pruner, i, before, budgets, share))
-                    if bool(orphans.any()):
-                        pruner.kill_units(i, orphans)
         for layer in self.layers:
             layer.reset_epoch()
 
