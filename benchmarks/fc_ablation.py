@@ -13,7 +13,8 @@ Variants (``--variants``):
 Per variant and seed: compression, test accuracy (mean of the last three epochs) against the
 same network unpruned, and the last epoch's training accuracy of both (does the pruned
 network still fit its training set?). With ``--deaths``, the default run also prints, per
-epoch, the spike rate of the hidden neurons that died against the living ones'.
+epoch, the spike rate of the hidden neurons that died against the living ones', and the
+mean |w| of the first layer's synapses that died against the living ones' (tutorial 5).
 
     python benchmarks/fc_ablation.py [--net tutorial5-fc] [--seeds 0,1] [--epochs 30]
         [--variants default,neurons-only,synapses-only,gmp@0.82] [--deaths]
@@ -94,13 +95,19 @@ def run(name: str, seed: int, epochs: int, variant: str, data, deaths: bool = Fa
             opt.step()
         if pruner is not None:
             before = pruner.masks()
+            w1 = net.fc1.weight.detach().abs().clone() if rates else None
             pruner.end_epoch()
             if rates and before:
-                alive0, alive1 = before["fc1"]["units"], pruner.masks()["fc1"]["units"]
+                after = pruner.masks()
+                alive0, alive1 = before["fc1"]["units"], after["fc1"]["units"]
                 died, rate = alive0 & ~alive1, rates["r"][0] / rates["r"][1]
-                if died.any():
-                    print(f"    epoch {epoch:2d}: {int(died.sum()):3d} neurons died, mean rate {float(rate[died].mean()):.3f}; "
-                          f"{int(alive1.sum())} live, mean rate {float(rate[alive1].mean()):.3f}, silent (< 0.01) {int((rate[alive1] < 0.01).sum())}", flush=True)
+                # synapses that died on their own (their neuron lives) against the living ones
+                cut = before["fc1"]["synapses"] & ~after["fc1"]["synapses"] & alive1[:, None]
+                live = after["fc1"]["synapses"]
+                if died.any() or cut.any():
+                    print(f"    epoch {epoch:2d}: {int(died.sum()):3d} neurons died, mean rate {float(rate[died].mean()) if died.any() else float('nan'):.3f}; "
+                          f"{int(alive1.sum())} live, mean rate {float(rate[alive1].mean()):.3f}, silent (< 0.01) {int((rate[alive1] < 0.01).sum())}; "
+                          f"fc1 synapses died {int(cut.sum())}, mean |w| {float(w1[cut].mean()) if cut.any() else float('nan'):.4f} (living {float(w1[live].mean()):.4f})", flush=True)
         accs.append(accuracy(spec, net, xte, yte))
     return {"acc3": sum(accs[-3:]) / 3, "train": accuracy(spec, net, xtr, ytr), "compression": pruner.compression if pruner else 0.0}
 
