@@ -109,7 +109,7 @@ def run(name: str, seed: int, epochs: int, variant: str, data, deaths: bool = Fa
                           f"{int(alive1.sum())} live, mean rate {float(rate[alive1].mean()):.3f}, silent (< 0.01) {int((rate[alive1] < 0.01).sum())}; "
                           f"fc1 synapses died {int(cut.sum())}, mean |w| {float(w1[cut].mean()) if cut.any() else float('nan'):.4f} (living {float(w1[live].mean()):.4f})", flush=True)
         accs.append(accuracy(spec, net, xte, yte))
-    return {"acc3": sum(accs[-3:]) / 3, "train": accuracy(spec, net, xtr, ytr), "compression": pruner.compression if pruner else 0.0}
+    return {"acc3": sum(accs[-3:]) / len(accs[-3:]), "train": accuracy(spec, net, xtr, ytr), "compression": pruner.compression if pruner else 0.0}
 
 
 def main(argv=None) -> int:

@@ -56,14 +56,23 @@ def _settings(method: str, settings: Any, knobs: dict) -> Any:
         raise AttachError(f"attach: method: got {method!r}, expected one of {', '.join(repr(n) for n in METHODS)}")
     spec = method_spec(method)
     if isinstance(settings, dict):  # the same as keywords
-        settings, knobs = None, {**settings, **knobs}
+        settings, knobs = None, _merged(settings, knobs)
     if settings is not None and not isinstance(settings, spec.config):
         raise AttachError(f"attach: settings is a {type(settings).__name__}, method {method!r} takes a {spec.config.__name__} "
-                          f"or a dict of its fields (or pass them as keywords, e.g. epsilon=1.2)")
+                          f"or a dict of its fields (or pass the fields as keywords)")
     if not knobs:
         return settings
-    base = settings.model_dump() if settings is not None else {}
-    return validate(spec.config, {**base, **knobs}, prefix=f"attach: {method}")
+    base = settings.model_dump(exclude_unset=True) if settings is not None else {}
+    return validate(spec.config, _merged(base, knobs), prefix=f"attach: {method}")
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``base`` with ``over``'s keys set, nested dicts merged key by key (``conv={"epsilon":
+    1.0}`` over ``{"conv": {"beta": 3.0}}`` keeps β 3)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _example(example_input: Any) -> Optional[tuple]:

@@ -70,7 +70,9 @@ def knob_value(cfg: Config, name: str, conv_mode: str = "channels") -> float:
 def current_knobs(cfg: Config, conv_mode: str = "channels") -> Optional[dict[str, float]]:
     """The knobs params.yaml resolves to (protocol defaults filled in) for a network whose
     conv layers DPAP prunes by ``conv_mode``, as Optuna params, when every one lies in its
-    search range; else None."""
+    search range; else None. A searched top-level ``pruning.dpap.epsilon`` takes the FC
+    layers' ε and, set, applies to the conv layers too: that first trial then runs conv ε
+    at the FC value (1.1, not the channels' 0.9 of an FC-heavy network)."""
     out = {}
     for name, r in cfg.search.ranges.items():
         value = knob_value(cfg, name, conv_mode)

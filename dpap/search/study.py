@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dpap.config import Config
+from dpap.pruning.dpap.method import conv_mode_of
 from dpap.search.errors import SearchError
 from dpap.search.locks import FileStudyLock, PostgresStudyLock, study_lock
 from dpap.search.recovery import TrialRecovery, budget_used, recover_lost_trials
@@ -26,7 +27,6 @@ from dpap.search.storage_url import shown_storage
 from dpap.search.tracker import SearchTracker
 from dpap.search.workers import WorkerJob, _load_data, _spawned_worker, open_storage, run_worker
 from dpap.tracking import open_store
-from dpap.pruning.dpap.method import conv_mode_of
 from dpap.training.setup import make_network
 
 

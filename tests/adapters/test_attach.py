@@ -334,6 +334,9 @@ def test_attach_names_its_own_arguments_and_takes_settings_as_a_dict():
     assert (cfg.epsilon, cfg.conv.beta, cfg.end_fraction) == (1.2, 3.0, 0.5)
     with pytest.raises(ConfigError, match="epsilonn: unknown key"):
         dpap.attach(TutorialNet(), settings={"epsilonn": 1.0})
+    for settings in ({"conv": {"beta": 3.0}}, dpap.DPAPConfig(conv={"beta": 3.0})):  # keywords merge into nested fields
+        merged = dpap.attach(TutorialNet(), settings=settings, conv={"epsilon": 1.0}).pruner.method.cfg
+        assert (merged.conv.beta, merged.conv.epsilon) == (3.0, 1.0)
 
 
 def test_end_epoch_takes_the_epoch_as_a_check():

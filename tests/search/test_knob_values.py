@@ -1,9 +1,13 @@
-"""The knobs a search starts from (params.yaml's own values, the study's first trial) are
-the values the run would use, also for conv layers pruned by kernels (``conv_mode``)."""
+"""The knobs a search starts from (params.yaml's own values, the study's first trial)
+resolve as the run resolves them, also for conv layers pruned by kernels (``conv_mode``).
+(A searched top-level ``epsilon`` sets conv and FC ε alike, so its anchor trial has the FC
+layers' ε in the conv layers too.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import optuna
 
 from dpap import search as S
 from dpap.config import load_params
@@ -39,3 +43,14 @@ def test_the_network_decides_the_mode_and_the_first_trial_uses_it(tmp_path):
     study = S.open_study(cfg, str(tmp_path / "j.log"), "s", "hash", conv_mode="kernels")
     first = study.get_trials(deepcopy=False)[0]
     assert first.system_attrs["fixed_params"]["pruning.dpap.conv.epsilon"] == 1.1 and first.user_attrs["current_params"]
+
+
+def test_a_search_on_a_conv_heavy_network_starts_from_its_kernel_mode_knobs(make_params, processed_root, tmp_path):
+    """``run_search`` builds the network, finds it pruned by kernels and anchors the study
+    on conv ε 1.1 (the channels' value under ``kernels``), the value params.yaml's run uses."""
+    cfg = load_params(make_params(epochs=1, trials=1), {"model.arch": "16C3-AP2-32C3-AP2-10FC", "search.control": None,
+                                                       "search.ranges": {"pruning.dpap.conv.epsilon": {"low": 0.5, "high": 1.5}}})
+    S.run_search(cfg, processed_root / "digits", out_dir=tmp_path / "search", quiet=True)
+    store = S.make_storage(str(cfg.search.storage))
+    trial = optuna.load_study(study_name=cfg.search.study_name, storage=store).trials[0]
+    assert trial.user_attrs["current_params"] and trial.params["pruning.dpap.conv.epsilon"] == 1.1
