@@ -15,7 +15,9 @@ Networks:
 * ``tutorial6-narrow``: the same with 8 and 32 channels;
 * ``fc128``, ``cnn16-32``, ``cnn8-16``: small ``nn.Sequential`` networks as a user would
   write them for 8×8 digits (:func:`small_fc`, :func:`small_cnn`), in tutorial 6's loop with
-  Adam 2e-3 and batch 64.
+  Adam 2e-3 and batch 64;
+* ``fc256-128``: a deeper FC net (:func:`deep_fc`), Adam 1e-3, batch 64, held out from the
+  choice of the FC input layer's ε.
 
 The tutorial 6 networks and ``cnn16-32``/``cnn8-16`` chose between ways of pruning
 conv-heavy networks (``pruning.dpap.conv_mode``, docs/results/2026-12-06-conv-kernels.md);
@@ -118,6 +120,16 @@ def small_fc(hidden=128):
                          nn.Linear(hidden, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
 
 
+def deep_fc():
+    """A two-hidden-layer ``nn.Sequential`` FC SNN, Flatten-Linear(64→256)-Leaky-Linear(256→128)-
+    Leaky-Linear(128→10)-Leaky (β 0.8), held out from the choice of the defaults."""
+    import snntorch as snn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 256), snn.Leaky(beta=0.8, init_hidden=True),
+                         nn.Linear(256, 128), snn.Leaky(beta=0.8, init_hidden=True),
+                         nn.Linear(128, 10), snn.Leaky(beta=0.8, init_hidden=True, output=True))
+
+
 def small_cnn(c1, c2):
     """A plain ``nn.Sequential`` CNN: Conv(1→c1, 3, pad 1)-MaxPool2-Leaky-Conv(c1→c2, 3, pad 1)-
     MaxPool2-Leaky-Linear(4·c2→10)-Leaky (β 0.9, arctan surrogate)."""
@@ -136,6 +148,7 @@ NETS = {
     "tutorial6-cnn": {"build": lambda: tutorial6(12, 64), "lr": 1e-2, "kind": "t6"},
     "tutorial6-narrow": {"build": lambda: tutorial6(8, 32), "lr": 1e-2, "kind": "t6"},
     "fc128": {"build": small_fc, "lr": 2e-3, "kind": "t6", "batch": 64},
+    "fc256-128": {"build": deep_fc, "lr": 1e-3, "kind": "t6", "batch": 64},
     "cnn16-32": {"build": lambda: small_cnn(16, 32), "lr": 2e-3, "kind": "t6", "batch": 64},
     "cnn8-16": {"build": lambda: small_cnn(8, 16), "lr": 2e-3, "kind": "t6", "batch": 64},
 }

@@ -232,7 +232,8 @@ def config_record(cfg) -> dict:
     if cfg.pruning.enabled and cfg.pruning.method == "dpap":
         d = cfg.pruning.dpap
         out["resolved_dpap"] = {"conv": d.resolved("conv").model_dump(), "conv_kernels": d.resolved("conv", "kernels").model_dump(),
-                                "fc": d.resolved("fc").model_dump(), "conv_mode": d.conv_mode or PROTOCOL_DEFAULTS[d.protocol]["conv_mode"],
+                                "fc": d.resolved("fc").model_dump(), "fc_input": d.resolved("fc", reads_input=True).model_dump(),
+                                "conv_mode": d.conv_mode or PROTOCOL_DEFAULTS[d.protocol]["conv_mode"],
                                 "start_epoch": d.resolved_start_epoch(), "normalization": d.resolved_normalization(),
                                 "bounded": d.resolved_bounded(), "max_death_share": d.resolved_max_death_share(),
                                 "end_fraction": d.resolved_end_fraction()}

@@ -308,3 +308,22 @@ def test_conv_mode_auto_prunes_kernels_only_where_conv_layers_hold_most_paramete
     mode, kernels_dead, conv2 = pruned("16C3-AP2-32C3-AP2-128FC-10FC")
     assert mode == "channels" and kernels_dead == 0 and conv2.synapse_survival is None
 
+
+
+def test_the_first_layer_of_an_fc_network_takes_its_own_epsilon():
+    """An FC layer that reads the network's input (an FC network's first layer) defaults to
+    ε 0.9; FC layers behind conv layers keep 1.1; a value the user sets wins; the paper's
+    and the authors' protocols have no such default."""
+    d = DPAPConfig()
+    assert (d.resolved("fc").epsilon, d.resolved("fc", reads_input=True).epsilon) == (1.1, 0.9)
+    assert d.resolved("fc", reads_input=True).beta == d.resolved("fc").beta  # only ε differs
+    assert DPAPConfig(fc=LayerTypeConfig(epsilon=1.2)).resolved("fc", reads_input=True).epsilon == 1.2
+    assert DPAPConfig(epsilon=1.0).resolved("fc", reads_input=True).epsilon == 1.0
+    assert DPAPConfig(protocol="paper").resolved("fc", reads_input=True).epsilon == DPAPConfig(protocol="paper").resolved("fc").epsilon
+
+    def knobs(arch, shape):
+        net = build_network(arch, shape, 10, time_steps=2)
+        return [(layer.layer_type, layer.knobs.epsilon) for layer in make_pruner(net, "dpap", DPAPConfig()).method.layers]
+
+    assert knobs("32FC-10FC", (1, 8, 8)) == [("fc", 0.9), ("fc", 1.1)]
+    assert knobs("8C3-AP2-32FC-10FC", (1, 8, 8)) == [("conv", 0.9), ("fc", 1.1), ("fc", 1.1)]

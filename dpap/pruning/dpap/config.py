@@ -46,7 +46,8 @@ class DPAPConfig(Settings):
     epsilon: Optional[Number("a number in [0, 2]", ge=0, le=2)] = None
     """ε of Eq. 12-13 for conv and FC layers at once, the one knob that sets how much is
     pruned (``conv.epsilon`` / ``fc.epsilon`` override it per layer type). None = the
-    protocol's per-type values."""
+    protocol's values, per layer type, conv mode and (an FC network's first layer) place:
+    :meth:`resolved`."""
     max_death_share: Optional[Number("a number in (0, 1] (1 = no limit)", gt=0, le=1)] = None
     """At most this share of a layer's living units (or synapses) dies in one epoch, the
     lowest survival first; 1 = no limit (gradual: 0.1; paper, reference: 1). None = the
@@ -74,15 +75,18 @@ class DPAPConfig(Settings):
     conv: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
     fc: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
 
-    def resolved(self, layer_type: str, conv_mode: str = "channels") -> LayerTypeConfig:
+    def resolved(self, layer_type: str, conv_mode: str = "channels", reads_input: bool = False) -> LayerTypeConfig:
         """The knobs of ``layer_type`` (``conv``/``fc``) with protocol defaults filled in;
         a conv layer's in a network pruned by ``conv_mode`` (``channels``/``kernels``, as
         :meth:`resolved_conv_mode` gives it): the protocol may default its channels' knobs
-        per mode (``conv_kernels`` in :data:`PROTOCOL_DEFAULTS`)."""
+        per mode (``conv_kernels`` in :data:`PROTOCOL_DEFAULTS`), and an FC layer's that
+        ``reads_input`` (the network's first layer: an FC network's) apart (``fc_input``)."""
         own = getattr(self, layer_type)
         defaults = dict(PROTOCOL_DEFAULTS[self.protocol][layer_type])
         if layer_type == "conv" and conv_mode == "kernels":
             defaults.update(PROTOCOL_DEFAULTS[self.protocol].get("conv_kernels", {}))
+        if layer_type == "fc" and reads_input:
+            defaults.update(PROTOCOL_DEFAULTS[self.protocol].get("fc_input", {}))
         if self.epsilon is not None:
             defaults["epsilon"] = self.epsilon
         return LayerTypeConfig(**{name: getattr(own, name) if getattr(own, name) is not None else defaults[name] for name in LayerTypeConfig.model_fields})
@@ -155,6 +159,12 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
         "conv": {"beta": 5.0, "epsilon": 0.9, "eta": 12.0, "protect": 5.0},
         "conv_kernels": {"epsilon": 1.1},
         "fc": {"beta": 4.0, "epsilon": 1.1, "eta": 12.0, "protect": 2.0},
+        # The first layer of an FC network reads the input itself (pixels, not a layer's
+        # spikes), and nothing before it holds the same information: ε 0.9 (snnTorch
+        # tutorial 5's FC net and fc128, 3 seeds: 48-52 % within 1.6 points, against 68-70 %
+        # at −0.9 to −2.6 with 1.1; docs/results/2026-12-06-fc-ablation.md). The FC layers
+        # of a network with conv layers in front (mnist-snn's) keep ε 1.1.
+        "fc_input": {"epsilon": 0.9},
         "start_epoch": 0,
         "normalization": "rank",
         "bounded": True,
