@@ -22,7 +22,7 @@ from typing import Optional
 from torch import nn
 
 from dpap.adapters.errors import AttachError
-from dpap.adapters.trace import LAYER, NEURON, OP, PASS, UNKNOWN, Graph, keeps_channels
+from dpap.adapters.trace import INPUT, LAYER, NEURON, OP, PASS, UNKNOWN, Graph, keeps_channels
 
 KNOWN = "snnTorch (Leaky, Synaptic, ...), SpikingJelly (LIFNode, IFNode, ParametricLIFNode, ...) or dpap's LIF"
 
@@ -39,6 +39,8 @@ class Found:
     source: Optional[int] = None
     in_spatial: int = 1
     is_output: bool = False
+    reads_input: bool = False
+    """Every call reads the model's input (through channel-keeping operations only)."""
 
     @property
     def units(self) -> int:
@@ -190,9 +192,10 @@ def _sources(graph: Graph, calls: dict, found: list[Found]) -> None:
     by_neuron = {f.neuron: i for i, f in enumerate(found) if f.neuron is not None}
     for i, f in enumerate(found):
         sources = set()
-        for node in calls[f.layer]:
-            for r in _backward(graph, node.index):
-                sources.add(by_neuron.get(r.module) if r is not None and r.kind == NEURON else None)
+        behind = [r for node in calls[f.layer] for r in _backward(graph, node.index)]
+        f.reads_input = bool(behind) and all(r is None or r.kind == INPUT for r in behind)
+        for r in behind:
+            sources.add(by_neuron.get(r.module) if r is not None and r.kind == NEURON else None)
         s = sources.pop() if len(sources) == 1 else None
         if s is None or s >= i:
             continue

@@ -52,6 +52,7 @@ class ViewBlock:
         self.in_spatial = found.in_spatial
         self.is_output = found.is_output
         self.source = found.source
+        self.reads_input = found.reads_input
         self.layer_type = "conv" if isinstance(found.layer, nn.Conv2d) else "fc"
 
     @property

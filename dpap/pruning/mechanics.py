@@ -45,6 +45,9 @@ class LayerInfo:
     pre_units: int
     in_spatial: int
     """Input columns per unit of the previous block (an FC layer after a conv block: H·W)."""
+    reads_input: bool = False
+    """The block reads the network's input (a network's first block; in a model
+    ``dpap.attach`` found, a layer whose input is the model's own)."""
 
 
 @dataclass
@@ -80,7 +83,8 @@ class Pruner:
         self.observing = True
         self.device = next(net.parameters()).device
         self.layers = [
-            LayerInfo(i, b.layer_type, b.is_output, b.synapse.weight.shape[0], b.synapse.weight.shape[1], b.in_spatial)
+            LayerInfo(i, b.layer_type, b.is_output, b.synapse.weight.shape[0], b.synapse.weight.shape[1], b.in_spatial,
+                      getattr(b, "reads_input", i == 0))
             for i, b in enumerate(net.blocks)
         ]
         self.units = [torch.ones(l.units, dtype=torch.bool, device=self.device) for l in self.layers]

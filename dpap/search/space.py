@@ -72,7 +72,9 @@ def current_knobs(cfg: Config, conv_mode: str = "channels") -> Optional[dict[str
     conv layers DPAP prunes by ``conv_mode``, as Optuna params, when every one lies in its
     search range; else None. A searched top-level ``pruning.dpap.epsilon`` takes the FC
     layers' ε and, set, applies to the conv layers too: that first trial then runs conv ε
-    at the FC value (1.1, not the channels' 0.9 of an FC-heavy network)."""
+    at the FC value (1.1, not the channels' 0.9 of an FC-heavy network); likewise a
+    searched ``fc.*`` knob or ``epsilon`` sets an FC network's first layer (``fc_input``,
+    ε 0.9) to the other FC layers' value."""
     out = {}
     for name, r in cfg.search.ranges.items():
         value = knob_value(cfg, name, conv_mode)

@@ -348,3 +348,26 @@ def test_end_epoch_takes_the_epoch_as_a_check():
     with pytest.raises(AttachError, match=r"end_epoch\(1\), but this pruner has ended 2 epochs"):
         pruner.end_epoch(1)
     assert pruner.epoch == 2
+
+
+def test_only_a_layer_that_reads_the_models_input_takes_the_fc_input_epsilon():
+    """The first FC layer of an FC network reads the input (ε 0.9 under ``gradual``); with
+    that layer left dense (``ignore``), the next one reads its spikes and keeps the FC ε."""
+    def net():
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), snn.Leaky(beta=0.9, init_hidden=True),
+                             nn.Linear(32, 16), snn.Leaky(beta=0.9, init_hidden=True),
+                             nn.Linear(16, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+
+    def epsilons(pruner):
+        return {name: (block.reads_input, layer.knobs.epsilon)
+                for name, block, layer in zip(pruner.layers, pruner.net.blocks, pruner.pruner.method.layers)}
+
+    assert epsilons(dpap.attach(net())) == {"1": (True, 0.9), "3": (False, 1.1), "5": (False, 1.1)}
+    skipped = dpap.attach(net(), ignore=["1"])
+    assert epsilons(skipped) == {"3": (False, 1.1), "5": (False, 1.1)}
+    explicit = dpap.attach(ExplicitStateNet(), example_input=torch.rand(T, 4, 64))  # the time loop in forward
+    assert [b.reads_input for b in explicit.net.blocks] == [True, False]
+    conv = dpap.attach(TutorialNet(channels=(4, 8)))
+    assert [b.reads_input for b in conv.net.blocks] == [True, False, False]
+    method = conv.pruner.method  # a conv layer reading the input: the channels' ε, not fc_input's
+    assert method.layers[0].knobs.epsilon == method.cfg.resolved("conv", method.conv_mode).epsilon == 1.1

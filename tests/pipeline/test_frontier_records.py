@@ -39,6 +39,7 @@ def test_a_record_made_under_other_dpap_defaults_is_not_reused(frontier, tmp_pat
     kernels = json.loads(json.dumps(now))
     assert now["resolved_dpap"]["conv_kernels"]["epsilon"] == cfg.pruning.dpap.resolved("conv", "kernels").epsilon
     kernels["resolved_dpap"]["conv_kernels"]["epsilon"] = 0.9  # channels' ε of a network pruned by kernels changed
+    assert now["resolved_dpap"]["fc_input"]["epsilon"] == cfg.pruning.dpap.resolved("fc", reads_input=True).epsilon
     record(path, kernels)
     assert frontier.finished(path, cfg) is None
     old = dict(now)

@@ -39,7 +39,7 @@ class LayerState:
         self.units = layer.units
         self.pre_units = layer.pre_units
         kernels = layer.layer_type == "conv" and conv_mode == "kernels"
-        self.knobs = cfg.resolved(layer.layer_type, conv_mode, reads_input=layer.index == 0)
+        self.knobs = cfg.resolved(layer.layer_type, conv_mode, reads_input=layer.reads_input)
         """Survival knobs of the units (neurons, channels) ..."""
         self.synapse_knobs = cfg.resolved("fc") if kernels else self.knobs
         """... and of the synapses (a conv layer's kernels: the FC synapses' knobs)."""
