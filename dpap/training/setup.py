@@ -91,6 +91,9 @@ def fingerprint(cfg: Config, data_hash: str = "") -> str:
     for key in ("factory", "nir"):  # unset: the fingerprints of runs from before these keys stay
         if d["model"].get(key) is None:
             d["model"].pop(key, None)
+    dpap_settings = d["pruning"].get("dpap")
+    if dpap_settings is not None and dpap_settings.get("prune_units") is None:  # unset: as before the key
+        dpap_settings.pop("prune_units", None)
     if d["train"].get("restart_epoch") is None:  # no restart: the fingerprints of runs from before these keys stay
         d["train"].pop("restart_epoch", None)
         d["train"].pop("restart_lr", None)

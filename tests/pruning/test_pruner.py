@@ -197,6 +197,29 @@ def test_end_epoch_prunes_low_importance_units():
     assert reports[1].units_alive == 2  # output neurons are never pruned
 
 
+def test_prune_units_false_keeps_every_neuron_and_channel_and_prunes_synapses():
+    def run(prune_units, conv_mode="channels"):
+        torch.manual_seed(0)
+        net = build_network("4C3-AP2-8FC-2FC", (1, 4, 4), 2, time_steps=4)
+        knobs = LayerTypeConfig(beta=0.1, epsilon=2.0, eta=10.0, protect=2.0)
+        cfg = DPAPConfig(conv=knobs, fc=knobs, max_death_share=1.0, prune_units=prune_units, conv_mode=conv_mode)
+        pruner = make_pruner(net, "dpap", cfg)
+        net.train()
+        for _ in range(5):
+            net(torch.rand(16, 1, 4, 4))
+        return pruner.end_epoch(0)
+
+    every = run(True)
+    assert every[0].died_units + every[1].died_units > 0  # the same epoch kills units when they may die
+    reports = run(False)
+    assert [r.died_units for r in reports] == [0, 0, 0]
+    assert reports[0].units_alive == 4 and reports[1].units_alive == 8
+    assert reports[1].died_synapses > 0
+    assert [r.died_units for r in run(None)] == [r.died_units for r in every]  # unset: as true
+    kernels = run(False, "kernels")  # conv kernels are synapses there: they still die
+    assert [r.died_units for r in kernels] == [0, 0, 0] and kernels[0].died_synapses > 0
+
+
 def test_compression_counts_weights_that_read_pruned_units():
     net = build_network("4C3-AP2-6FC-3FC", (1, 4, 4), 3)
     dense = count_parameters(net)

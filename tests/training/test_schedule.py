@@ -75,6 +75,16 @@ def test_no_restart_keeps_the_fingerprints_of_earlier_runs():
     assert len({fingerprint(plain), fingerprint(restart), fingerprint(Config.model_validate({"train": {"epochs": 10, "restart_epoch": 6, "restart_lr": 0.3}}))}) == 3
 
 
+def test_prune_units_enters_the_fingerprint_only_when_set():
+    """``pruning.dpap.prune_units`` unset (null) leaves the fingerprints of runs from before
+    the key; ``false`` and ``true`` are runs of their own (``true`` prunes as null does, but
+    was asked for)."""
+    assert fingerprint(Config.model_validate({"pruning": {"dpap": {"prune_units": None}}})) == "e0274be9c4982eec"
+    off = fingerprint(Config.model_validate({"pruning": {"dpap": {"prune_units": False}}}))
+    assert off != "e0274be9c4982eec"
+    assert fingerprint(Config.model_validate({"pruning": {"dpap": {"prune_units": True}}})) not in ("e0274be9c4982eec", off)
+
+
 @pytest.mark.parametrize("cfg,needle", [
     ({"train": {"epochs": 10, "restart_epoch": 10}}, "train.restart_epoch: got 10, expected an epoch from 1 to train.epochs - 1 = 9, or null"),
     ({"train": {"epochs": 1, "restart_epoch": 1}}, "train.restart_epoch: got 1, expected null (a run of 1 epoch has no epoch to restart at)"),

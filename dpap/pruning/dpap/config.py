@@ -72,6 +72,11 @@ class DPAPConfig(Settings):
     reference: channels)."""
     prune_output: Flag = False
     """Also prune synapses of the output layer (its neurons are never pruned)."""
+    prune_units: Optional[Flag] = None
+    """Neurons and conv channels may die (None or ``true``: every protocol, as the paper).
+    ``false``: they all live, and only synapses die: FC synapses, and conv kernels under
+    ``conv_mode: kernels``; unstructured pruning, which compaction cannot make smaller (a
+    conv layer pruned by channels is then not pruned)."""
     conv: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
     fc: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
 
