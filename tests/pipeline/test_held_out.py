@@ -73,3 +73,9 @@ def test_bad_flags_are_one_line(held_out, tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: " + message) and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_mean_of_the_last_epochs_in_a_short_run(held_out):
+    runs = [{"test_accuracy": a} for a in (0.5, 0.6, 0.7, 0.9)]
+    assert held_out.mean_last(runs) == pytest.approx((0.6 + 0.7 + 0.9) / 3)
+    assert held_out.mean_last(runs[:2]) == pytest.approx(0.55)
