@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import multiprocessing
 import struct
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,17 +100,11 @@ def run_one(job: dict) -> dict:
     """One training run in a worker process with one torch thread."""
     import torch
 
-    from dpap.data import load_processed
-    from dpap.training.loop import fit
-
     torch.set_num_threads(1)
     extra = {"train.seed": job["seed"], **({} if job["pruned"] else {"pruning.enabled": False})}
     cfg = pd.spec_config(job["spec"], Path(job["params"]), extra)
-    data = load_processed(Path(cfg.data.processed_dir) / "mnist")
     tag = f"s{job['seed']}-{'pruned' if job['pruned'] else 'unpruned'}"
-    run = fit(cfg, data, checkpoint=Path(job["out"]) / "checkpoints" / f"{tag}.pt", progress=False)
-    history = [asdict(m) for m in run.history]
-    (Path(job["out"]) / f"{tag}.json").write_text(json.dumps({"config": cfg.to_dict(), "history": history}))
+    history = pd.train_and_record(cfg, Path(cfg.data.processed_dir) / "mnist", Path(job["out"]), tag, False)
     return {"seed": job["seed"], "pruned": job["pruned"], "history": history}
 
 

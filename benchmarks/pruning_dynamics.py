@@ -77,23 +77,29 @@ def processed_root(cfg) -> Path:
     return root
 
 
+def train_and_record(cfg, data_dir: Path, out: Path, tag: str, progress: bool, **meta) -> list[dict]:
+    """Train ``cfg`` on the processed data in ``data_dir``, checkpointed in
+    ``out/checkpoints/<tag>.pt`` (a stopped run resumes); writes ``out/<tag>.json`` (``meta``,
+    the config and the per-epoch history) and returns the history."""
+    from dpap.data import load_processed
+    from dpap.training.loop import fit
+
+    run = fit(cfg, load_processed(data_dir), checkpoint=out / "checkpoints" / f"{tag}.pt", progress=progress)
+    history = [asdict(m) for m in run.history]
+    (out / f"{tag}.json").write_text(json.dumps({**meta, "config": cfg.to_dict(), "history": history}))
+    return history
+
+
 def run_one(job: dict) -> dict:
     """One training run (a worker process with ``job["threads"]`` threads)."""
     import torch
 
-    from dpap.data import load_processed
-    from dpap.training.loop import fit
-
     if job["threads"]:
         torch.set_num_threads(job["threads"])
     cfg = setting_config(job["setting"], Path(job["params"]), job["extra"], job["epochs"], job["pruned"])
-    data = load_processed(processed_root(cfg))
-    out = Path(job["out"])
     tag = f"{job['setting']}-{'pruned' if job['pruned'] else 'baseline'}"
     print(f"[{tag}] {cfg.train.epochs} epochs of {cfg.model.arch} on {cfg.data.name}", flush=True)
-    run = fit(cfg, data, checkpoint=out / "checkpoints" / f"{tag}.pt", progress=job["progress"])
-    history = [asdict(m) for m in run.history]
-    (out / f"{tag}.json").write_text(json.dumps({"setting": job["setting"], "pruned": job["pruned"], "config": cfg.to_dict(), "history": history}))
+    history = train_and_record(cfg, processed_root(cfg), Path(job["out"]), tag, job["progress"], setting=job["setting"], pruned=job["pruned"])
     return {"tag": tag, "history": history}
 
 
