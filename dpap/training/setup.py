@@ -92,8 +92,9 @@ def fingerprint(cfg: Config, data_hash: str = "") -> str:
         if d["model"].get(key) is None:
             d["model"].pop(key, None)
     dpap_settings = d["pruning"].get("dpap")
-    if dpap_settings is not None and dpap_settings.get("prune_units") is None:  # unset: as before the key
-        dpap_settings.pop("prune_units", None)
+    for key in ("prune_units", "regrow_share"):
+        if dpap_settings is not None and dpap_settings.get(key) is None:  # unset: as before the key
+            dpap_settings.pop(key, None)
     if d["train"].get("restart_epoch") is None:  # no restart: the fingerprints of runs from before these keys stay
         d["train"].pop("restart_epoch", None)
         d["train"].pop("restart_lr", None)

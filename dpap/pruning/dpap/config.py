@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from dpap.errors import ConfigError
 from dpap.schema import Flag, Integer, Number, Settings
@@ -77,8 +77,22 @@ class DPAPConfig(Settings):
     ``false``: they all live, and only synapses die: FC synapses, and conv kernels under
     ``conv_mode: kernels``; unstructured pruning, which compaction cannot make smaller (a
     conv layer pruned by channels is then not pruned)."""
+    regrow_share: Optional[Number("a number in (0, 1)", gt=0, lt=1)] = None
+    """Regrowth after the decisions (not in the paper; :mod:`dpap.pruning.regrowth`): in
+    the first half of the epochs after ``end_fraction``, each epoch grows back the dead
+    synapses the loss pulls hardest (largest epoch gradient) and drops as many living ones
+    of the smallest magnitude, up to this share of a layer's living synapses, decaying by a
+    cosine (RigL's swap, Evci et al. 2020); compression stays. Needs ``end_fraction`` below
+    1. None: nothing regrows (the paper)."""
     conv: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
     fc: LayerTypeConfig = Field(default_factory=LayerTypeConfig)
+
+    @model_validator(mode="after")
+    def _regrowth_has_epochs(self) -> "DPAPConfig":
+        if self.regrow_share is not None and self.resolved_end_fraction() >= 1.0:
+            raise ConfigError(f"regrow_share: {self.regrow_share} swaps synapses in the epochs after the last decision, but "
+                              "end_fraction is 1 (decisions to the last epoch); set end_fraction below 1 (e.g. 0.5) or regrow_share to null")
+        return self
 
     def resolved(self, layer_type: str, conv_mode: str = "channels", reads_input: bool = False) -> LayerTypeConfig:
         """The knobs of ``layer_type`` (``conv``/``fc``) with protocol defaults filled in;

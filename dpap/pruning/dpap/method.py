@@ -34,6 +34,7 @@ from dpap.pruning.dpap.importance import (
 from dpap.pruning.dpap.state import LayerState
 from dpap.pruning.dpap.survival import cap_deaths, decay_factor
 from dpap.pruning.method import PruningMethod
+from dpap.pruning.regrowth import GradientRegrowth, swap_share
 
 if TYPE_CHECKING:  # pragma: no cover
     from dpap.snn.networks import Block
@@ -59,6 +60,10 @@ class DPAPMethod(PruningMethod):
         self.cfg = cfg
         self.last_decision = cfg.last_decision_epoch(epochs)
         """The last epoch whose end decides (``end_fraction``); None: every epoch."""
+        self.epochs = epochs
+        self.regrowth: Optional[GradientRegrowth] = None
+        """``regrow_share``: synapses swapped after the decisions (built in :meth:`attach`)."""
+        self.permanent = cfg.regrow_share is None
         self.protocol = cfg.protocol
         self.reference = cfg.protocol == "reference"
         self.gradual = cfg.protocol == "gradual"
@@ -75,6 +80,8 @@ class DPAPMethod(PruningMethod):
         self.conv_mode = conv_mode_of(self.cfg, pruner.net)
         """``channels`` or ``kernels``: how this network's conv layers are pruned (``conv_mode``)."""
         self.layers = [LayerState(layer, self.cfg, pruner.device, self.conv_mode) for layer in pruner.layers]
+        if self.cfg.regrow_share is not None:
+            self.regrowth = GradientRegrowth(layer.index for layer in self.layers if layer.prune_synapses)
 
     def to(self, device) -> None:
         for layer in self.layers:
@@ -211,7 +218,13 @@ class DPAPMethod(PruningMethod):
         if self.last_decision is not None and epoch > self.last_decision:
             for layer in self.layers:  # past end_fraction: the pruned network only trains
                 layer.reset_epoch()
+            if self.regrowth is not None:  # ... and, in the first half of those epochs, swaps synapses
+                swaps = (self.epochs - 1 - self.last_decision) // 2
+                q = epoch - self.last_decision - 1
+                self.regrowth.swap(pruner, swap_share(self.cfg.regrow_share, q, swaps) if q < swaps else 0.0)
             return
+        if self.regrowth is not None:
+            self.regrowth.reset()
         cfg = self.cfg
         start = cfg.resolved_start_epoch()
         norm = cfg.resolved_normalization()
@@ -255,6 +268,11 @@ class DPAPMethod(PruningMethod):
                     pruner.kill_synapses(i, cap_deaths(sf.values, sf.candidates(live), most))
         for layer in self.layers:
             layer.reset_epoch()
+
+    def after_backward(self, pruner: "Pruner") -> None:
+        """``regrow_share``: the step's gradients (dead synapses' included) for the swap."""
+        if self.regrowth is not None and self.last_decision is not None:
+            self.regrowth.accumulate(pruner)
 
     def reduce_statistics(self, pruner: "Pruner", reduce) -> None:
         """Importance and post-synaptic sums are sums over samples: add the ranks' (θ is
