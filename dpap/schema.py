@@ -147,7 +147,12 @@ def error_line(model: type[BaseModel], err: dict, prefix: str = "") -> str:
         return f"{key}: missing; it has no default, give it a value"
     if kind == "value_error" and isinstance(err.get("ctx", {}).get("error"), ConfigError):
         message = str(err["ctx"]["error"])
-        return message if not loc else f"{key}: {message}"
+        if not (prefix or loc):
+            return message
+        # a model's own rule names its field first ("end_epoch: ..."): joined to the key
+        owner = _owner_model(model, loc)
+        name, sep, _ = message.partition(": ")
+        return f"{key}.{message}" if sep and owner is not None and name in owner.model_fields else f"{key}: {message}"
     field = _field_of(model, loc)
     if kind == "model_type" or kind == "dict_type":
         return f"{key}: got {err['input']!r}, expected a mapping of keys"

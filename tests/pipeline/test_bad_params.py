@@ -25,7 +25,7 @@ BAD = [
     ("wrong type", lambda t: t.replace("  lr: 0.01", "  lr: fast", 1), "train.lr"),
     ("malformed YAML", lambda t: t.replace("train:\n", "train:\n  [oops\n", 1), "params.yaml"),
     ("regrowth with no epochs after the decisions", lambda t: t.replace("    regrow_share: null", "    regrow_share: 0.3", 1),
-     "pruning.dpap: regrow_share: 0.3 swaps synapses in the epochs after the last decision, but end_fraction is 1"),
+     "pruning.dpap.regrow_share: 0.3 swaps synapses in the epochs after the last decision, but end_fraction is 1"),
 ]
 
 

@@ -190,7 +190,7 @@ def test_random_channel_prunes_gmps_unit_counts():
         ("gmp", {"target": 1.5}, "pruning.gmp.target"),
         ("gmp", {"structure": "row"}, "pruning.gmp.structure"),
         ("gmp", {"end_fraction": 0}, "pruning.gmp.end_fraction"),
-        ("gmp", {"start_epoch": 3, "end_epoch": 1}, "pruning.gmp: end_epoch"),
+        ("gmp", {"start_epoch": 3, "end_epoch": 1}, "pruning.gmp.end_epoch"),
         ("random", {"seed": -1}, "pruning.random.seed"),
         ("random", {"target": -0.1}, "pruning.random.target"),
         ("gradr", {"alpha": -1.0}, "pruning.gradr.alpha"),

@@ -7,6 +7,7 @@ import torch
 from dpap.config import Config, DPAPConfig
 from dpap.config.params import config_from_dict
 from dpap.errors import ConfigError
+from dpap.schema import validate
 from dpap.pruning import Pruner, make_pruner
 from dpap.pruning.compression import compression_of
 from dpap.pruning.method import PruningMethod
@@ -117,8 +118,10 @@ def test_dpap_swaps_only_in_the_first_half_of_the_epochs_after_the_last_decision
 
 
 def test_regrow_share_needs_epochs_after_the_decisions():
-    with pytest.raises(ConfigError, match=r"^pruning\.dpap: regrow_share: 0\.3 swaps .* set end_fraction below 1"):
+    with pytest.raises(ConfigError, match=r"^pruning\.dpap\.regrow_share: 0\.3 swaps .* set end_fraction below 1"):
         config_from_dict({"pruning": {"dpap": {"regrow_share": 0.3}}})
+    with pytest.raises(ConfigError, match=r"^attach: dpap\.regrow_share: 0\.3 swaps "):
+        validate(DPAPConfig, {"regrow_share": 0.3}, prefix="attach: dpap")
     with pytest.raises(ConfigError, match=r"^pruning\.dpap\.regrow_share: got 1\.0, expected a number in \(0, 1\)"):
         config_from_dict({"pruning": {"dpap": {"regrow_share": 1.0, "end_fraction": 0.5}}})
     assert DPAPConfig(regrow_share=0.3, end_fraction=0.5).regrow_share == 0.3
