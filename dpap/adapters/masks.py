@@ -7,7 +7,9 @@ bool), so ``model.state_dict()`` carries them and ``model.load_state_dict`` rest
 keeps the weights to them with hooks, so the training loop calls nothing:
 
 * gradient hooks on the weights, biases and BatchNorm terms zero the gradients of pruned
-  entries during backward (what gradient clipping and the optimizer then see);
+  entries during backward (what gradient clipping and the optimizer then see), but a
+  weight's for a method that reads them (``needs_dead_gradients``: DPAP's regrowth), which
+  ``mask_gradients`` zeroes before the step;
 * every ``step()`` of an optimizer that holds the model's parameters runs the mechanics'
   ``mask_gradients`` before it and ``apply_masks`` after it (PyTorch's global optimizer
   hooks), and the first step after the masks changed zeroes the optimizer's state of
@@ -67,6 +69,7 @@ class MaskKeeper:
         self._seen: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
         self._signature: Optional[tuple] = None
         self._params = {id(p) for b in self.blocks for p in unit_params(b)}
+        self._weights = {id(b.synapse.weight) for b in self.blocks}
         for i, b in enumerate(self.blocks):
             mod = b.synapse
             mod.register_buffer(UNITS, pruner.units[i])
@@ -94,6 +97,8 @@ class MaskKeeper:
     def _grad(self, p: Tensor, g: Tensor) -> Optional[Tensor]:
         if self.on_backward is not None:
             self.on_backward()
+        if id(p) in self._weights and self.pruner.method.needs_dead_gradients:
+            return None  # the method reads pruned weights' gradients; mask_gradients zeroes them before the step
         m = self._grad_masks.get(id(p))
         return None if m is None else g * m
 

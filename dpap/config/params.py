@@ -76,6 +76,11 @@ def check_across_groups(cfg: Config) -> None:
     if cfg.train.restart_epoch is not None and cfg.search.epochs is not None and cfg.train.restart_epoch >= cfg.search.epochs:
         raise ConfigError(f"search.epochs: got {cfg.search.epochs}, but train.restart_epoch {cfg.train.restart_epoch} restarts the "
                           "schedule after that: a trial would never reach it; give the trials more epochs or set train.restart_epoch to null")
+    if cfg.pruning.enabled and cfg.pruning.method == "dpap" and cfg.pruning.dpap.regrow_share is not None:
+        try:
+            cfg.pruning.dpap.regrowth_swaps(cfg.train.epochs)
+        except ConfigError as exc:
+            raise ConfigError(f"pruning.dpap.{exc}") from None
     if cfg.model.kind == "dnn" and cfg.model.encoding == "poisson":
         raise ConfigError("model.encoding: 'poisson' needs model.kind 'snn'; a DNN takes 'direct'")
     if cfg.pruning.dpap.importance == "stdp" and cfg.model.kind == "dnn":

@@ -45,6 +45,11 @@ class PruningMethod:
     silent), an epoch may then be trained without the pruned units, which are put back as
     the masked network would hold them before the method decides; the method keeps its
     state in the dense shapes (:func:`dpap.training.compact_epoch.mode`)."""
+    needs_dead_gradients = False
+    """The method reads the gradients of pruned weights in :meth:`after_backward` (DPAP's
+    regrowth): ``dpap.attach``'s gradient hooks then leave a weight's gradient whole and
+    :meth:`Pruner.mask_gradients <dpap.pruning.mechanics.Pruner.mask_gradients>` zeroes the
+    pruned entries after the method has read them, before the optimizer step."""
     value_name = "survival"
     """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
 

@@ -79,7 +79,7 @@ class GradientRegrowth:
 
 
 def _top(score: Tensor, k: int) -> Tensor:
-    """bool mask of the ``k`` largest entries of ``score`` (ties: the first)."""
+    """bool mask of the ``k`` largest entries of ``score`` (ties broken by ``torch.topk``)."""
     flat = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
     flat[torch.topk(score.flatten(), k).indices] = True
     return flat.view(score.shape)

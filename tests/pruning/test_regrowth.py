@@ -82,14 +82,24 @@ def test_swap_grows_only_where_both_units_live_and_never_more_than_the_candidate
     assert bool(mask[0, 0] and mask[0, 1] and mask[1, 2] and mask[2, 3])
 
 
-def _dpap_run(epochs=12, **cfg):
+def _dead_pull(pruner) -> float:
+    """The largest accumulated gradient on a dead synapse of the tracked layers."""
+    out = 0.0
+    for i, g in pruner.method.regrowth._grad.items():
+        dead = ~pruner.synapse_mask(i)
+        if bool(dead.any()):
+            out = max(out, float(g.abs()[dead].max()))
+    return out
+
+
+def _dpap_run(epochs=11, **cfg):
     torch.manual_seed(0)
     net = build_network("20FC-16FC-4FC", (10,), 4, time_steps=2)
     pruner = make_pruner(net, "dpap", DPAPConfig(prune_units=False, epsilon=2.0, **cfg), epochs=epochs)
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     x = torch.rand(64, 10)
     y = torch.randint(0, 4, (64,))
-    swapped = []
+    swapped, pulls = [], []
     for epoch in range(epochs):
         net.train()
         for _ in range(3):
@@ -98,6 +108,8 @@ def _dpap_run(epochs=12, **cfg):
             pruner.mask_gradients()
             opt.step()
             pruner.apply_masks()
+        if pruner.method.regrowth is not None:
+            pulls.append(_dead_pull(pruner))
         reports = pruner.end_epoch(epoch)
         swapped.append(sum(r.restored_synapses for r in reports))
         retained = compression_of(net, pruner).retained
@@ -105,16 +117,59 @@ def _dpap_run(epochs=12, **cfg):
             at_last_decision = retained
         if epoch > pruner.method.last_decision:
             assert retained == at_last_decision  # swaps keep the count
-    return pruner, swapped
+    return pruner, swapped, pulls
 
 
 def test_dpap_swaps_only_in_the_first_half_of_the_epochs_after_the_last_decision():
-    # 12 epochs, end_fraction 0.5: epochs 0-5 decide, 6-11 are quiet, the first three of them swap
-    pruner, swapped = _dpap_run(end_fraction=0.5, regrow_share=0.5)
+    # 11 epochs, end_fraction 0.5: epochs 0-5 decide (round(5.5) = 6), 6-10 are quiet, the
+    # first 5 // 2 = 2 of them swap
+    pruner, swapped, pulls = _dpap_run(end_fraction=0.5, regrow_share=0.5)
+    assert pruner.method.last_decision == 5 and pruner.method.swaps == 2
     assert not pruner.method.permanent
-    assert swapped[:6] == [0] * 6 and all(n > 0 for n in swapped[6:9]) and swapped[9:] == [0] * 3
-    plain, none = _dpap_run(end_fraction=0.5)
-    assert plain.method.permanent and none == [0] * 12
+    assert swapped[:6] == [0] * 6 and all(n > 0 for n in swapped[6:8]) and swapped[8:] == [0] * 3
+    assert pulls[6] > 0  # the dead synapses' gradients reached the swap
+    plain, none, _ = _dpap_run(end_fraction=0.5)
+    assert plain.method.permanent and none == [0] * 11
+
+
+def test_regrowth_through_attach_reads_the_dead_gradients():
+    """``dpap.attach``'s gradient hooks zero pruned entries during backward; for regrowth they
+    leave the weights' whole, and the optimizer step still sees them masked."""
+    snn = pytest.importorskip("snntorch")
+    import dpap
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.lif1 = torch.nn.Linear(10, 16), snn.Leaky(beta=0.9)
+            self.fc2, self.lif2 = torch.nn.Linear(16, 4), snn.Leaky(beta=0.9)
+
+        def forward(self, x):
+            m1, m2, out = self.lif1.init_leaky(), self.lif2.init_leaky(), []
+            for _ in range(4):
+                s1, m1 = self.lif1(self.fc1(x), m1)
+                s2, m2 = self.lif2(self.fc2(s1), m2)
+                out.append(s2)
+            return torch.stack(out)
+
+    torch.manual_seed(0)
+    net = Net()
+    x, y = torch.rand(64, 10) * 2, torch.randint(0, 4, (64,))
+    pruner = dpap.attach(net, example_input=x, epochs=11, prune_units=False, epsilon=2.0, end_fraction=0.5, regrow_share=0.5)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    grown = 0
+    for epoch in range(11):
+        for _ in range(3):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x).sum(0), y).backward()
+            opt.step()
+            dead = ~pruner.pruner.synapse_mask(0)
+            assert bool((net.fc1.weight[dead] == 0).all())  # still exactly 0 after the step
+        if epoch == 6:
+            assert _dead_pull(pruner.pruner) > 0
+        pruner.end_epoch()
+        grown += sum(r.restored_synapses for r in pruner.pruner.last_reports)
+    assert grown > 0
 
 
 def test_regrow_share_needs_epochs_after_the_decisions():
@@ -124,6 +179,12 @@ def test_regrow_share_needs_epochs_after_the_decisions():
         validate(DPAPConfig, {"regrow_share": 0.3}, prefix="attach: dpap")
     with pytest.raises(ConfigError, match=r"^pruning\.dpap\.regrow_share: got 1\.0, expected a number in \(0, 1\)"):
         config_from_dict({"pruning": {"dpap": {"regrow_share": 1.0, "end_fraction": 0.5}}})
+    # 10 epochs, end_fraction 0.95: no epoch after the last decision
+    with pytest.raises(ConfigError, match=r"^pruning\.dpap\.regrow_share: end_fraction 0\.95 of 10 epochs leaves 0 epoch\(s\) after"):
+        config_from_dict({"train": {"epochs": 10}, "pruning": {"dpap": {"regrow_share": 0.3, "end_fraction": 0.95}}})
+    with pytest.raises(ConfigError, match=r"^regrow_share: end_fraction 0\.9 of 10 epochs leaves 1 epoch\(s\)"):
+        DPAPConfig(regrow_share=0.3, end_fraction=0.9).regrowth_swaps(10)
+    assert DPAPConfig(regrow_share=0.3, end_fraction=0.8).regrowth_swaps(10) == 1  # 2 quiet epochs, the first swaps
     assert DPAPConfig(regrow_share=0.3, end_fraction=0.5).regrow_share == 0.3
 
 

@@ -151,6 +151,16 @@ class DPAPConfig(Settings):
                               "pass epochs=<the run's length> (to dpap.attach or make_pruner) or leave end_fraction at 1")
         return max(0, round(fraction * epochs) - 1)
 
+    def regrowth_swaps(self, epochs: int) -> int:
+        """Epochs whose ends swap synapses (``regrow_share``) in a run of ``epochs``: the first
+        half of those after the last decision. :class:`ConfigError` when that is none."""
+        last = self.last_decision_epoch(epochs)
+        quiet = epochs - 1 - last if last is not None else 0
+        if quiet // 2 < 1:
+            raise ConfigError(f"regrow_share: end_fraction {self.resolved_end_fraction()} of {epochs} epochs leaves {quiet} epoch(s) "
+                              "after the last decision; regrowth swaps in the first half of them and needs at least 2 (lower end_fraction)")
+        return quiet // 2
+
     def knob(self, name: str, conv_mode: str = "channels") -> float:
         """The value a search knob resolves to (``epsilon``: its own value, else the FC
         layers'; ``fc.beta``: with the protocol's default filled in; ``conv.*`` in a network

@@ -60,10 +60,12 @@ class DPAPMethod(PruningMethod):
         self.cfg = cfg
         self.last_decision = cfg.last_decision_epoch(epochs)
         """The last epoch whose end decides (``end_fraction``); None: every epoch."""
-        self.epochs = epochs
+        self.swaps = cfg.regrowth_swaps(epochs) if cfg.regrow_share is not None else 0
+        """``regrow_share``: how many epochs after the last decision swap synapses."""
         self.regrowth: Optional[GradientRegrowth] = None
-        """``regrow_share``: synapses swapped after the decisions (built in :meth:`attach`)."""
-        self.permanent = cfg.regrow_share is None
+        """... and the swaps' gradients (built in :meth:`attach`)."""
+        self.permanent = cfg.regrow_share is None  # grown synapses come back (compression stays; no unit does)
+        self.needs_dead_gradients = cfg.regrow_share is not None
         self.protocol = cfg.protocol
         self.reference = cfg.protocol == "reference"
         self.gradual = cfg.protocol == "gradual"
@@ -219,9 +221,8 @@ class DPAPMethod(PruningMethod):
             for layer in self.layers:  # past end_fraction: the pruned network only trains
                 layer.reset_epoch()
             if self.regrowth is not None:  # ... and, in the first half of those epochs, swaps synapses
-                swaps = (self.epochs - 1 - self.last_decision) // 2
                 q = epoch - self.last_decision - 1
-                self.regrowth.swap(pruner, swap_share(self.cfg.regrow_share, q, swaps) if q < swaps else 0.0)
+                self.regrowth.swap(pruner, swap_share(self.cfg.regrow_share, q, self.swaps) if q < self.swaps else 0.0)
             return
         if self.regrowth is not None:
             self.regrowth.reset()
