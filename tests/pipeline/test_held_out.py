@@ -67,11 +67,13 @@ def test_a_changed_file_is_refused(held_out, tmp_path):
     (["--seeds", "a"], "--seeds: expected comma-separated integers"),
     (["--jobs", "0"], "--jobs: expected an integer >= 1"),
     (["--epochs", "0"], "--epochs: expected an integer >= 1"),
+    (["-S", "pruning.dpap.bogus=1"], "params.yaml: pruning.dpap.bogus: unknown key"),
+    (["-S", "noequals"], "-S 'noequals': expected KEY=VALUE"),
 ])
 def test_bad_flags_are_one_line(held_out, tmp_path, capsys, args, message):
     assert held_out.main(args + ["--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: " + message) and "\n" not in err
+    assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
 
 
