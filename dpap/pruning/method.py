@@ -37,8 +37,9 @@ class PruningMethod:
     silence_units = True
     """A pruned unit's bias and BatchNorm affine terms are zeroed too, so it never fires."""
     permanent = True
-    """Nothing pruned comes back, so compression never falls (a search may stop a trial
-    as soon as it overshoots its target)."""
+    """No pruned unit comes back and compression never falls: a run may be compacted for
+    good between epochs, and a search may stop a trial as soon as it overshoots its target.
+    (Synapses swapped at a fixed count between living units, DPAP's regrowth, keep both.)"""
     still_between_decisions = False
     """Nothing of the method's state changes between two :meth:`end_epoch` calls (it
     observes nothing). With masks every step and ``silence_units`` (a pruned unit exactly

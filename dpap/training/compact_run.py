@@ -17,8 +17,10 @@ epochs, its results still counted against the dense network.
   some hidden layer has lost at least ``share`` of the units it had at the last
   compaction (or at the start), compact.
 
-Only methods whose pruning is permanent are compacted here, between epochs for good: a
-method that regrows (SD-SNN) trains each epoch compact instead (:mod:`.epoch`).
+Only methods whose pruning is permanent (no unit comes back) are compacted here, between
+epochs for good; DPAP's regrowth swaps synapses between living units and stays one of them.
+A method that may bring units back (SD-SNN) trains each epoch compact instead
+(:mod:`.compact_epoch`).
 """
 
 from __future__ import annotations

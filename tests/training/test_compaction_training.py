@@ -193,6 +193,36 @@ def test_a_method_that_regrows_is_not_compacted_while_training(digits):
     assert run.net.arch == "16C3-AP2-32C3-AP2-128FC-10FC" and KEY not in run.extra
 
 
+def test_dpap_with_regrowth_is_compacted_between_epochs_and_swaps_as_the_dense_run(digits, one_thread):
+    """Regrowth swaps synapses between living units at a fixed count: no unit comes back, so
+    the run is compacted for good like plain DPAP, and it swaps in the compact network as
+    the dense run does in the dense one."""
+    def cfg(share):
+        c = _cfg(epochs=8)
+        c.pruning.dpap.end_fraction, c.pruning.dpap.regrow_share = 0.5, 0.4  # decide in epochs 0-3, swap in 4-5
+        c.train.compact_share = share
+        return c
+
+    train, test = digits
+    plain = TrainingRun(cfg(0.0), train, test, (1, 8, 8), 10, progress=False)
+    plain.run()
+    archs = []
+    run = TrainingRun(cfg(0.2), train, test, (1, 8, 8), 10, progress=False, callbacks=[lambda r, m: archs.append(r.net.arch)])
+    history = run.run()
+    assert run.pruner.method.permanent and run.pruner.method.swaps == 2
+    assert len(set(archs[:4])) >= 2 and archs[4] != plain.net.arch  # compacted before the swaps
+    regrown = [sum(row["regenerated"] for row in m.layers) for m in history]
+    assert regrown[:4] == [0] * 4 and regrown[4] > 0, regrown
+    assert regrown == [sum(row["regenerated"] for row in m.layers) for m in plain.history]
+    assert len({m.params_retained for m in history[3:]}) == 1  # the swaps keep the count
+    assert run.net.arch == plain.net.arch and KEY not in run.extra
+    for a, b in zip(_masks(run), _masks(plain)):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    for m, p in zip(history, plain.history):
+        assert m.params_retained == p.params_retained
+        assert abs(m.test_accuracy - p.test_accuracy) <= 2 / len(test)  # float ties only
+
+
 def _sdsnn(epochs=12, share=0.1, protocol="fixed", restart=None):
     cfg = Config()
     cfg.pruning.method = "sdsnn"

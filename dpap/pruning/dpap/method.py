@@ -64,7 +64,6 @@ class DPAPMethod(PruningMethod):
         """``regrow_share``: how many epochs after the last decision swap synapses."""
         self.regrowth: Optional[GradientRegrowth] = None
         """... and the swaps' gradients (built in :meth:`attach`)."""
-        self.permanent = cfg.regrow_share is None  # grown synapses come back (compression stays; no unit does)
         self.needs_dead_gradients = cfg.regrow_share is not None
         self.protocol = cfg.protocol
         self.reference = cfg.protocol == "reference"
