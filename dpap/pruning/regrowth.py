@@ -12,7 +12,10 @@ measured over the whole epoch rather than one batch:
   other. A grown synapse starts from weight 0.
 * drop: of the living synapses, the ``k`` with the smallest ``|w|`` (a kernel: its L1 norm).
 
-``k`` is the share times the layer's living synapses, at most the number of candidates.
+``k`` is the share times the layer's living synapses, at most the number of candidates
+with a pull above 0: a synapse the loss does not pull (its input never spikes while its
+neuron's error is 0) would stay at 0 once grown, spending the count for nothing, and the
+choice among such ties would be arbitrary.
 A method uses it (:mod:`dpap.pruning.dpap`: ``pruning.dpap.regrow_share``) and tells the
 :class:`~dpap.pruning.mechanics.Pruner` through ``kill_synapses`` / ``restore_synapses``.
 """
@@ -42,6 +45,12 @@ class GradientRegrowth:
         self.indices = tuple(indices)
         self._grad: dict[int, Tensor] = {}
 
+    @property
+    def pending(self) -> bool:
+        """Gradients summed since the last swap or reset (in the dense shapes: a network
+        compacted now would leave them behind)."""
+        return bool(self._grad)
+
     def accumulate(self, pruner: "Pruner") -> None:
         """Add this step's gradient of every tracked weight (before the pruner masks it)."""
         for i in self.indices:
@@ -65,13 +74,14 @@ class GradientRegrowth:
                 continue
             alive = pruner.synapse_mask(i)
             dead = ~pruner.synapses[i] & pruner.units[i][:, None] & pruner.input_mask(i)[None, :]
-            k = min(int(share * int(alive.sum())), int(dead.sum()))
+            pull = g.abs().flatten(2).sum(2) if g.dim() > 2 else g.abs()
+            candidates = dead & (pull > 0)
+            k = min(int(share * int(alive.sum())), int(candidates.sum()))
             if k <= 0:
                 continue
             w = pruner.net.blocks[i].synapse.weight.detach()
-            pull = g.abs().flatten(2).sum(2) if g.dim() > 2 else g.abs()
             size = w.abs().flatten(2).sum(2) if w.dim() > 2 else w.abs()
-            grow = _top(pull.masked_fill(~dead, -math.inf), k)
+            grow = _top(pull.masked_fill(~candidates, -math.inf), k)
             drop = _top((-size).masked_fill(~alive, -math.inf), k)
             pruner.kill_synapses(i, drop)
             pruner.restore_synapses(i, grow)

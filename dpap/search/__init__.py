@@ -9,7 +9,7 @@ subject to ``|compression − target| ≤ tolerance``, written as an Optuna 5 co
 trial, from the compressions seen so far (:mod:`dpap.search.target_sampler`). Every trial is one
 call of :func:`dpap.training.loop.fit`, the project's only training loop; a per-epoch callback
 reports to the pruner and stops trials that can no longer be feasible (compression
-already above ``target + tolerance``: pruning is permanent, so compression only grows; or
+already above ``target + tolerance``: pruning is permanent, so compression never falls; or
 compression below the band while no survival function can reach 0 in the epochs left).
 
 Library use (a notebook)::

@@ -69,7 +69,7 @@ class TrialMonitor:
         t = self.trial
         high = self.target + self.tolerance
         if c > high and (run.pruner is None or run.pruner.method.permanent):  # SD-SNN regrows: it may come back
-            self._prune(c, f"compression {c:.3f} > target + tolerance {high:.3f} after epoch {m.epoch + 1}; pruning is permanent, so it cannot come back")
+            self._prune(c, f"compression {c:.3f} > target + tolerance {high:.3f} after epoch {m.epoch + 1}; pruning is permanent, so compression cannot fall")
         low = self.target - self.tolerance
         if c < low and run.epoch < self.epochs and not can_still_prune(run, self.epochs):
             self._prune(c, f"compression {c:.3f} < {low:.3f} after epoch {m.epoch + 1} and no survival function can reach 0 in the {self.epochs - run.epoch} epochs left")

@@ -97,6 +97,8 @@ def compact_run(run: "TrainingRun") -> bool:
         else:
             why = f"method {name!r} lets pruned units compute during the epoch (masks applied only at its end, or bias and BN left live)"
         raise CompactionError(f"compaction while training: {why}; only a method whose pruning is permanent (dpap) can be compacted before training ends")
+    if pruner.method.mid_epoch():
+        raise CompactionError(f"compaction while training: method {pruner.method.name!r} holds this epoch's regrowth gradients in the dense shapes; compact between epochs, after the pruner's end_epoch")
     c = compact_pruned(pruner)
     if all(len(k) == b.units for k, b in zip(c.kept, run.net.blocks)):
         return False

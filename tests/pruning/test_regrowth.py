@@ -66,6 +66,20 @@ def test_swap_grows_the_largest_gradients_and_drops_the_smallest_weights_by_hand
     assert torch.equal(pruner.synapse_mask(0), expected)
 
 
+def test_swap_grows_no_synapse_the_loss_does_not_pull():
+    net, pruner, dead = _toy()
+    regrowth = GradientRegrowth([0])
+    g = torch.zeros(4, 4)
+    g[1, 2], g[3, 3] = 0.5, -0.4  # 2 of the 6 dead synapses pulled; (0,0), (0,1), (2,3), (3,0) not
+    net.blocks[0].synapse.weight.grad = g
+    regrowth.accumulate(pruner)
+    regrowth.swap(pruner, 0.5)  # 10 living: k = min(5, 2 pulled candidates) = 2
+    mask = pruner.synapse_mask(0)
+    assert int(mask.sum()) == 10 and bool(mask[1, 2] and mask[3, 3])
+    assert not bool(mask[0, 0] or mask[0, 1] or mask[2, 3] or mask[3, 0])
+    assert not bool(mask[0, 2] or mask[0, 3])  # the two smallest living weights dropped
+
+
 def test_swap_grows_only_where_both_units_live_and_never_more_than_the_candidates():
     net, pruner, dead = _toy()
     pruner.kill_units(0, torch.tensor([False, False, False, True]))  # neuron 3 dies: (3,0), (3,3) are no candidates

@@ -181,7 +181,7 @@ def test_a_run_killed_after_a_compaction_resumes_to_the_same_end(digits, one_thr
         assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_a_method_that_regrows_is_not_compacted_while_training(digits):
+def test_sdsnn_which_may_bring_units_back_is_not_compacted_for_good(digits):
     train, test = digits
     cfg = _cfg(epochs=2)
     cfg.pruning.method = "sdsnn"
@@ -196,23 +196,32 @@ def test_a_method_that_regrows_is_not_compacted_while_training(digits):
 def test_dpap_with_regrowth_is_compacted_between_epochs_and_swaps_as_the_dense_run(digits, one_thread):
     """Regrowth swaps synapses between living units at a fixed count: no unit comes back, so
     the run is compacted for good like plain DPAP, and it swaps in the compact network as
-    the dense run does in the dense one."""
+    the dense run does in the dense one. A compaction inside an epoch, with the epoch's
+    gradients summed in the dense shapes, is refused."""
     def cfg(share):
         c = _cfg(epochs=8)
-        c.pruning.dpap.end_fraction, c.pruning.dpap.regrow_share = 0.5, 0.4  # decide in epochs 0-3, swap in 4-5
+        # decide in epochs 0-3, swap in 4-5: 2 % then 1 % of the living FC synapses, fewer
+        # than the dead ones between living units, so the gradients choose which grow
+        c.pruning.dpap.end_fraction, c.pruning.dpap.regrow_share = 0.5, 0.02
         c.train.compact_share = share
         return c
+
+    def candidates(r):  # dead FC synapses whose two units live
+        p = r.pruner
+        return int((~p.synapses[2] & p.units[2][:, None] & p.input_mask(2)[None, :]).sum())
 
     train, test = digits
     plain = TrainingRun(cfg(0.0), train, test, (1, 8, 8), 10, progress=False)
     plain.run()
     archs = []
-    run = TrainingRun(cfg(0.2), train, test, (1, 8, 8), 10, progress=False, callbacks=[lambda r, m: archs.append(r.net.arch)])
+    pool = []
+    run = TrainingRun(cfg(0.2), train, test, (1, 8, 8), 10, progress=False,
+                      callbacks=[lambda r, m: (archs.append(r.net.arch), pool.append(candidates(r)))])
     history = run.run()
     assert run.pruner.method.permanent and run.pruner.method.swaps == 2
     assert len(set(archs[:4])) >= 2 and archs[4] != plain.net.arch  # compacted before the swaps
     regrown = [sum(row["regenerated"] for row in m.layers) for m in history]
-    assert regrown[:4] == [0] * 4 and regrown[4] > 0, regrown
+    assert regrown[:4] == [0] * 4 and 0 < regrown[5] < regrown[4] < pool[4], (regrown, pool)
     assert regrown == [sum(row["regenerated"] for row in m.layers) for m in plain.history]
     assert len({m.params_retained for m in history[3:]}) == 1  # the swaps keep the count
     assert run.net.arch == plain.net.arch and KEY not in run.extra
@@ -221,6 +230,14 @@ def test_dpap_with_regrowth_is_compacted_between_epochs_and_swaps_as_the_dense_r
     for m, p in zip(history, plain.history):
         assert m.params_retained == p.params_retained
         assert abs(m.test_accuracy - p.test_accuracy) <= 2 / len(test)  # float ties only
+    # inside a quiet epoch the summed gradients are in the network's shapes: no compaction then
+    mid = TrainingRun(cfg(0.0), train, test, (1, 8, 8), 10, progress=False)
+    _kill_units(mid, 2, range(8))
+    mid.net.zero_grad()
+    torch.nn.functional.cross_entropy(mid.net(train.x[:32]).sum(0), train.y[:32]).backward()
+    mid.pruner.mask_gradients()
+    with pytest.raises(CompactionError, match="holds this epoch's regrowth gradients"):
+        compact_run(mid)
 
 
 def _sdsnn(epochs=12, share=0.1, protocol="fixed", restart=None):

@@ -1,5 +1,6 @@
 """DPAP as a pruning method: traces, BCM and dendritic spines decide through survival
-functions (Eq. 5-17) which units and synapses die; nothing comes back.
+functions (Eq. 5-17) which units and synapses die; no unit comes back (``regrow_share``
+swaps synapses between living units after the last decision, at a fixed count).
 
 Data flows one way: batch → network → spikes per layer → traces (reduced at once,
 memory independent of T) → importance accumulators → once per epoch survival update
@@ -268,6 +269,9 @@ class DPAPMethod(PruningMethod):
                     pruner.kill_synapses(i, cap_deaths(sf.values, sf.candidates(live), most))
         for layer in self.layers:
             layer.reset_epoch()
+
+    def mid_epoch(self) -> bool:
+        return self.regrowth is not None and self.regrowth.pending
 
     def after_backward(self, pruner: "Pruner") -> None:
         """``regrow_share``: the step's gradients (dead synapses' included) for the swap."""
