@@ -26,6 +26,8 @@ BAD = [
     ("malformed YAML", lambda t: t.replace("train:\n", "train:\n  [oops\n", 1), "params.yaml"),
     ("regrowth with no epochs after the decisions", lambda t: t.replace("    regrow_share: null", "    regrow_share: 0.3", 1),
      "pruning.dpap.regrow_share: 0.3 swaps synapses in the epochs after the last decision, but end_fraction is 1"),
+    ("prune_units neither a flag nor channels", lambda t: t.replace("    prune_units: null", "    prune_units: 1", 1),
+     "pruning.dpap.prune_units: got 1, expected true, false or channels"),
 ]
 
 

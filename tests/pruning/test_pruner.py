@@ -218,6 +218,10 @@ def test_prune_units_false_keeps_every_neuron_and_channel_and_prunes_synapses():
     assert [r.died_units for r in run(None)] == [r.died_units for r in every]  # unset: as true
     kernels = run(False, "kernels")  # conv kernels are synapses there: they still die
     assert [r.died_units for r in kernels] == [0, 0, 0] and kernels[0].died_synapses > 0
+    assert every[0].died_units > 0 and every[1].died_units > 0
+    channels = run("channels")  # conv channels die as with true; FC neurons all live, FC synapses die
+    assert channels[0].died_units == every[0].died_units and channels[1].died_units == 0
+    assert channels[1].units_alive == 8 and channels[1].died_synapses > 0
 
 
 def test_compression_counts_weights_that_read_pruned_units():

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from dpap.errors import ConfigError
-from dpap.schema import Flag, Integer, Number, Settings
+from dpap.schema import Expected, Flag, Integer, Number, Settings
 
 PositiveOrNone = Optional[Number("a number > 0", gt=0)]
+
+
+def _flag_or_channels(value: Any) -> Any:
+    """``prune_units``: a flag, strictly (no number reads as one), or ``"channels"``."""
+    if isinstance(value, bool) or value == "channels":
+        return value
+    raise ValueError("not true, false or channels")
 
 
 class LayerTypeConfig(Settings):
@@ -72,11 +79,12 @@ class DPAPConfig(Settings):
     reference: channels)."""
     prune_output: Flag = False
     """Also prune synapses of the output layer (its neurons are never pruned)."""
-    prune_units: Optional[Flag] = None
+    prune_units: Optional[Annotated[Literal[True, False, "channels"], BeforeValidator(_flag_or_channels), Expected("true, false or channels")]] = None
     """Neurons and conv channels may die (None or ``true``: every protocol, as the paper).
     ``false``: they all live, and only synapses die: FC synapses, and conv kernels under
     ``conv_mode: kernels``; unstructured pruning, which compaction cannot make smaller (a
-    conv layer pruned by channels is then not pruned)."""
+    conv layer pruned by channels is then not pruned). ``channels``: conv channels die,
+    FC neurons all live (FC layers lose synapses only)."""
     regrow_share: Optional[Number("a number in (0, 1)", gt=0, lt=1)] = None
     """Regrowth after the decisions (not in the paper; :mod:`dpap.pruning.regrowth`): in
     the first half of the epochs after ``end_fraction``, each epoch grows back the dead

@@ -51,8 +51,8 @@ class LayerState:
         # conv layers are pruned a channel at a time (and by kernels under conv_mode
         # kernels); FC layers lose synapses and neurons; the output layer never loses
         # neurons and loses synapses only if asked; with pruning.dpap.prune_units false no
-        # layer loses units.
-        self.prune_units = not layer.is_output and cfg.prune_units is not False
+        # layer loses units, with "channels" only conv layers do.
+        self.prune_units = not layer.is_output and cfg.prune_units is not False and not (cfg.prune_units == "channels" and layer.layer_type == "fc")
         self.prune_synapses = (layer.layer_type == "fc" or kernels) and (not layer.is_output or cfg.prune_output)
         self.unit_survival = SurvivalFunction((layer.units,), self.knobs.beta, device, track_alive=False)
         self.synapse_survival = (
