@@ -51,13 +51,13 @@ class PruningMethod:
     regrowth): ``dpap.attach``'s gradient hooks then leave a weight's gradient whole and
     :meth:`Pruner.mask_gradients <dpap.pruning.mechanics.Pruner.mask_gradients>` zeroes the
     pruned entries after the method has read them, before the optimizer step."""
+    value_name = "survival"
+    """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
+
     def mid_epoch(self) -> bool:
         """The method holds state summed since its last :meth:`end_epoch` that is not in its
         :meth:`state_dict` (DPAP's regrowth gradients), so the run may not be compacted now."""
         return False
-
-    value_name = "survival"
-    """What :meth:`values` holds (the MLflow image key prefix and histogram axis)."""
 
     def attach(self, pruner: "Pruner") -> None:
         """Called once by the pruner, with the network's geometry in ``pruner.layers``."""
