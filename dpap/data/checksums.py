@@ -258,7 +258,7 @@ def write_manifest(root: Path, name: str, source: str, progress: bool = False,
     manifest = {"name": name, "source": source, "files": entries}
     if content:
         manifest["content"] = content
-    atomic_write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n", temp_name=f".dpap-{MANIFEST_NAME}.tmp")
+    atomic_write_text(root / MANIFEST_NAME, json.dumps(manifest, indent=1, sort_keys=True) + "\n", temp_prefix=".dpap-")
     return manifest
 
 

@@ -40,4 +40,4 @@ def fetch_digits(root: Path, log: Callable[[str], None]) -> None:
         return
     buf = io.BytesIO()
     np.savez(buf, images=images, labels=labels)
-    atomic_write_bytes(path, buf.getvalue(), temp_name=".dpap-digits.npz.tmp")  # OutputError: nothing left
+    atomic_write_bytes(path, buf.getvalue(), temp_prefix=".dpap-")  # OutputError: nothing left

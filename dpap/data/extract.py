@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Optional
 from dpap.data.checksums import SINGLE_FILE_COMPRESSIONS
 from dpap.data.errors import DataError
 from dpap.data.registry import DatasetSpec
+from dpap.runtime.outputs import temp_beside
 
 Log = Callable[[str], None]
 
@@ -66,10 +67,13 @@ def extract(archive: Path, to: Path, log: Log, progress: bool = False, out_name:
             suffix = "." + name.rsplit(".", 1)[1]
             opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
             out = to / (out_name or name[: -len(suffix)])
-            tmp = out.with_name(f".dpap-{out.name}.part")
-            with opener(archive, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            os.replace(tmp, out)
+            tmp = temp_beside(out, ".dpap-", ".part")
+            try:
+                with opener(archive, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
         else:
             raise DataError(f"{archive}: unknown archive type")
     except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, tarfile.TarError) as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from dpap.data.errors import DataError
 from dpap.data.extract import extract
 from dpap.data.progress import bars_shown
 from dpap.data.registry import Archive, DatasetSpec, RawFile
+from dpap.runtime.outputs import temp_beside
 
 NETWORK_TIMEOUT_S = 20.0
 """Socket timeout of every download attempt: a machine without internet fails in seconds."""
@@ -153,7 +155,11 @@ class Fetcher:
             elif flat.is_file():  # copied flat into <raw_dir>/<name>/ by hand
                 self.verify(flat, entry)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(flat, dest)
+                try:
+                    os.replace(flat, dest)
+                except FileNotFoundError:  # another process fetching this data set moved it first
+                    if not dest.is_file():
+                        raise
                 self.log(f"{self.spec.name}: moved {flat} -> {dest}")
             else:
                 continue
@@ -178,9 +184,12 @@ class Fetcher:
                     continue
                 dest = root / form
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f".dpap-{dest.name}.part")
-                shutil.copyfile(cand, tmp)
-                os.replace(tmp, dest)
+                tmp = temp_beside(dest, ".dpap-", ".part")
+                try:
+                    shutil.copyfile(cand, tmp)
+                    os.replace(tmp, dest)
+                finally:
+                    tmp.unlink(missing_ok=True)
                 self.present[entry.path] = [form]
                 self.log(f"{self.spec.name}: copied offline copy {cand} -> {dest}")
                 self.sources.append(d)
@@ -212,7 +221,7 @@ class Fetcher:
     def _download(self, url: str, dest: Path) -> Optional[Path]:
         """Download ``url`` next to ``dest``; the temporary file, or None on failure."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".dpap-{dest.name}.part")
+        tmp = temp_beside(dest, ".dpap-", ".part")
         self.log(f"{self.spec.name}: downloading {url}")
         try:
             req = urllib.request.Request(url, headers={"User-Agent": "dpap/0 (pytorch/vision)"})
@@ -276,8 +285,7 @@ class Fetcher:
             src = self.archive(arch)
             if src is None:
                 continue
-            staging = self.root / ".dpap-unpack"
-            shutil.rmtree(staging, ignore_errors=True)
+            staging = Path(tempfile.mkdtemp(prefix=".dpap-unpack-", dir=self.root))  # this process's own
             try:
                 extract(src, staging, self.log, self.progress)
                 for f in wanted:

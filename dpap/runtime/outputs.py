@@ -19,6 +19,7 @@ from dpap.errors import DPAPError
 import contextlib
 import errno
 import os
+import secrets
 from pathlib import Path
 from typing import Optional
 
@@ -72,13 +73,21 @@ def output_error(exc: OSError, path: str | Path) -> OutputError:
     return OutputError(f"cannot write {path}: {why}{kept}", path, code)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, temp_name: Optional[str] = None) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and
-    :func:`os.replace`. Raises :class:`OutputError` (and leaves no temporary file, and the
-    old ``path`` as it was) when the file system refuses. ``temp_name``: the temporary
-    file's name (default ``.<name>.<pid>.tmp``)."""
+def temp_beside(path: str | Path, prefix: str = ".", suffix: str = ".tmp") -> Path:
+    """A temporary file's name in ``path``'s folder, ``<prefix><name>.<pid>.<random><suffix>``:
+    its own to this process and thread, so that processes writing the same file at once
+    (two benchmarks fetching one data set) never write into, or move, each other's."""
     path = Path(path)
-    tmp = path.with_name(temp_name or f".{path.name}.{os.getpid()}.tmp")
+    return path.with_name(f"{prefix}{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, temp_prefix: str = ".") -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder
+    (:func:`temp_beside`, named with ``temp_prefix``) and :func:`os.replace`. Raises
+    :class:`OutputError` (and leaves no temporary file, and the old ``path`` as it was)
+    when the file system refuses."""
+    path = Path(path)
+    tmp = temp_beside(path, temp_prefix)
     created = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +110,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, temp_name: Optional[str] =
     return path
 
 
-def atomic_write_text(path: str | Path, text: str, temp_name: Optional[str] = None) -> Path:
+def atomic_write_text(path: str | Path, text: str, temp_prefix: str = ".") -> Path:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
-    return atomic_write_bytes(path, text.encode(), temp_name)
+    return atomic_write_bytes(path, text.encode(), temp_prefix)
 
 
 def check_writable(*paths: str | Path) -> None:

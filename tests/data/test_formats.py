@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,47 @@ def test_fashion_mnist_from_debian_package(cfg_for):
     assert data.meta["sizes"] == {"train": 500, "test": 500}
     assert data.train[0].shape == (500, 1, 28, 28) and data.meta["num_classes"] == 10
     assert len(set(data.train[1].tolist())) == 10
+
+
+def interleave_a_second_download(monkeypatch, cfg, **kwargs) -> dict:
+    """Two processes fetching one data set into one folder at once, interleaved at their
+    worst: while the first temporary file (``.dpap-…``) of this download waits to be moved
+    into place, a second download of the same data set runs from start to end."""
+    real, seen = os.replace, {"nested": False}
+
+    def replace(src, dst, *args, **kw):
+        if not seen["nested"] and Path(src).name.startswith(".dpap-"):
+            seen["nested"] = True
+            download(cfg, **kwargs)
+        return real(src, dst, *args, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return seen
+
+
+def test_two_downloads_of_one_data_set_at_once(cfg_for, synth, monkeypatch):
+    """Each writes its own temporary files: neither moves or overwrites the other's."""
+    cfg = cfg_for("fashion-mnist")
+    made = synth.make_idx(Path(cfg.raw_dir) / "fashion-mnist", n_train=40, n_test=20)
+    seen = interleave_a_second_download(monkeypatch, cfg, checksums=made["md5"])
+    raw = download(cfg, checksums=made["md5"])
+    assert seen["nested"]
+    for f in made["md5"]:
+        assert (raw / "FashionMNIST" / "raw" / f[:-3]).is_file()
+    assert not [p.name for p in raw.rglob(".dpap-*")]
+    np.testing.assert_array_equal(load_processed(preprocess(cfg)).train[1].numpy(), made["arrays"]["train"][1])
+
+
+@pytest.mark.skipif(not Path(DEBIAN_FASHION_MNIST_DIR, "t10k-labels-idx1-ubyte.gz").is_file(),
+                    reason="Debian package dataset-fashion-mnist not installed; run: bash tools/setup_test_services.sh")
+def test_two_downloads_from_the_debian_package_at_once(cfg_for, monkeypatch):
+    """The offline copy, as two benchmarks started together on a fresh checkout make it."""
+    cfg = cfg_for("fashion-mnist", limit=500)
+    seen = interleave_a_second_download(monkeypatch, cfg)
+    raw = download(cfg)
+    assert seen["nested"]
+    assert (raw / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").stat().st_size == 47040016
+    assert not [p.name for p in raw.rglob(".dpap-*")]
 
 
 # --------------------------------------------------------------------------- CIFAR
