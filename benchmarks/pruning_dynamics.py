@@ -66,8 +66,8 @@ def setting_config(name: str, params: Path, extra: dict, epochs: int | None, pru
 def processed_root(cfg) -> Path:
     """The setting's processed data set, downloaded (from the offline copy) and
     preprocessed first where it is missing. The mains call it once for every setting
-    before they start jobs in parallel: two jobs preparing the same data set at once
-    would extract the same raw files into each other's way."""
+    before they start jobs in parallel, so that the work is done once (two processes
+    preparing the same data set at once each write their own temporary files)."""
     from dpap.data import download, preprocess
 
     root = Path(cfg.data.processed_dir) / cfg.data.name
