@@ -8,6 +8,7 @@ images, ``(x * scale - mean[c]) / std[c]``.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -92,7 +93,8 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
     On any error the previous contents of ``out_dir`` are untouched. What stood at
     ``out_dir`` before (the previous output, or a file left there) is moved aside and
     removed once the new folder is in place. The folder gets the umask's mode (0755 with
-    the usual umask 022)."""
+    the usual umask 022). Processes writing the same folder at once each write their own
+    temporary folder; the last to swap its in wins, and none fails for the others."""
     out_dir = Path(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -108,13 +110,22 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
                 torch.save({"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y.astype(np.int64))}, buf)
                 (tmp / f"{s}.pt").write_bytes(buf.getvalue())
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
-        if out_dir.exists() or out_dir.is_symlink():
-            aside = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            if aside.exists() or aside.is_symlink():
-                _remove(aside, strict=True)
-            os.replace(out_dir, aside)
-            old = aside
-        os.replace(tmp, out_dir)
+        for attempt in range(3):
+            if out_dir.exists() or out_dir.is_symlink():
+                aside = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+                if aside.exists() or aside.is_symlink():
+                    _remove(aside, strict=True)
+                try:
+                    os.replace(out_dir, aside)
+                    old = aside
+                except FileNotFoundError:  # another process moved it aside first
+                    pass
+            try:
+                os.replace(tmp, out_dir)
+                break
+            except OSError as exc:  # another process put its folder in place since: that one goes aside too
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                    raise
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and not (out_dir.exists() or out_dir.is_symlink()):

@@ -148,6 +148,28 @@ def test_two_downloads_from_the_debian_package_at_once(cfg_for, monkeypatch):
     assert not [p.name for p in raw.rglob(".dpap-*")]
 
 
+def test_two_preprocess_runs_of_one_data_set_at_once(cfg_for, synth, monkeypatch):
+    """While this run's finished folder waits to be swapped into place, a second run writes
+    the same processed folder from start to end: this one's swap then finds a folder there
+    that was not when it looked, and moves it aside as well."""
+    cfg = cfg_for("fashion-mnist")
+    made = synth.make_idx(Path(cfg.raw_dir) / "fashion-mnist", n_train=40, n_test=20)
+    download(cfg, checksums=made["md5"])
+    real, seen = os.replace, {"nested": False}
+
+    def replace(src, dst, *args, **kw):
+        if not seen["nested"] and ".tmp-" in Path(src).name:
+            seen["nested"] = True
+            preprocess(cfg)
+        return real(src, dst, *args, **kw)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = preprocess(cfg)
+    assert seen["nested"]
+    np.testing.assert_array_equal(load_processed(out).train[1].numpy(), made["arrays"]["train"][1])
+    assert [p.name for p in Path(out).parent.iterdir()] == [Path(out).name]  # nothing left aside
+
+
 # --------------------------------------------------------------------------- CIFAR
 
 
