@@ -7,7 +7,9 @@ against the checksums it accepts (:meth:`Fetcher.accepted`), and moves it into p
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -21,7 +23,7 @@ from dpap.data.errors import DataError
 from dpap.data.extract import extract
 from dpap.data.progress import bars_shown
 from dpap.data.registry import Archive, DatasetSpec, RawFile
-from dpap.runtime.outputs import temp_beside
+from dpap.runtime.outputs import process_running, temp_beside
 
 NETWORK_TIMEOUT_S = 20.0
 """Socket timeout of every download attempt: a machine without internet fails in seconds."""
@@ -39,6 +41,23 @@ class Trust:
 
     checksums: tuple[str, ...]
     origin: str
+
+
+_OWNED = re.compile(r"\.dpap-.+\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:part|tmp)|\.dpap-unpack-(?P<unpack>\d+)-.+")
+"""A temporary file or folder of the data stages named with the process that writes it."""
+
+
+def sweep_leftovers(root: Path) -> None:
+    """Remove the temporary files and folders (``.dpap-*``) under ``root`` that killed runs
+    left: those of a process that no longer runs, and those with the fixed names of earlier
+    versions (``.dpap-<name>.part``, ``.dpap-unpack``). A running process's stay."""
+    for path in sorted(root.rglob(".dpap-*"), reverse=True):
+        m = _OWNED.fullmatch(path.name)
+        if m is None or not process_running(int(m["pid"] or m["unpack"])):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 class Fetcher:
@@ -209,12 +228,12 @@ class Fetcher:
         """Verify ``file`` (elsewhere) and move it into place as ``form``."""
         try:
             self.verify(file, entry, name=form.rsplit("/", 1)[-1], shown=shown)
-        except DataError:
+            dest = self.root / form
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+        except BaseException:  # a temporary file of this process's own: nobody else removes it
             file.unlink(missing_ok=True)
             raise
-        dest = self.root / form
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(file, dest)
         if isinstance(entry, RawFile):
             self.present[entry.path] = [form]
 
@@ -232,13 +251,17 @@ class Fetcher:
                     from tqdm import tqdm
 
                     bar = tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False)
+                got = 0
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
+                    got += len(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
                 if bar is not None:
                     bar.close()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+                if total is not None and got != total:
+                    raise ValueError(f"cut off after {got} of {total} bytes")
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:  # IncompleteRead: cut off
             tmp.unlink(missing_ok=True)
             reason = getattr(exc, "reason", exc)
             msg = f"{url.split('/')[2]}: {reason}"
@@ -250,6 +273,9 @@ class Fetcher:
                 self.network_error = msg
             self.last_error = msg
             return None
+        except BaseException:  # interrupted (Ctrl-C), or a reader error that is not an OSError
+            tmp.unlink(missing_ok=True)
+            raise
         return tmp
 
     def archive(self, arch: Archive) -> Optional[Path]:
@@ -275,6 +301,7 @@ class Fetcher:
 
     def run(self) -> list[str]:
         spec = self.spec
+        sweep_leftovers(self.root)
         missing = [f for f in spec.files if not self.place(f)]
         # Archives that contain missing files (CIFAR-10's tarball): unpacked aside, each
         # file taken from it is verified against its own checksum.
@@ -285,7 +312,7 @@ class Fetcher:
             src = self.archive(arch)
             if src is None:
                 continue
-            staging = Path(tempfile.mkdtemp(prefix=".dpap-unpack-", dir=self.root))  # this process's own
+            staging = Path(tempfile.mkdtemp(prefix=f".dpap-unpack-{os.getpid()}-", dir=self.root))  # this process's own
             try:
                 extract(src, staging, self.log, self.progress)
                 for f in wanted:

@@ -12,6 +12,7 @@ import errno
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ import torch
 
 from dpap.data.checksums import tensor_digest
 from dpap.data.errors import DataError
-from dpap.runtime.outputs import is_output_fault, output_error
+from dpap.runtime.outputs import is_output_fault, output_error, process_running
 
 SPLITS = ("train", "val", "test")
 META_NAME = "meta.json"
 FORMAT_VERSION = 1
+SWAP_TRIES = 5  # write_processed: swaps tried while other processes keep putting their folders in place
 _RERUN = "run `dvc repro preprocess` (or `python pipeline/preprocess.py`)"
 
 
@@ -72,19 +74,29 @@ def _sibling_folder(out_dir: Path) -> Path:
     raise FileExistsError(f"{out_dir.parent}: no free temporary name beside {out_dir.name}")
 
 
-def _remove(path: Path, strict: bool = False) -> None:
+def _remove(path: Path) -> None:
     """Remove ``path``, a folder (with its contents), a file or a link; nothing if absent.
-    Unless ``strict``, a failure is ignored (what is left is only an old copy)."""
+    A failure is ignored (what is left is only an old copy)."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
-    except FileNotFoundError:
-        pass
     except OSError:
-        if strict:
-            raise
+        pass
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:old|tmp)-(?P<pid>\d+)(?P<own>-[0-9a-f]+)?")
+
+
+def _sweep_leftovers(out_dir: Path) -> None:
+    """Remove what killed runs left beside ``out_dir``: ``.<name>.old-<pid>`` (the form
+    earlier versions used) and ``.<name>.old-<pid>-<hex>`` / ``.<name>.tmp-<pid>-<hex>`` of
+    a process that no longer runs. Those of running processes (this one included) stay."""
+    for path in out_dir.parent.iterdir():
+        m = _LEFTOVER.fullmatch(path.name)
+        if m is not None and m["name"] == out_dir.name and (m["own"] is None or not process_running(int(m["pid"]))):
+            _remove(path)
 
 
 def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> Path:
@@ -94,14 +106,16 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
     ``out_dir`` before (the previous output, or a file left there) is moved aside and
     removed once the new folder is in place. The folder gets the umask's mode (0755 with
     the usual umask 022). Processes writing the same folder at once each write their own
-    temporary folder; the last to swap its in wins, and none fails for the others."""
+    temporary folder and the last to swap its in wins; a swap that finds another process's
+    folder put in place since moves it aside too, up to :data:`SWAP_TRIES` times
+    (:class:`DataError` after that, with nothing left aside)."""
     out_dir = Path(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = _sibling_folder(out_dir)
     except OSError as exc:
         raise _refused(exc, out_dir) from None
-    old = None
+    asides: list[Path] = []  # what stood at out_dir, moved aside: the previous output first
     try:
         for s in SPLITS:
             if s in splits:
@@ -110,34 +124,38 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
                 torch.save({"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y.astype(np.int64))}, buf)
                 (tmp / f"{s}.pt").write_bytes(buf.getvalue())
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
-        for attempt in range(3):
+        for _ in range(SWAP_TRIES):
             if out_dir.exists() or out_dir.is_symlink():
-                aside = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-                if aside.exists() or aside.is_symlink():
-                    _remove(aside, strict=True)
+                aside = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
                 try:
                     os.replace(out_dir, aside)
-                    old = aside
+                    asides.append(aside)
                 except FileNotFoundError:  # another process moved it aside first
                     pass
             try:
                 os.replace(tmp, out_dir)
                 break
             except OSError as exc:  # another process put its folder in place since: that one goes aside too
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
+        else:
+            raise DataError(f"{out_dir}: other processes wrote it at the same time, {SWAP_TRIES} times in a row; "
+                            "run again once they have finished")
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not (out_dir.exists() or out_dir.is_symlink()):
+        if asides and not (out_dir.exists() or out_dir.is_symlink()):
             try:  # the new folder did not take its place: the previous one goes back
-                os.replace(old, out_dir)
+                os.replace(asides.pop(0), out_dir)
             except OSError:
                 pass
+        for aside in asides:
+            _remove(aside)
         if isinstance(exc, OSError):
             raise _refused(exc, out_dir) from None
         raise
-    if old is not None:
-        _remove(old)
+    for aside in asides:
+        _remove(aside)
+    _sweep_leftovers(out_dir)
     return out_dir
 
 

@@ -3,8 +3,8 @@
 Every file a stage leaves behind (``models/model.pt``, ``checkpoints/train.pt``,
 ``metrics.json``, ``plots/*``, the digits file and manifest of the download stage) goes
 through :func:`atomic_write_bytes`: the bytes go to a temporary file in the target's own
-folder (``.<name>.<pid>.tmp``), are flushed to the disk, and the temporary file is renamed
-over the target (:func:`os.replace`). A reader sees the old file or the new one, never half
+folder (``.<name>.<pid>.<random>.tmp``, :func:`temp_beside`), are flushed to the disk, and
+the temporary file is renamed over the target (:func:`os.replace`). A reader sees the old file or the new one, never half
 of one. When the write fails (a read-only folder or file system, a full disk, a file where
 a folder should be, a folder where the file should be) the temporary file is removed, the
 old file stays as it was, and :class:`OutputError` names the path, says what is wrong and
@@ -79,6 +79,18 @@ def temp_beside(path: str | Path, prefix: str = ".", suffix: str = ".tmp") -> Pa
     (two benchmarks fetching one data set) never write into, or move, each other's."""
     path = Path(path)
     return path.with_name(f"{prefix}{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this machine): a temporary file named with it may
+    still be written, one of a process that is gone is a leftover."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, temp_prefix: str = ".") -> Path:

@@ -133,6 +133,39 @@ def test_failed_download_is_fast_and_reported(cfg_for, tmp_path):
     assert "download failed" in msg and "MNIST/raw" in msg
 
 
+def test_download_cut_off_is_reported_and_leaves_no_file(cfg_for):
+    """A server that promises 1 MB and closes after 10 bytes: a failed download like any
+    other (not a checksum error that says to delete the file), its temporary file gone."""
+    import http.server
+    import threading
+
+    class CutOff(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 20))
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), CutOff)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = cfg_for("mnist")
+        root = Path(cfg.raw_dir) / "mnist"
+        fetcher = _Fetcher(get_spec("mnist"), root, {}, offline=False, progress=False, log=lambda s: None)
+        url = f"http://127.0.0.1:{server.server_port}/x.gz"
+        assert not fetcher.place(RawFile("MNIST/raw/x.gz", "0" * 32, (url,)), network=True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert fetcher.last_error == f"127.0.0.1:{server.server_port}: cut off after 10 of {1 << 20} bytes"
+    assert not [p.name for p in root.rglob(".dpap-*")]
+
+
 def test_preprocess_without_download(cfg_for):
     with pytest.raises(DataError, match="download"):
         preprocess(cfg_for("digits"))
@@ -176,8 +209,8 @@ def test_altered_digits_raw_file_keeps_processed(cfg_for):
 
 def test_file_where_the_processed_folder_belongs_is_replaced_and_removed(cfg_for):
     """A file left where the processed folder goes: the folder takes its place and the file
-    is removed, not left beside it as ``.digits.old-<pid>``; so is such a file left by an
-    earlier run that was killed."""
+    is removed, not left beside it; so is a ``.digits.old-<pid>`` (the form earlier versions
+    used) left by an earlier run that was killed."""
     cfg = cfg_for("digits", limit=20)
     download(cfg)
     parent = Path(cfg.processed_dir)
@@ -189,6 +222,25 @@ def test_file_where_the_processed_folder_belongs_is_replaced_and_removed(cfg_for
     assert sorted(p.name for p in parent.iterdir()) == ["digits"]
     preprocess(cfg)  # and the previous folder, replaced by the next run
     assert sorted(p.name for p in parent.iterdir()) == ["digits"]
+
+
+def test_leftovers_of_killed_runs_beside_the_processed_folder_are_removed(cfg_for):
+    """A killed run's temporary and moved-aside folders (``.digits.tmp-<pid>-<hex>``,
+    ``.digits.old-<pid>-<hex>``) are removed by the next run once their process is gone;
+    a running process's (this one's) stay, as another thread may still need them."""
+    import subprocess
+    import sys
+
+    cfg = cfg_for("digits", limit=20)
+    download(cfg)
+    parent = Path(cfg.processed_dir)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)
+    for name in (f".digits.tmp-{dead}-0123abcd", f".digits.old-{dead}-4567cdef", f".digits.tmp-{os.getpid()}-89abcdef"):
+        (parent / name).mkdir(parents=True)
+        (parent / name / "train.pt").write_text("half written")
+    preprocess(cfg)
+    assert sorted(p.name for p in parent.iterdir()) == [f".digits.tmp-{os.getpid()}-89abcdef", "digits"]
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dpap.data import DataError, download, load_processed, preprocess
-from dpap.data.processed import input_description
+from dpap.data.processed import SWAP_TRIES, input_description
 from dpap.data.registry import DEBIAN_FASHION_MNIST_DIR
 
 
@@ -148,26 +148,73 @@ def test_two_downloads_from_the_debian_package_at_once(cfg_for, monkeypatch):
     assert not [p.name for p in raw.rglob(".dpap-*")]
 
 
-def test_two_preprocess_runs_of_one_data_set_at_once(cfg_for, synth, monkeypatch):
-    """While this run's finished folder waits to be swapped into place, a second run writes
-    the same processed folder from start to end: this one's swap then finds a folder there
-    that was not when it looked, and moves it aside as well."""
+def test_leftovers_of_killed_downloads_are_removed(cfg_for, synth):
+    """Temporary files and folders of a process that is gone, and the fixed names of earlier
+    versions, are removed by the next download run; a running process's (this one's) stay."""
+    import subprocess
+    import sys
+
     cfg = cfg_for("fashion-mnist")
-    made = synth.make_idx(Path(cfg.raw_dir) / "fashion-mnist", n_train=40, n_test=20)
+    root = Path(cfg.raw_dir) / "fashion-mnist"
+    made = synth.make_idx(root, n_train=40, n_test=20)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    left = [f".dpap-train-images-idx3-ubyte.gz.{dead}.0123abcd.part", f".dpap-MANIFEST.json.{dead}.4567cdef.tmp",
+            ".dpap-t10k-labels-idx1-ubyte.gz.part", f".dpap-unpack-{dead}-x1y2/cifar-10-batches-py/data_batch_1", ".dpap-unpack/a"]
+    own = f".dpap-t10k-images-idx3-ubyte.gz.{os.getpid()}.89abcdef.part"
+    for name in [*left, own]:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("half written")
     download(cfg, checksums=made["md5"])
-    real, seen = os.replace, {"nested": False}
+    assert sorted(p.name for p in root.rglob(".dpap-*")) == [own]
+
+
+def competing_preprocess_runs(monkeypatch, cfg, times: int) -> dict:
+    """Other processes preprocessing the same data set at once, at their worst: while this
+    run's finished folder waits to be swapped into place, another run writes the processed
+    folder from start to end, ``times`` times in a row."""
+    real, seen = os.replace, {"runs": 0, "inside": False}
 
     def replace(src, dst, *args, **kw):
-        if not seen["nested"] and ".tmp-" in Path(src).name:
-            seen["nested"] = True
-            preprocess(cfg)
+        if not seen["inside"] and ".tmp-" in Path(src).name and seen["runs"] < times:
+            seen["runs"] += 1
+            seen["inside"] = True
+            try:
+                preprocess(cfg)
+            finally:
+                seen["inside"] = False
         return real(src, dst, *args, **kw)
 
     monkeypatch.setattr(os, "replace", replace)
-    out = preprocess(cfg)
-    assert seen["nested"]
+    return seen
+
+
+@pytest.mark.parametrize("times", [1, SWAP_TRIES - 1])
+def test_preprocess_runs_of_one_data_set_at_once(cfg_for, synth, monkeypatch, times):
+    """This run's swap finds a folder there that was not when it looked, moves it aside as
+    well and tries again; nothing is left aside."""
+    cfg = cfg_for("fashion-mnist")
+    made = synth.make_idx(Path(cfg.raw_dir) / "fashion-mnist", n_train=40, n_test=20)
+    download(cfg, checksums=made["md5"])
+    seen = competing_preprocess_runs(monkeypatch, cfg, times)
+    out = Path(preprocess(cfg))
+    assert seen["runs"] == times
     np.testing.assert_array_equal(load_processed(out).train[1].numpy(), made["arrays"]["train"][1])
-    assert [p.name for p in Path(out).parent.iterdir()] == [Path(out).name]  # nothing left aside
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_preprocess_gives_up_when_other_processes_keep_writing(cfg_for, synth, monkeypatch):
+    """After SWAP_TRIES swaps lost to other processes: one line, the others' folder in
+    place, nothing of this run's left aside."""
+    cfg = cfg_for("fashion-mnist")
+    made = synth.make_idx(Path(cfg.raw_dir) / "fashion-mnist", n_train=40, n_test=20)
+    download(cfg, checksums=made["md5"])
+    seen = competing_preprocess_runs(monkeypatch, cfg, times=10 * SWAP_TRIES)
+    with pytest.raises(DataError, match=rf"other processes wrote it at the same time, {SWAP_TRIES} times in a row; run again") as err:
+        preprocess(cfg)
+    assert "\n" not in str(err.value) and seen["runs"] == SWAP_TRIES
+    out = Path(cfg.processed_dir) / "fashion-mnist"
+    np.testing.assert_array_equal(load_processed(out).train[1].numpy(), made["arrays"]["train"][1])
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
 
 
 # --------------------------------------------------------------------------- CIFAR
