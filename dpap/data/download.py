@@ -38,7 +38,7 @@ from dpap.data.checksums import MANIFEST_NAME, manifest_changes, read_manifest, 
 from dpap.data.digits import fetch_digits, load_digits_arrays
 from dpap.data.errors import DataError
 from dpap.data.extract import extract_all
-from dpap.data.fetcher import NETWORK_TIMEOUT_S, OFFLINE_ENV, PARAMS_KEY, Fetcher, Trust
+from dpap.data.fetcher import NETWORK_TIMEOUT_S, OFFLINE_ENV, PARAMS_KEY, Fetcher, Trust, sweep_leftovers
 from dpap.data.registry import DatasetSpec, get_spec
 
 __all__ = ["NETWORK_TIMEOUT_S", "OFFLINE_ENV", "PARAMS_KEY", "download", "load_digits_arrays", "raw_root"]
@@ -86,6 +86,7 @@ def download(
         offline = os.environ.get(OFFLINE_ENV, "").lower() in ("1", "true", "yes")
     root = raw_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(root)
 
     manifest = read_manifest(root)
     learnt = dict(manifest.get("content", {})) if manifest is not None else {}

@@ -23,7 +23,7 @@ from dpap.data.errors import DataError
 from dpap.data.extract import extract
 from dpap.data.progress import bars_shown
 from dpap.data.registry import Archive, DatasetSpec, RawFile
-from dpap.runtime.outputs import process_running, temp_beside
+from dpap.runtime.outputs import is_leftover, remove_quietly, temp_beside
 
 NETWORK_TIMEOUT_S = 20.0
 """Socket timeout of every download attempt: a machine without internet fails in seconds."""
@@ -43,21 +43,24 @@ class Trust:
     origin: str
 
 
-_OWNED = re.compile(r"\.dpap-.+\.(?P<pid>\d+)\.[0-9a-f]{8}\.(?:part|tmp)|\.dpap-unpack-(?P<unpack>\d+)-.+")
+_OWNED = re.compile(r"\.dpap-.+\.(?P<pid>\d{1,10})\.[0-9a-f]{8}\.(?:part|tmp)|\.dpap-unpack-(?P<unpack>\d{1,10})-.+")
 """A temporary file or folder of the data stages named with the process that writes it."""
 
 
 def sweep_leftovers(root: Path) -> None:
     """Remove the temporary files and folders (``.dpap-*``) under ``root`` that killed runs
-    left: those of a process that no longer runs, and those with the fixed names of earlier
-    versions (``.dpap-<name>.part``, ``.dpap-unpack``). A running process's stay."""
-    for path in sorted(root.rglob(".dpap-*"), reverse=True):
-        m = _OWNED.fullmatch(path.name)
-        if m is None or not process_running(int(m["pid"] or m["unpack"])):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+    left (:func:`dpap.runtime.outputs.is_leftover`: their process no longer runs, or they
+    have the fixed names of earlier versions, ``.dpap-<name>.part``, ``.dpap-unpack``, and
+    nothing in them changed for an hour). Best effort: another process may be removing
+    or writing them at the same time."""
+    for folder, dirs, files in os.walk(root, onerror=lambda e: None):
+        for name in (*dirs, *files):
+            if name.startswith(".dpap-"):
+                m = _OWNED.fullmatch(name)
+                path = Path(folder) / name
+                if is_leftover(path, int(m["pid"] or m["unpack"]) if m else None):
+                    remove_quietly(path)
+        dirs[:] = [d for d in dirs if not d.startswith(".dpap-")]  # never into a staging folder
 
 
 class Fetcher:
@@ -172,13 +175,14 @@ class Fetcher:
             if dest.is_file():
                 self.verify(dest, entry)
             elif flat.is_file():  # copied flat into <raw_dir>/<name>/ by hand
-                self.verify(flat, entry)
-                dest.parent.mkdir(parents=True, exist_ok=True)
                 try:
+                    self.verify(flat, entry)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(flat, dest)
                 except FileNotFoundError:  # another process fetching this data set moved it first
                     if not dest.is_file():
                         raise
+                    self.verify(dest, entry)
                 self.log(f"{self.spec.name}: moved {flat} -> {dest}")
             else:
                 continue
@@ -259,7 +263,7 @@ class Fetcher:
                         bar.update(len(chunk))
                 if bar is not None:
                     bar.close()
-                if total is not None and got != total:
+                if total is not None and got != total and not resp.chunked:
                     raise ValueError(f"cut off after {got} of {total} bytes")
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:  # IncompleteRead: cut off
             tmp.unlink(missing_ok=True)
@@ -301,7 +305,6 @@ class Fetcher:
 
     def run(self) -> list[str]:
         spec = self.spec
-        sweep_leftovers(self.root)
         missing = [f for f in spec.files if not self.place(f)]
         # Archives that contain missing files (CIFAR-10's tarball): unpacked aside, each
         # file taken from it is verified against its own checksum.

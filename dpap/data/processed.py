@@ -24,7 +24,7 @@ import torch
 
 from dpap.data.checksums import tensor_digest
 from dpap.data.errors import DataError
-from dpap.runtime.outputs import is_output_fault, output_error, process_running
+from dpap.runtime.outputs import is_leftover, is_output_fault, output_error
 
 SPLITS = ("train", "val", "test")
 META_NAME = "meta.json"
@@ -86,23 +86,25 @@ def _remove(path: Path) -> None:
         pass
 
 
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:old|tmp)-(?P<pid>\d+)(?P<own>-[0-9a-f]+)?")
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:old|tmp)-(?P<pid>\d{1,10})(?P<own>-[0-9a-f]+)?")
 
 
 def _sweep_leftovers(out_dir: Path) -> None:
     """Remove what killed runs left beside ``out_dir``: ``.<name>.old-<pid>`` (the form
     earlier versions used) and ``.<name>.old-<pid>-<hex>`` / ``.<name>.tmp-<pid>-<hex>`` of
-    a process that no longer runs. Those of running processes (this one included) stay."""
+    a process that no longer runs, once nothing in them changed for an hour
+    (:func:`dpap.runtime.outputs.is_leftover`). Those of running processes stay."""
     for path in out_dir.parent.iterdir():
         m = _LEFTOVER.fullmatch(path.name)
-        if m is not None and m["name"] == out_dir.name and (m["own"] is None or not process_running(int(m["pid"]))):
+        if m is not None and m["name"] == out_dir.name and is_leftover(path, int(m["pid"]) if m["own"] else None):
             _remove(path)
 
 
 def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> Path:
     """Write ``splits`` and ``meta`` to a temporary sibling folder, then swap it into place.
 
-    On any error the previous contents of ``out_dir`` are untouched. What stood at
+    On an error what stood at ``out_dir`` stays there (or the newest complete folder another
+    process wrote, when others wrote it at the same time). What stood at
     ``out_dir`` before (the previous output, or a file left there) is moved aside and
     removed once the new folder is in place. The folder gets the umask's mode (0755 with
     the usual umask 022). Processes writing the same folder at once each write their own
@@ -126,12 +128,11 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
         (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
         for _ in range(SWAP_TRIES):
             if out_dir.exists() or out_dir.is_symlink():
-                aside = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+                asides.append(out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
                 try:
-                    os.replace(out_dir, aside)
-                    asides.append(aside)
+                    os.replace(out_dir, asides[-1])
                 except FileNotFoundError:  # another process moved it aside first
-                    pass
+                    asides.pop()
             try:
                 os.replace(tmp, out_dir)
                 break
@@ -144,10 +145,11 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if asides and not (out_dir.exists() or out_dir.is_symlink()):
-            try:  # the new folder did not take its place: the previous one goes back
-                os.replace(asides.pop(0), out_dir)
+            try:  # the new folder did not take its place: the newest complete one goes back
+                os.replace(asides[-1], out_dir)
+                asides.pop()
             except OSError:
-                pass
+                asides.pop()  # kept aside, for a later run to sweep: better than nothing in place
         for aside in asides:
             _remove(aside)
         if isinstance(exc, OSError):

@@ -20,6 +20,8 @@ import contextlib
 import errno
 import os
 import secrets
+import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -86,11 +88,44 @@ def process_running(pid: int) -> bool:
     still be written, one of a process that is gone is a leftover."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):
         return False
     except PermissionError:  # another user's
         return True
     return True
+
+
+LEFTOVER_AGE_S = 3600.0
+"""A temporary file or folder is taken for a killed run's leftover only when nothing in it
+changed for this long: a process on another machine sharing the folder, whose pid this
+machine cannot see, may still be writing it."""
+
+
+def is_leftover(path: Path, pid: Optional[int]) -> bool:
+    """Whether ``path``, a temporary file or folder named with process ``pid`` (None: a fixed
+    name of an earlier version), is a killed run's leftover: its process does not run here
+    and nothing in it changed for :data:`LEFTOVER_AGE_S`."""
+    if pid is not None and process_running(pid):
+        return False
+    try:
+        newest = path.lstat().st_mtime
+    except OSError:
+        return False
+    if path.is_dir() and not path.is_symlink():
+        for folder, dirs, files in os.walk(path, onerror=lambda e: None):
+            for name in (*dirs, *files):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    return time.time() - newest > LEFTOVER_AGE_S
+
+
+def remove_quietly(path: Path) -> None:
+    """Remove ``path`` (a folder with its contents, a file or a link); a failure is ignored."""
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, temp_prefix: str = ".") -> Path:

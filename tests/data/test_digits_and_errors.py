@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from dpap.data import DATASETS, DataError, download, load_processed, preprocess
 from dpap.data.fetcher import Fetcher as _Fetcher
 from dpap.data.registry import RawFile, get_spec
+from dpap.runtime.outputs import LEFTOVER_AGE_S
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -217,6 +219,7 @@ def test_file_where_the_processed_folder_belongs_is_replaced_and_removed(cfg_for
     parent.mkdir(parents=True)
     (parent / "digits").write_text("not a folder")
     (parent / f".digits.old-{os.getpid()}").write_text("left by a killed run")
+    os.utime(parent / f".digits.old-{os.getpid()}", (0, time.time() - 2 * LEFTOVER_AGE_S))
     out = preprocess(cfg)
     assert out.is_dir() and load_processed(out).meta["sizes"] == {"train": 20, "test": 20}
     assert sorted(p.name for p in parent.iterdir()) == ["digits"]
@@ -226,21 +229,23 @@ def test_file_where_the_processed_folder_belongs_is_replaced_and_removed(cfg_for
 
 def test_leftovers_of_killed_runs_beside_the_processed_folder_are_removed(cfg_for):
     """A killed run's temporary and moved-aside folders (``.digits.tmp-<pid>-<hex>``,
-    ``.digits.old-<pid>-<hex>``) are removed by the next run once their process is gone;
-    a running process's (this one's) stay, as another thread may still need them."""
-    import subprocess
-    import sys
-
+    ``.digits.old-<pid>-<hex>``) are removed by the next run once their process is gone and
+    nothing in them changed for LEFTOVER_AGE_S; a running process's (this one's) and a
+    recent one's (a process on another machine sharing the folder may be writing it) stay."""
     cfg = cfg_for("digits", limit=20)
     download(cfg)
     parent = Path(cfg.processed_dir)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    dead = int(gone.stdout)
-    for name in (f".digits.tmp-{dead}-0123abcd", f".digits.old-{dead}-4567cdef", f".digits.tmp-{os.getpid()}-89abcdef"):
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
+    stale = [f".digits.tmp-{dead}-0123abcd", f".digits.old-{dead}-4567cdef"]
+    kept = [f".digits.tmp-{os.getpid()}-89abcdef", f".digits.tmp-{dead}-fedcba98"]
+    for name in (*stale, *kept):
         (parent / name).mkdir(parents=True)
         (parent / name / "train.pt").write_text("half written")
+        if name != kept[1]:
+            for q in (parent / name / "train.pt", parent / name):
+                os.utime(q, (0, time.time() - 2 * LEFTOVER_AGE_S))
     preprocess(cfg)
-    assert sorted(p.name for p in parent.iterdir()) == [f".digits.tmp-{os.getpid()}-89abcdef", "digits"]
+    assert sorted(p.name for p in parent.iterdir()) == sorted([*kept, "digits"])
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])

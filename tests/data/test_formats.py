@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ import torch
 from dpap.data import DataError, download, load_processed, preprocess
 from dpap.data.processed import SWAP_TRIES, input_description
 from dpap.data.registry import DEBIAN_FASHION_MNIST_DIR
+from dpap.runtime.outputs import LEFTOVER_AGE_S
 
 
 def by_the_description(desc: dict, values: np.ndarray) -> np.ndarray:
@@ -150,22 +154,27 @@ def test_two_downloads_from_the_debian_package_at_once(cfg_for, monkeypatch):
 
 def test_leftovers_of_killed_downloads_are_removed(cfg_for, synth):
     """Temporary files and folders of a process that is gone, and the fixed names of earlier
-    versions, are removed by the next download run; a running process's (this one's) stay."""
-    import subprocess
-    import sys
-
+    versions, are removed by the next download run once nothing in them changed for
+    LEFTOVER_AGE_S; a running process's (this one's) and a recent one's (a process on
+    another machine sharing the folder may be writing it) stay."""
     cfg = cfg_for("fashion-mnist")
     root = Path(cfg.raw_dir) / "fashion-mnist"
     made = synth.make_idx(root, n_train=40, n_test=20)
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout)
-    left = [f".dpap-train-images-idx3-ubyte.gz.{dead}.0123abcd.part", f".dpap-MANIFEST.json.{dead}.4567cdef.tmp",
-            ".dpap-t10k-labels-idx1-ubyte.gz.part", f".dpap-unpack-{dead}-x1y2/cifar-10-batches-py/data_batch_1", ".dpap-unpack/a"]
-    own = f".dpap-t10k-images-idx3-ubyte.gz.{os.getpid()}.89abcdef.part"
-    for name in [*left, own]:
+    stale = [f".dpap-train-images-idx3-ubyte.gz.{dead}.0123abcd.part", f".dpap-MANIFEST.json.{dead}.4567cdef.tmp",
+             ".dpap-t10k-labels-idx1-ubyte.gz.part", f".dpap-unpack-{dead}-x1y2/cifar-10-batches-py/data_batch_1", ".dpap-unpack/a"]
+    kept = [f".dpap-t10k-images-idx3-ubyte.gz.{os.getpid()}.89abcdef.part", f".dpap-train-labels-idx1-ubyte.gz.{dead}.fedcba98.part"]
+    long_ago = time.time() - 2 * LEFTOVER_AGE_S
+    for name in [*stale, *kept]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("half written")
+    for name in [*stale, kept[0]]:
+        for q in [root / name, *(root / name).parents]:
+            if q == root:
+                break
+            os.utime(q, (0, long_ago))
     download(cfg, checksums=made["md5"])
-    assert sorted(p.name for p in root.rglob(".dpap-*")) == [own]
+    assert sorted(p.name for p in root.rglob(".dpap-*")) == sorted(kept)
 
 
 def competing_preprocess_runs(monkeypatch, cfg, times: int) -> dict:
