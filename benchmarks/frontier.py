@@ -50,7 +50,6 @@ import argparse
 import json
 import math
 import multiprocessing
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -217,9 +216,9 @@ def propose(knob: Knob, points: list[tuple[float, float]], target: float) -> flo
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    from dpap.runtime.outputs import atomic_write_text  # a temporary file of this process's own, then os.replace
+
+    atomic_write_text(path, json.dumps(obj))
 
 
 def config_record(cfg) -> dict:

@@ -51,6 +51,7 @@ def run_one(job: dict) -> dict:
     import torch
 
     from dpap.data import load_processed
+    from dpap.runtime.outputs import atomic_write_text
     from dpap.training.loop import fit
     from pruning_dynamics import processed_root, setting_config
 
@@ -64,10 +65,8 @@ def run_one(job: dict) -> dict:
     path = out / f"{tag}.json"
 
     def save(run, m) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"setting": job["setting"], "method": job["method"], "config": cfg.to_dict(),
-                                   "device": str(run.device), "history": [asdict(h) for h in run.history]}))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({"setting": job["setting"], "method": job["method"], "config": cfg.to_dict(),
+                                            "device": str(run.device), "history": [asdict(h) for h in run.history]}))
         print(f"[{tag}] epoch {m.epoch + 1}: test {m.test_accuracy:.4f} compression {m.compression:.3f} ({m.seconds:.1f}s)", flush=True)
 
     print(f"[{tag}] {cfg.train.epochs} epochs of {cfg.model.arch} on {cfg.data.name}", flush=True)
