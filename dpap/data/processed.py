@@ -24,7 +24,7 @@ import torch
 
 from dpap.data.checksums import tensor_digest
 from dpap.data.errors import DataError
-from dpap.runtime.outputs import is_leftover, is_output_fault, output_error
+from dpap.runtime.outputs import is_leftover, is_output_fault, output_error, remove_quietly
 
 SPLITS = ("train", "val", "test")
 META_NAME = "meta.json"
@@ -74,18 +74,6 @@ def _sibling_folder(out_dir: Path) -> Path:
     raise FileExistsError(f"{out_dir.parent}: no free temporary name beside {out_dir.name}")
 
 
-def _remove(path: Path) -> None:
-    """Remove ``path``, a folder (with its contents), a file or a link; nothing if absent.
-    A failure is ignored (what is left is only an old copy)."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except OSError:
-        pass
-
-
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:old|tmp)-(?P<pid>\d{1,10})(?P<own>-[0-9a-f]+)?")
 
 
@@ -97,7 +85,7 @@ def _sweep_leftovers(out_dir: Path) -> None:
     for path in out_dir.parent.iterdir():
         m = _LEFTOVER.fullmatch(path.name)
         if m is not None and m["name"] == out_dir.name and is_leftover(path, int(m["pid"]) if m["own"] else None):
-            _remove(path)
+            remove_quietly(path)
 
 
 def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict) -> Path:
@@ -151,12 +139,12 @@ def write_processed(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarra
             except OSError:
                 asides.pop()  # kept aside, for a later run to sweep: better than nothing in place
         for aside in asides:
-            _remove(aside)
+            remove_quietly(aside)
         if isinstance(exc, OSError):
             raise _refused(exc, out_dir) from None
         raise
     for aside in asides:
-        _remove(aside)
+        remove_quietly(aside)
     _sweep_leftovers(out_dir)
     return out_dir
 

@@ -4,10 +4,10 @@ Every file a stage leaves behind (``models/model.pt``, ``checkpoints/train.pt``,
 ``metrics.json``, ``plots/*``, the digits file and manifest of the download stage) goes
 through :func:`atomic_write_bytes`: the bytes go to a temporary file in the target's own
 folder (``.<name>.<pid>.<random>.tmp``, :func:`temp_beside`), are flushed to the disk, and
-the temporary file is renamed over the target (:func:`os.replace`). A reader sees the old file or the new one, never half
-of one. When the write fails (a read-only folder or file system, a full disk, a file where
-a folder should be, a folder where the file should be) the temporary file is removed, the
-old file stays as it was, and :class:`OutputError` names the path, says what is wrong and
+the temporary file is renamed over the target (:func:`os.replace`). A reader sees the old
+file or the new one, never half of one. When the write fails (a read-only folder or file
+system, a full disk, a file where a folder should be, a folder where the file should be)
+the temporary file is removed, the old file stays as it was, and :class:`OutputError` names the path, says what is wrong and
 how to fix it, in one line. :func:`check_writable` asks the same question before a long
 computation, so a read-only ``models/`` stops the train stage before its first epoch.
 """
